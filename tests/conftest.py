@@ -1,0 +1,26 @@
+"""Test-wide settings: every cache and user folder points into a temporary directory,
+so the suite never writes outside the repo or tmp, and no hub is ever contacted."""
+
+import os
+import tempfile
+
+import pytest
+
+_TMP = tempfile.mkdtemp(prefix="ulip2-tests-")
+for _var, _sub in {
+    "ULIP2_CACHE_DIR": "ulip2-cache",
+    "HF_HOME": "hf-home",
+    "XDG_CACHE_HOME": "xdg-cache",
+    "TORCH_HOME": "torch-home",
+    "BLENDER_USER_RESOURCES": "blender-user",
+}.items():
+    os.environ[_var] = os.path.join(_TMP, _sub)
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+
+@pytest.fixture
+def rng():
+    import numpy as np
+
+    return np.random.default_rng(0)
