@@ -74,6 +74,9 @@ def _load_scene(path) -> trimesh.Scene:
         # trimesh retries with fallbacks; the first error in the chain names the real problem.
         while error.__context__ is not None and isinstance(error.__context__, Exception):
             error = error.__context__
+        if isinstance(error, FileNotFoundError):
+            # A .gltf's .bin buffer or an .obj's texture that did not travel with it.
+            raise AssetError(path, f"a file it refers to is missing: {error}") from None
         message = str(error).strip().splitlines()
         detail = message[0][:200] if message else ""
         reason = f"cannot read as {extension[1:]} (corrupt or truncated?): {type(error).__name__}"

@@ -199,6 +199,16 @@ def _write_bad(tmp_path, case):
         path = tmp_path / "cloud.ply"
         trimesh.PointCloud(np.random.default_rng(0).random((50, 3))).export(path)
         return path, "no triangles"
+    if case == "lines":
+        path = tmp_path / "lines.obj"
+        path.write_text("v 0 0 0\nv 1 0 0\nv 1 1 0\nl 1 2 3\n")
+        return path, "no triangles"
+    if case == "gltf without buffer":
+        path = tmp_path / "lonely.gltf"
+        trimesh.creation.box().export(path)
+        for buffer in tmp_path.glob("*.bin"):
+            buffer.unlink()
+        return path, "refers to is missing: .*bin"
     if case == "degenerate":
         path = tmp_path / "flat.ply"
         line = [[0, 0, 0], [1, 0, 0], [2, 0, 0]]
@@ -218,7 +228,7 @@ def _write_bad(tmp_path, case):
 @pytest.mark.parametrize(
     "case",
     ["missing", "empty", "truncated", "junk.glb", "junk.obj", "junk.ply", "junk.stl",
-     "point cloud", "degenerate", "fbx", "folder"],
+     "point cloud", "lines", "gltf without buffer", "degenerate", "fbx", "folder"],
 )
 def test_bad_files_raise_asset_error_naming_the_file(tmp_path, case):
     path, reason = _write_bad(tmp_path, case)
