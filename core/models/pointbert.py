@@ -1,0 +1,127 @@
+"""The ULIP-2 Point-BERT encoder in plain torch.
+
+Module and parameter names follow the ULIP repository's PointTransformer_Colored so the
+released checkpoint maps onto it key for key (see checkpoint.py).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import StochasticDepth
+
+from .config import EncoderConfig
+from .ops import group_points
+
+
+class GroupEncoder(nn.Module):
+    """Mini-PointNet: each group of K points -> one feature vector (shared MLP, max-pool twice)."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.out_channels = out_channels
+        self.first_conv = nn.Sequential(
+            nn.Conv1d(in_channels, 128, 1), nn.BatchNorm1d(128), nn.ReLU(inplace=True), nn.Conv1d(128, 256, 1)
+        )
+        self.second_conv = nn.Sequential(
+            nn.Conv1d(512, 512, 1), nn.BatchNorm1d(512), nn.ReLU(inplace=True), nn.Conv1d(512, out_channels, 1)
+        )
+
+    def forward(self, groups: torch.Tensor) -> torch.Tensor:
+        batch, n_groups, k, channels = groups.shape
+        x = self.first_conv(groups.reshape(batch * n_groups, k, channels).transpose(1, 2))  # (BG, 256, K)
+        pooled = x.max(dim=2, keepdim=True).values
+        x = self.second_conv(torch.cat([pooled.expand(-1, -1, k), x], dim=1))
+        return x.max(dim=2).values.reshape(batch, n_groups, self.out_channels)
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=False)  # no qkv bias, as in Point-BERT
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, tokens, dim = x.shape
+        qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, dim // self.num_heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
+        return self.proj(out.transpose(1, 2).reshape(batch, tokens, dim))
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int, num_heads: int, drop_path: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, dim * 4)
+        self.drop_path = StochasticDepth(drop_path, mode="row")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class TransformerEncoder(nn.Module):
+    def __init__(self, dim: int, depth: int, num_heads: int, drop_path_rate: float):
+        super().__init__()
+        rates = torch.linspace(0, drop_path_rate, depth).tolist()
+        self.blocks = nn.ModuleList(Block(dim, num_heads, r) for r in rates)
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        # Point-BERT adds the positional embedding before every block, not only the first.
+        for block in self.blocks:
+            x = block(x + pos)
+        return x
+
+
+class PointBERT(nn.Module):
+    """Points (B, N, C) -> L2-normalised embedding (B, embed_dim) in the target space.
+
+    Input points are centred and scaled to the unit sphere inside the model (a no-op for
+    points that come from core's sampler), so any caller's raw points are safe.
+    """
+
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.config = config
+        dim = config.trans_dim
+        self.encoder = GroupEncoder(config.in_channels, config.encoder_dims)
+        self.reduce_dim = nn.Linear(config.encoder_dims, dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.cls_pos = nn.Parameter(torch.randn(1, 1, dim))
+        self.pos_embed = nn.Sequential(nn.Linear(3, 128), nn.GELU(), nn.Linear(128, dim))
+        self.blocks = TransformerEncoder(dim, config.depth, config.num_heads, config.drop_path_rate)
+        self.norm = nn.LayerNorm(dim)
+        self.projection = nn.Linear(config.feat_dim, config.embed_dim, bias=False)
+        nn.init.normal_(self.projection.weight, std=config.embed_dim**-0.5)
+
+    def features(self, points: torch.Tensor) -> torch.Tensor:
+        """The un-projected [cls, max-pool] features (B, 2 * trans_dim)."""
+        points = points[..., : self.config.in_channels]
+        xyz = points[..., :3]
+        xyz = xyz - xyz.mean(dim=1, keepdim=True)
+        xyz = xyz / xyz.norm(dim=-1).amax(dim=1).clamp_min(1e-12).view(-1, 1, 1)
+        groups, centres = group_points(torch.cat([xyz, points[..., 3:]], dim=-1), self.config.num_group, self.config.group_size)
+        tokens = self.reduce_dim(self.encoder(groups))
+        batch = tokens.shape[0]
+        x = torch.cat([self.cls_token.expand(batch, -1, -1), tokens], dim=1)
+        pos = torch.cat([self.cls_pos.expand(batch, -1, -1), self.pos_embed(centres)], dim=1)
+        x = self.norm(self.blocks(x, pos))
+        return torch.cat([x[:, 0], x[:, 1:].max(dim=1).values], dim=-1)
+
+    def forward(self, points: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.projection(self.features(points)), dim=-1)
