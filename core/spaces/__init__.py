@@ -28,7 +28,7 @@ import numpy as np
 from core.errors import SpaceError
 from core.prompts import ULIP_TEMPLATES
 
-__all__ = ["Space", "load_space", "ULIP2_SPACE", "DEFAULT_SPACE"]
+__all__ = ["Space", "load_space", "space_dim", "ULIP2_SPACE", "DEFAULT_SPACE"]
 
 ULIP2_SPACE = "openclip:ViT-bigG-14:laion2b_s39b_b160k"
 DEFAULT_SPACE = "minilm"
@@ -233,3 +233,29 @@ def load_space(name: str, device: str = "cpu") -> Space:
         if key not in _LOADED:
             _LOADED[key] = load()
         return _LOADED[key]
+
+
+def space_dim(name: str) -> int:
+    """The embedding dimension of a space, read from its config without loading weights
+    (so a bundle for ViT-bigG can be exported without the 10 GB space at hand)."""
+    import json
+
+    canonical, _ = _parse(name, "cpu")
+    kind, _, rest = canonical.partition(":")
+    if kind == "minilm":
+        if rest:
+            model_dir = Path(rest)
+        else:
+            from core.spaces.minilm import bundled_model_dir
+
+            model_dir = bundled_model_dir()
+        return int(json.loads((model_dir / "config.json").read_text())["hidden_size"])
+    arch = rest.partition(":")[0]
+    try:
+        import open_clip
+    except ImportError as exc:
+        raise SpaceError(f"openclip spaces need open_clip_torch ({exc}); install it with: pip install 'ulip2[torch]'") from exc
+    config = open_clip.get_model_config(arch)
+    if config is None:
+        raise SpaceError(f"unknown open_clip architecture {arch!r} in space {name!r}")
+    return int(config["embed_dim"])

@@ -1,0 +1,122 @@
+"""The model bundle: a directory that turns points into embeddings on its own.
+
+    bundle.json        format version, space (name, dim), encoder config, points per
+                       object, input channels, the ONNX files, provenance, `trained`
+    encoder.onnx       points (B, N, 6) -> L2-normalised embedding (B, dim), fp32
+    encoder.fp16.onnx  the same in float16 (optional; for GPUs)
+
+Reading a bundle needs neither torch nor the space's weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import warnings
+from pathlib import Path
+
+from .errors import BundleError
+
+FORMAT_VERSION = 1
+BUNDLE_FILE = "bundle.json"
+DEFAULT_BUNDLE_ENV = "ULIP2_BUNDLE"
+
+
+class UntrainedBundleWarning(UserWarning):
+    """The bundle's encoder has random weights: its embeddings carry no meaning."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Bundle:
+    path: Path
+    space: str
+    dim: int
+    config: dict
+    num_points: int
+    channels: int
+    files: dict  # precision -> file name
+    trained: bool
+    provenance: dict
+
+    def onnx_path(self, precision: str = "fp32") -> Path:
+        if precision not in self.files:
+            raise BundleError(
+                f"bundle {self.path} has no {precision} encoder (it has: {', '.join(sorted(self.files))}); "
+                f"export one with: ulip2 export --out DIR --fp16"
+            )
+        return self.path / self.files[precision]
+
+    def to_json(self) -> dict:
+        return {
+            "format_version": FORMAT_VERSION,
+            "space": {"name": self.space, "dim": self.dim},
+            "encoder": self.config,
+            "num_points": self.num_points,
+            "channels": self.channels,
+            "files": self.files,
+            "trained": self.trained,
+            "provenance": self.provenance,
+        }
+
+
+def write_bundle(bundle: Bundle) -> Path:
+    """Write bundle.json atomically (the ONNX files must already be in place)."""
+    target = bundle.path / BUNDLE_FILE
+    tmp = target.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(bundle.to_json(), indent=2) + "\n")
+    os.replace(tmp, target)
+    return target
+
+
+def read_bundle(path: str | os.PathLike, *, warn_untrained: bool = True) -> Bundle:
+    """Open the bundle at `path` (a directory, or its bundle.json) and check it is complete."""
+    path = Path(path).expanduser()
+    if path.name == BUNDLE_FILE:
+        path = path.parent
+    meta_file = path / BUNDLE_FILE
+    if not meta_file.is_file():
+        raise BundleError(f"{path}: not a model bundle (no {BUNDLE_FILE}); make one with: ulip2 export --out {path}")
+    try:
+        meta = json.loads(meta_file.read_text())
+        version = meta["format_version"]
+        if version > FORMAT_VERSION:
+            raise BundleError(f"{meta_file}: format version {version} is newer than this ulip2 reads ({FORMAT_VERSION}); upgrade ulip2")
+        bundle = Bundle(
+            path=path.resolve(),
+            space=meta["space"]["name"],
+            dim=int(meta["space"]["dim"]),
+            config=meta["encoder"],
+            num_points=int(meta["num_points"]),
+            channels=int(meta["channels"]),
+            files=dict(meta["files"]),
+            trained=bool(meta["trained"]),
+            provenance=dict(meta.get("provenance", {})),
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BundleError(f"{meta_file}: malformed bundle description ({type(exc).__name__}: {exc})") from exc
+    missing = [name for name in bundle.files.values() if not (bundle.path / name).is_file()]
+    if missing:
+        raise BundleError(f"{path}: bundle is incomplete, missing {', '.join(missing)}; re-export it")
+    if warn_untrained and not bundle.trained:
+        warnings.warn(
+            f"model bundle {bundle.path} is untrained (random weights): its embeddings carry no meaning; "
+            "export one from a checkpoint with: ulip2 export --checkpoint CKPT",
+            UntrainedBundleWarning,
+            stacklevel=2,
+        )
+    return bundle
+
+
+def default_bundle_path() -> Path:
+    """The bundle used when none is named: $ULIP2_BUNDLE, else the one shipped with ulip2."""
+    env = os.environ.get(DEFAULT_BUNDLE_ENV)
+    if env:
+        return Path(env).expanduser()
+    shipped = Path(__file__).parent / "data" / "default_bundle"
+    if (shipped / BUNDLE_FILE).is_file():
+        return shipped
+    raise BundleError(
+        "no model bundle given and none is shipped with this install yet; "
+        f"pass --bundle DIR, set {DEFAULT_BUNDLE_ENV}, or make one with: ulip2 export --out DIR"
+    )

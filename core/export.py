@@ -1,0 +1,147 @@
+"""Export the torch encoder to an ONNX model bundle (needs the `torch` extra)."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+from . import __version__
+from .bundle import Bundle, write_bundle
+from .errors import BundleError
+
+ONNX_OPSET = 17
+INPUT_NAME, OUTPUT_NAME = "points", "embedding"
+
+
+def export_onnx(model, path: str | os.PathLike, num_points: int) -> Path:
+    """Write `model` (points (B, N, C) -> embedding) as ONNX with dynamic batch and point count."""
+    import torch
+
+    model = model.eval()
+    example = torch.rand(2, num_points, model.config.in_channels)
+    with warnings.catch_warnings():
+        # The TorchScript-based exporter is the one that honours FPS's hand-written ONNX
+        # form (see core/models/ops.py); it warns that a newer exporter exists.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            dynamo=False,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch", 1: "points"}, OUTPUT_NAME: {0: "batch"}},
+            opset_version=ONNX_OPSET,
+        )
+    return Path(path)
+
+
+def _index_nodes(graph) -> list[str]:
+    """Names of the nodes that compute point indices (FPS, kNN): everything upstream of
+    ArgMax/TopK. They stay in float32, since float16 distances would pick other points."""
+    producer = {out: node for node in graph.node for out in node.output}
+    keep, stack = set(), [n for n in graph.node if n.op_type in ("ArgMax", "TopK")]
+    while stack:
+        node = stack.pop()
+        if node.name in keep:
+            continue
+        keep.add(node.name)
+        stack.extend(producer[i] for i in node.input if i in producer)
+    return sorted(keep)
+
+
+def convert_fp16(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """A float16 copy of an fp32 encoder with float32 inputs/outputs and index maths."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(src))
+    for i, node in enumerate(model.graph.node):
+        if not node.name:
+            node.name = f"{node.op_type}_{i}"
+    half = convert_float_to_float16(model, keep_io_types=True, node_block_list=_index_nodes(model.graph))
+    onnx.save(half, str(dst))
+    return Path(dst)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def export_bundle(
+    out: str | os.PathLike,
+    *,
+    config: str = "pointbert-small",
+    space: str = "minilm",
+    checkpoint: str | os.PathLike | None = None,
+    fp16: bool = False,
+    seed: int = 0,
+    model=None,
+    source: str | None = None,
+    overwrite: bool = False,
+) -> Bundle:
+    """Build (or take) an encoder for `space`, load `checkpoint` if given, and write a bundle to `out`.
+
+    Without a checkpoint (and no `model`) the weights are random and the bundle says
+    `"trained": false`. The bundle is written into a temporary folder and moved into
+    place, so an interrupted export never leaves a half bundle at `out`.
+    """
+    from .models import create_encoder
+    from .models.checkpoint import load_encoder_weights
+    from .spaces import space_dim
+
+    out = Path(out).expanduser()
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise BundleError(f"{out} exists and is not empty; pick a new folder or pass --overwrite")
+    dim = space_dim(space)
+    if model is None:
+        model = create_encoder(config, embed_dim=dim, seed=seed)
+        if checkpoint is not None:
+            load_encoder_weights(model, checkpoint)
+    elif model.config.embed_dim != dim:
+        raise BundleError(f"encoder projects to {model.config.embed_dim} dims but space {space!r} has {dim}")
+    trained = checkpoint is not None or source is not None
+    provenance = {
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "ulip2_version": __version__,
+        "source": source or ("checkpoint" if checkpoint else "random init (seed %d)" % seed),
+    }
+    if checkpoint is not None:
+        provenance["checkpoint"] = {"path": str(Path(checkpoint).resolve()), "sha256": _sha256(Path(checkpoint))}
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        files = {"fp32": "encoder.onnx"}
+        export_onnx(model, staging / files["fp32"], model.config.num_points)
+        if fp16:
+            files["fp16"] = "encoder.fp16.onnx"
+            convert_fp16(staging / files["fp32"], staging / files["fp16"])
+        bundle = Bundle(
+            path=staging,
+            space=space,
+            dim=dim,
+            config=model.config.to_dict(),
+            num_points=model.config.num_points,
+            channels=model.config.in_channels,
+            files=files,
+            trained=trained,
+            provenance=provenance,
+        )
+        write_bundle(bundle)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return Bundle(**{**bundle.__dict__, "path": out.resolve()})

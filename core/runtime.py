@@ -1,0 +1,82 @@
+"""Run a model bundle's encoder with onnxruntime: CUDA where present, CPU otherwise."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from .bundle import Bundle, default_bundle_path, read_bundle
+from .errors import BundleError
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def choose_providers(device: str = "auto") -> list[str]:
+    """onnxruntime providers for `device`: 'auto' takes CUDA when onnxruntime-gpu sees a GPU."""
+    import onnxruntime as ort
+
+    if device not in DEVICES:
+        raise BundleError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    available = ort.get_available_providers()
+    has_cuda = "CUDAExecutionProvider" in available
+    if device == "cuda" and not has_cuda:
+        raise BundleError(
+            "device 'cuda' asked for, but onnxruntime has no CUDA provider here "
+            f"(available: {', '.join(available)}); install the gpu extra: pip install 'ulip2[gpu]'"
+        )
+    if device == "cpu" or not has_cuda:
+        return ["CPUExecutionProvider"]
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+class PointEncoder:
+    """A bundle's 3D encoder: points (B, N, C) or (N, C) -> unit embeddings (B, dim)."""
+
+    def __init__(self, bundle: Bundle | str | os.PathLike | None = None, *, device: str = "auto",
+                 precision: str = "fp32", threads: int | None = None):
+        import onnxruntime as ort
+
+        if bundle is None:
+            bundle = default_bundle_path()
+        self.bundle = bundle if isinstance(bundle, Bundle) else read_bundle(bundle)
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(
+            str(self.bundle.onnx_path(precision)), options, providers=choose_providers(device)
+        )
+        self.providers = self.session.get_providers()
+        self._input = self.session.get_inputs()[0].name
+
+    @property
+    def dim(self) -> int:
+        return self.bundle.dim
+
+    @property
+    def num_points(self) -> int:
+        return self.bundle.num_points
+
+    def embed_points(self, points: np.ndarray, batch_size: int = 16) -> np.ndarray:
+        points = np.asarray(points, dtype=np.float32)
+        if points.ndim == 2:
+            points = points[None]
+        channels = self.bundle.channels
+        if points.ndim != 3 or points.shape[2] < channels:
+            raise BundleError(f"points must be (B, N, >={channels}) or (N, >={channels}); got {points.shape}")
+        if points.shape[1] < self.bundle.config["num_group"]:
+            raise BundleError(f"need at least {self.bundle.config['num_group']} points per object, got {points.shape[1]}")
+        points = np.ascontiguousarray(points[..., :channels])
+        out = [self.session.run(None, {self._input: points[i:i + batch_size]})[0]
+               for i in range(0, len(points), batch_size)]
+        return np.concatenate(out).astype(np.float32, copy=False) if out else np.zeros((0, self.dim), np.float32)
+
+    def embed_files(self, paths: Sequence[str | os.PathLike], *, seed: int = 0,
+                    batch_size: int = 16) -> Iterable[tuple[str, np.ndarray]]:
+        """(path, embedding) per mesh file, sampled with the bundle's point count; AssetError for a bad file."""
+        from .meshio import load_points
+
+        for path in paths:
+            points = load_points(path, self.num_points, seed=seed)
+            yield os.fspath(path), self.embed_points(points, batch_size=batch_size)[0]
