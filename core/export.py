@@ -88,11 +88,12 @@ def export_bundle(
     model=None,
     source: str | None = None,
     overwrite: bool = False,
+    on_step=None,
 ) -> Bundle:
     """Build (or take) an encoder for `space`, load `checkpoint` if given, and write a bundle to `out`.
 
     Without a checkpoint (and no `model`) the weights are random and the bundle says
-    `"trained": false`. The bundle is written into a temporary folder and moved into
+    `"trained": false`. `on_step(message)` is told as each stage starts. The bundle is written into a temporary folder and moved into
     place, so an interrupted export never leaves a half bundle at `out`.
     """
     from .models import create_encoder
@@ -102,10 +103,13 @@ def export_bundle(
     out = Path(out).expanduser()
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise BundleError(f"{out} exists and is not empty; pick a new folder or pass --overwrite")
+    step = on_step or (lambda message: None)
     dim = space_dim(space)
     if model is None:
+        step(f"building {config}")
         model = create_encoder(config, embed_dim=dim, seed=seed)
         if checkpoint is not None:
+            step(f"loading {Path(checkpoint).name}")
             load_encoder_weights(model, checkpoint)
     elif model.config.embed_dim != dim:
         raise BundleError(f"encoder projects to {model.config.embed_dim} dims but space {space!r} has {dim}")
@@ -122,9 +126,11 @@ def export_bundle(
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         files = {"fp32": "encoder.onnx"}
+        step("exporting ONNX (fp32)")
         export_onnx(model, staging / files["fp32"], model.config.num_points)
         if fp16:
             files["fp16"] = "encoder.fp16.onnx"
+            step("converting to fp16")
             convert_fp16(staging / files["fp32"], staging / files["fp16"])
         bundle = Bundle(
             path=staging,

@@ -1,0 +1,234 @@
+"""The `ulip2` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+from . import __version__
+from .errors import AssetError, Ulip2Error
+
+DESCRIPTION = """\
+ulip2: 3D assets -> embeddings in a vision-language space (ULIP-2), for tagging,
+captioning and search of asset libraries.
+
+A model bundle (a folder: ONNX encoder + bundle.json) turns a mesh into one vector in
+a frozen space: 'minilm' (text, offline) or an open_clip space (text and images; ULIP-2
+uses openclip:ViT-bigG-14:laion2b_s39b_b160k).
+"""
+
+EXAMPLES = """\
+examples:
+  ulip2 export --out my-bundle                    small random encoder in the minilm space
+  ulip2 embed --bundle my-bundle chair.glb --out chair.npy
+  ulip2 info my-bundle
+  ulip2 models pull ulip2-pointbert-10k --out ulip2-bundle      (needs network once)
+  ulip2 models import-ulip2 ULIP-2-PointBERT-10k-...-pretrained.pt --out ulip2-bundle
+
+'ulip2 COMMAND --help' explains each command.
+"""
+
+
+def _progress(iterable=None, **kwargs):
+    from tqdm import tqdm
+
+    return tqdm(iterable, file=sys.stderr, dynamic_ncols=True, **kwargs)
+
+
+def _print_json(obj) -> None:
+    json.dump(obj, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+# -- embed ------------------------------------------------------------------------------
+
+def cmd_embed(args) -> int:
+    import numpy as np
+
+    from .runtime import PointEncoder
+
+    encoder = PointEncoder(args.bundle, device=args.device)
+    done, vectors, failed = [], [], []
+    for path in _progress(args.files, desc="embedding", unit="file", disable=len(args.files) < 2):
+        try:
+            _, vec = next(iter(encoder.embed_files([path], seed=args.seed)))
+        except AssetError as exc:
+            failed.append({"path": str(path), "error": exc.reason})
+            print(f"error: {exc}", file=sys.stderr)
+            continue
+        done.append(str(path))
+        vectors.append(vec)
+    matrix = np.stack(vectors) if vectors else np.zeros((0, encoder.dim), np.float32)
+    summary = {"bundle": str(encoder.bundle.path), "space": encoder.bundle.space, "dim": encoder.dim,
+               "providers": encoder.providers, "failed": failed}
+    if args.out and args.out.suffix == ".npy":
+        np.save(args.out, matrix)
+        _print_json({**summary, "out": str(args.out), "rows": done})
+    else:
+        result = {**summary, "embeddings": [{"path": p, "embedding": v.tolist()} for p, v in zip(done, matrix)]}
+        if args.out:
+            args.out.write_text(json.dumps(result) + "\n")
+            _print_json({**summary, "out": str(args.out), "rows": done})
+        else:
+            _print_json(result)
+    return 1 if failed else 0
+
+
+# -- export / models --------------------------------------------------------------------
+
+def _export(out, **kwargs) -> int:
+    from .export import export_bundle
+
+    with _progress(total=None, bar_format="{desc} [{elapsed}]") as bar:
+        bundle = export_bundle(out, on_step=bar.set_description_str, **kwargs)
+        bar.set_description_str("done")
+    _print_json(bundle.to_json() | {"path": str(bundle.path)})
+    return 0
+
+
+def cmd_export(args) -> int:
+    return _export(args.out, config=args.config, space=args.space, checkpoint=args.checkpoint,
+                   fp16=args.fp16, seed=args.seed, overwrite=args.overwrite)
+
+
+def cmd_models_list(args) -> int:
+    from .models.config import get_config, list_configs
+    from .registry import RELEASES
+
+    print("encoder configs (ulip2 export --config NAME):")
+    for name in list_configs():
+        print(f"  {name:20s} {get_config(name).description}")
+    print("released checkpoints (ulip2 models pull NAME):")
+    for release in RELEASES.values():
+        print(f"  {release.name:20s} {release.description}")
+    return 0
+
+
+def cmd_models_import(args) -> int:
+    from .spaces import ULIP2_SPACE
+
+    return _export(args.out, config="ulip2-pointbert", space=args.space or ULIP2_SPACE,
+                   checkpoint=args.checkpoint, fp16=args.fp16, overwrite=args.overwrite)
+
+
+def cmd_models_pull(args) -> int:
+    from .registry import download_release, get_release
+
+    release = get_release(args.name)
+    print(f"downloading {release.hf_file} ...", file=sys.stderr)
+    checkpoint = download_release(args.name)
+    if not args.no_space:
+        from .spaces import load_space
+
+        print(f"fetching space {release.space} ...", file=sys.stderr)
+        load_space(release.space)
+    return _export(args.out, config=release.config, space=release.space, checkpoint=checkpoint,
+                   fp16=args.fp16, overwrite=args.overwrite)
+
+
+def cmd_info(args) -> int:
+    from .bundle import read_bundle
+
+    bundle = read_bundle(args.bundle, warn_untrained=False)
+    info = bundle.to_json() | {"path": str(bundle.path)}
+    if args.json:
+        _print_json(info)
+        return 0
+    cfg = bundle.config
+    print(f"bundle     {bundle.path}")
+    print(f"space      {bundle.space} ({bundle.dim}-d)")
+    print(f"encoder    {cfg['name']}: {cfg['depth']} blocks x {cfg['trans_dim']}, {cfg['num_group']} groups of {cfg['group_size']}")
+    print(f"input      {bundle.num_points} points x {bundle.channels} channels (xyz, rgb)")
+    print(f"files      {', '.join(f'{k}: {v}' for k, v in bundle.files.items())}")
+    print(f"trained    {'yes' if bundle.trained else 'NO (random weights: embeddings carry no meaning)'}")
+    print(f"provenance {json.dumps(bundle.provenance)}")
+    return 0
+
+
+# -- parser -----------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ulip2", description=DESCRIPTION, epilog=EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"ulip2 {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name, func, help, **kw):
+        p = sub.add_parser(name, help=help, description=help, formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
+        p.set_defaults(func=func)
+        return p
+
+    def bundle_arg(p):
+        p.add_argument("--bundle", type=Path, default=None,
+                       help="model bundle folder (default: $ULIP2_BUNDLE, else the bundle shipped with ulip2)")
+        p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                       help="where onnxruntime runs: auto takes CUDA when onnxruntime-gpu sees a GPU (default: auto)")
+
+    p = add("embed", cmd_embed, "embed mesh files (glb, gltf, obj, ply, stl, off) with a model bundle",
+            epilog="Prints JSON ({path, embedding} per file); --out FILE.npy writes the (files x dim) array\n"
+                   "in the order of 'rows' printed. Bad files are reported and skipped (exit code 1).")
+    p.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    bundle_arg(p)
+    p.add_argument("--out", type=Path, help="write embeddings to FILE.npy or FILE.json instead of stdout")
+    p.add_argument("--seed", type=int, default=0, help="point sampling seed (same seed, same points; default 0)")
+
+    def export_args(p, *, config=True):
+        p.add_argument("--out", type=Path, required=True, help="bundle folder to create")
+        if config:
+            p.add_argument("--config", default="pointbert-small",
+                           help="encoder config (see 'ulip2 models list'; default pointbert-small)")
+        p.add_argument("--fp16", action="store_true", help="also write a float16 encoder (for GPUs)")
+        p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
+
+    p = add("export", cmd_export, "export a 3D encoder to an ONNX model bundle",
+            epilog="Without --checkpoint the weights are random: the bundle says \"trained\": false and every\n"
+                   "command that uses it warns. --checkpoint takes a released ULIP-2 .pt or a ulip2 .safetensors.")
+    export_args(p)
+    p.add_argument("--space", default="minilm", help="space the encoder targets (default minilm; see ulip2 --help)")
+    p.add_argument("--checkpoint", type=Path, help="weights to load (every key and shape is checked)")
+    p.add_argument("--seed", type=int, default=0, help="seed for random weights (default 0)")
+
+    models = add("models", None, "list, fetch and import released 3D encoders")
+    msub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    m = msub.add_parser("list", help="shipped encoder configs and released checkpoints")
+    m.set_defaults(func=cmd_models_list)
+    m = msub.add_parser("import-ulip2", help="turn a released ULIP-2 Point-BERT checkpoint (.pt) into a bundle")
+    m.add_argument("checkpoint", type=Path, metavar="CKPT")
+    export_args(m, config=False)
+    m.add_argument("--space", default=None,
+                   help="space of the checkpoint (default openclip:ViT-bigG-14:laion2b_s39b_b160k, ULIP-2's)")
+    m.set_defaults(func=cmd_models_import)
+    m = msub.add_parser("pull", help="download a released checkpoint and its space, then make a bundle (needs network)")
+    m.add_argument("name", metavar="NAME", help="release name (see 'ulip2 models list')")
+    export_args(m, config=False)
+    m.add_argument("--no-space", action="store_true", help="do not fetch the space's weights now")
+    m.set_defaults(func=cmd_models_pull)
+
+    p = add("info", cmd_info, "describe a model bundle")
+    p.add_argument("bundle", type=Path, metavar="BUNDLE")
+    p.add_argument("--json", action="store_true", help="print bundle.json as JSON")
+    return parser
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    warnings.showwarning = _show_warning
+    try:
+        return args.func(args)
+    except Ulip2Error as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
