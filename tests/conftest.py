@@ -24,3 +24,18 @@ def rng():
     import numpy as np
 
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory):
+    """One pointbert-tiny bundle (random weights, minilm space, fp32 + fp16) exported once for
+    the session, with the eval-mode torch model it was exported from. Tests must not change either."""
+    import types
+
+    from core.export import export_bundle
+    from core.models import create_encoder
+
+    model = create_encoder("pointbert-tiny", embed_dim=384, seed=0).eval()
+    out = tmp_path_factory.mktemp("bundles") / "tiny"
+    bundle = export_bundle(out, model=model, space="minilm", fp16=True)
+    return types.SimpleNamespace(bundle=bundle, model=model, path=out)
