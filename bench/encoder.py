@@ -1,0 +1,84 @@
+"""Encoder latency on this CPU: torch eager vs onnxruntime, same weights, same input.
+
+ulip2-pointbert (the ULIP-2 config, random weights) at 10k points, batch 1 and 16, and
+farthest point sampling 10k -> 512 alone. Baseline and candidate run in the same process,
+interleaved, so machine noise hits both. Ends with one JSON line of the figures.
+
+    python bench/encoder.py [--config ulip2-pointbert] [--repeats 5] [--batch16-repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+
+def timed(fn, repeats: int) -> float:
+    """Median seconds of `repeats` calls after one warm-up."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="ulip2-pointbert")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batch16-repeats", type=int, default=2)
+    args = parser.parse_args()
+
+    from core.export import export_bundle
+    from core.models import create_encoder
+    from core.models.ops import farthest_point_sample
+    from core.runtime import PointEncoder
+
+    threads = torch.get_num_threads()
+    model = create_encoder(args.config, seed=0).eval()
+    n_points = model.config.num_points
+    rng = np.random.default_rng(0)
+    figures = {"config": args.config, "points": n_points, "threads": threads}
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        export_bundle(f"{tmp}/bundle", model=model, space="openclip:ViT-bigG-14:laion2b_s39b_b160k",
+                      source="benchmark (random weights)")
+        figures["export_s"] = round(time.perf_counter() - start, 1)
+        ort_encoder = PointEncoder(f"{tmp}/bundle", device="cpu")
+        for batch, repeats in ((1, args.repeats), (16, args.batch16_repeats)):
+            points = rng.random((batch, n_points, 6), dtype=np.float32)
+            tensor = torch.from_numpy(points)
+            with torch.inference_mode():
+                t_torch = timed(lambda: model(tensor), repeats)
+            t_ort = timed(lambda: ort_encoder.embed_points(points, batch_size=batch), repeats)
+            figures[f"torch_cpu_b{batch}_ms"] = round(t_torch * 1e3, 1)
+            figures[f"ort_cpu_b{batch}_ms"] = round(t_ort * 1e3, 1)
+            figures[f"ort_vs_torch_cpu_b{batch}"] = round(t_torch / t_ort, 2)
+
+        # FPS alone: torch eager, and the exported four-op-per-step ONNX form.
+        import onnxruntime as ort
+
+        class Fps(torch.nn.Module):
+            def forward(self, xyz):
+                return farthest_point_sample(xyz, 512)
+
+        xyz = torch.from_numpy(rng.random((1, 10_000, 3), dtype=np.float32))
+        torch.onnx.export(Fps(), (xyz,), f"{tmp}/fps.onnx", dynamo=False, input_names=["xyz"],
+                          dynamic_axes={"xyz": {0: "batch", 1: "points"}}, opset_version=17)
+        session = ort.InferenceSession(f"{tmp}/fps.onnx", providers=["CPUExecutionProvider"])
+        with torch.inference_mode():
+            figures["fps_10k_to_512_torch_ms"] = round(timed(lambda: farthest_point_sample(xyz, 512), 10) * 1e3, 2)
+        figures["fps_10k_to_512_ms"] = round(timed(lambda: session.run(None, {"xyz": xyz.numpy()}), 10) * 1e3, 2)
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
