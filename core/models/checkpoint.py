@@ -10,6 +10,7 @@ Two formats:
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
@@ -77,8 +78,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
             from safetensors.torch import load_file
 
             return load_file(str(path))
-        # weights_only: a checkpoint is data, never code to run.
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        # weights_only: a checkpoint is data, never code to run. ULIP-2's main.py also saves
+        # its argparse.Namespace (`args`) in the checkpoint: allow that one plain-data class.
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch and safetensors raise many kinds for a bad file
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
