@@ -1,0 +1,266 @@
+"""Model bundles: ONNX export (core/export.py), bundle.json (core/bundle.py) and the
+onnxruntime runner (core/runtime.py). Encoders have random weights: parity and plumbing only."""
+
+import hashlib
+import json
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from core.bundle import BUNDLE_FILE, FORMAT_VERSION, UntrainedBundleWarning, default_bundle_path, read_bundle
+from core.errors import BundleError, CheckpointError
+from core.export import export_bundle
+from core.models import create_encoder
+from core.runtime import PointEncoder, choose_providers
+
+
+def _torch_embed(model, points: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return model(torch.from_numpy(np.asarray(points, np.float32))).numpy()
+
+
+@pytest.fixture(scope="module")
+def runner(tiny_bundle):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedBundleWarning)
+        return PointEncoder(tiny_bundle.path, device="cpu")
+
+
+def _clouds(rng, batch, n):
+    points = rng.normal(size=(batch, n, 6)).astype(np.float32)
+    points[..., 3:] = rng.uniform(0, 1, size=(batch, n, 3))
+    return points
+
+
+@pytest.mark.parametrize("batch,n_points", [(1, 512), (5, 512), (2, 777), (3, 2000)])
+def test_onnx_matches_torch_fp32(tiny_bundle, runner, rng, batch, n_points):
+    """Dynamic batch and point count: the exported graph equals the torch model."""
+    points = _clouds(rng, batch, n_points)
+    got = runner.embed_points(points)
+    assert got.shape == (batch, 384)
+    assert got.dtype == np.float32
+    assert np.abs(got - _torch_embed(tiny_bundle.model, points)).max() <= 1e-4
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+
+
+def _coloured_mesh_file(tmp_path):
+    import trimesh
+
+    mesh = trimesh.creation.annulus(r_min=0.3, r_max=1.0, height=0.4)
+    mesh.apply_translation([2.0, -1.0, 5.0])
+    mesh.visual.vertex_colors = np.column_stack([
+        (np.arange(len(mesh.vertices)) * 37) % 256, np.full(len(mesh.vertices), 200),
+        (np.arange(len(mesh.vertices)) * 11) % 256, np.full(len(mesh.vertices), 255),
+    ]).astype(np.uint8)
+    path = tmp_path / "ring.ply"
+    mesh.export(path)
+    return path
+
+
+def test_onnx_matches_torch_on_a_sampled_mesh(tiny_bundle, runner, tmp_path):
+    from core.meshio import load_points
+
+    path = _coloured_mesh_file(tmp_path)
+    points = load_points(path, tiny_bundle.bundle.num_points, seed=0)
+    assert points.shape == (512, 9)
+    expected = _torch_embed(tiny_bundle.model, points[None])
+    got = runner.embed_points(points)  # (N, 9): one object, normals dropped
+    assert got.shape == (1, 384)
+    assert np.abs(got - expected).max() <= 1e-4
+    (name, vector), = list(runner.embed_files([path], seed=0))
+    assert name == str(path)
+    np.testing.assert_array_equal(vector, got[0])
+
+
+def test_batching_inside_the_runner_does_not_change_results(runner, rng):
+    points = _clouds(rng, 5, 512)
+    np.testing.assert_allclose(runner.embed_points(points, batch_size=2), runner.embed_points(points, batch_size=16),
+                               atol=1e-5, rtol=0)
+
+
+def test_fp16_bundle_runs_close_to_fp32(tiny_bundle, runner, rng):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedBundleWarning)
+        half = PointEncoder(tiny_bundle.path, device="cpu", precision="fp16")
+    assert half.session.get_inputs()[0].type == "tensor(float)"  # fp32 in and out
+    points = _clouds(rng, 4, 512)
+    a, b = runner.embed_points(points), half.embed_points(points)
+    assert b.dtype == np.float32 and b.shape == a.shape
+    cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cosine.min() > 0.99, cosine
+
+
+def test_runner_rejects_bad_point_arrays(runner):
+    with pytest.raises(BundleError, match="points must be"):
+        runner.embed_points(np.zeros((2, 512, 3), np.float32))
+    with pytest.raises(BundleError, match="at least 32 points"):
+        runner.embed_points(np.random.rand(1, 20, 6))
+    assert runner.dim == 384 and runner.num_points == 512
+    assert runner.providers == ["CPUExecutionProvider"]
+
+
+def test_graph_has_no_loop_and_fps_is_four_ops_a_step(tiny_bundle):
+    import collections
+
+    import onnx
+
+    graph = onnx.load(str(tiny_bundle.bundle.onnx_path("fp32"))).graph
+    ops = collections.Counter(node.op_type for node in graph.node)
+    groups = tiny_bundle.bundle.config["num_group"]
+    assert not {"Loop", "Scan", "If"} & set(ops), ops
+    assert ops["ArgMax"] == groups - 1
+    assert ops["GatherND"] == groups - 2
+    assert ops["Min"] == groups - 2
+    assert ops["TopK"] == 1
+    assert [i.name for i in graph.input] == ["points"] and [o.name for o in graph.output] == ["embedding"]
+
+
+def test_bundle_json_describes_the_bundle(tiny_bundle):
+    meta = json.loads((tiny_bundle.path / BUNDLE_FILE).read_text())
+    assert meta["format_version"] == FORMAT_VERSION == 1
+    assert meta["space"] == {"name": "minilm", "dim": 384}
+    assert meta["encoder"] == tiny_bundle.model.config.to_dict()
+    assert meta["encoder"]["name"] == "pointbert-tiny"
+    assert meta["num_points"] == 512 and meta["channels"] == 6
+    assert meta["files"] == {"fp32": "encoder.onnx", "fp16": "encoder.fp16.onnx"}
+    assert meta["trained"] is False
+    assert {"created", "ulip2_version", "source"} <= set(meta["provenance"])
+    for name in meta["files"].values():
+        assert (tiny_bundle.path / name).is_file()
+    assert sorted(p.name for p in tiny_bundle.path.iterdir()) == sorted([BUNDLE_FILE, *meta["files"].values()])
+    assert not [p for p in tiny_bundle.path.parent.iterdir() if p.name.startswith(".")]  # no staging left
+
+
+def test_untrained_bundle_warns(tiny_bundle):
+    with pytest.warns(UntrainedBundleWarning, match="untrained"):
+        bundle = read_bundle(tiny_bundle.path)
+    assert bundle.trained is False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_bundle(tiny_bundle.path / BUNDLE_FILE, warn_untrained=False)
+
+
+def test_export_with_checkpoint_is_trained_and_carries_its_weights(tmp_path, rng):
+    from safetensors.torch import save_file
+
+    source = create_encoder("pointbert-tiny", embed_dim=384, seed=11).eval()
+    ckpt = tmp_path / "encoder.safetensors"
+    save_file(source.state_dict(), str(ckpt))
+    steps = []
+    bundle = export_bundle(tmp_path / "trained", config="pointbert-tiny", space="minilm", checkpoint=ckpt,
+                           on_step=steps.append)
+    assert bundle.trained is True
+    assert any("loading" in s for s in steps) and any("ONNX" in s for s in steps)
+    meta = json.loads((tmp_path / "trained" / BUNDLE_FILE).read_text())
+    assert meta["trained"] is True
+    assert meta["files"] == {"fp32": "encoder.onnx"}
+    assert meta["provenance"]["checkpoint"]["sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a trained bundle does not warn
+        encoder = PointEncoder(tmp_path / "trained", device="cpu")
+    points = _clouds(rng, 2, 512)
+    assert np.abs(encoder.embed_points(points) - _torch_embed(source, points)).max() <= 1e-4
+    with pytest.raises(BundleError, match="--fp16"):
+        encoder.bundle.onnx_path("fp16")
+
+
+def test_export_refuses_a_non_empty_folder(tmp_path, tiny_bundle):
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(BundleError, match="not empty"):
+        export_bundle(out, model=tiny_bundle.model)
+    assert (out / "notes.txt").read_text() == "mine"
+    bundle = export_bundle(out, model=tiny_bundle.model, overwrite=True)
+    assert not (out / "notes.txt").exists()
+    assert (out / BUNDLE_FILE).is_file() and bundle.path == out.resolve()
+
+
+def test_failed_export_leaves_nothing_behind(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"nope")
+    parent = tmp_path / "out"
+    parent.mkdir()
+    with pytest.raises(CheckpointError):
+        export_bundle(parent / "b", config="pointbert-tiny", checkpoint=bad)
+    assert list(parent.iterdir()) == []
+
+
+def test_export_refuses_a_model_for_another_space(tiny_bundle, tmp_path):
+    model = create_encoder("pointbert-tiny", embed_dim=1280)
+    with pytest.raises(BundleError, match="1280"):
+        export_bundle(tmp_path / "x", model=model, space="minilm")
+
+
+def _copy(tiny_bundle, tmp_path):
+    dst = tmp_path / "copy"
+    shutil.copytree(tiny_bundle.path, dst)
+    return dst
+
+
+def test_missing_bundle_json_is_a_bundle_error(tmp_path):
+    with pytest.raises(BundleError, match="not a model bundle"):
+        read_bundle(tmp_path)
+    with pytest.raises(BundleError):
+        read_bundle(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("corrupt", [
+    lambda meta: "{ not json",
+    lambda meta: json.dumps({k: v for k, v in meta.items() if k != "space"}),
+    lambda meta: json.dumps({**meta, "space": "minilm"}),
+    lambda meta: json.dumps({**meta, "num_points": "many"}),
+    lambda meta: json.dumps([1, 2]),
+])
+def test_malformed_bundle_json_is_a_bundle_error(tiny_bundle, tmp_path, corrupt):
+    dst = _copy(tiny_bundle, tmp_path)
+    meta = json.loads((dst / BUNDLE_FILE).read_text())
+    (dst / BUNDLE_FILE).write_text(corrupt(meta))
+    with pytest.raises(BundleError, match="malformed"):
+        read_bundle(dst, warn_untrained=False)
+
+
+def test_newer_format_version_is_refused(tiny_bundle, tmp_path):
+    dst = _copy(tiny_bundle, tmp_path)
+    meta = json.loads((dst / BUNDLE_FILE).read_text())
+    (dst / BUNDLE_FILE).write_text(json.dumps({**meta, "format_version": FORMAT_VERSION + 1}))
+    with pytest.raises(BundleError, match="upgrade"):
+        read_bundle(dst, warn_untrained=False)
+
+
+def test_missing_onnx_file_is_a_bundle_error(tiny_bundle, tmp_path):
+    dst = _copy(tiny_bundle, tmp_path)
+    (dst / "encoder.fp16.onnx").unlink()
+    with pytest.raises(BundleError, match="encoder.fp16.onnx"):
+        read_bundle(dst, warn_untrained=False)
+
+
+def test_choose_providers_on_this_cpu_machine():
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("onnxruntime here has CUDA")
+    assert choose_providers("cpu") == ["CPUExecutionProvider"]
+    assert choose_providers("auto") == ["CPUExecutionProvider"]
+    with pytest.raises(BundleError, match=r"ulip2\[gpu\]"):
+        choose_providers("cuda")
+    with pytest.raises(BundleError, match="unknown device"):
+        choose_providers("tpu")
+
+
+def test_default_bundle_path_follows_the_environment(monkeypatch, tmp_path, tiny_bundle):
+    monkeypatch.setenv("ULIP2_BUNDLE", str(tiny_bundle.path))
+    assert default_bundle_path() == tiny_bundle.path
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedBundleWarning)
+        assert PointEncoder(device="cpu").bundle.path == tiny_bundle.path.resolve()
+    monkeypatch.delenv("ULIP2_BUNDLE")
+    try:
+        shipped = default_bundle_path()
+    except BundleError as exc:
+        assert "ULIP2_BUNDLE" in str(exc) and "ulip2 export" in str(exc)
+    else:
+        assert (shipped / BUNDLE_FILE).is_file()
