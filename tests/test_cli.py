@@ -1,0 +1,239 @@
+"""The `ulip2` command (core/cli.py), run in-process through main() (plus one real process for
+--help). Bundles here have random weights: the commands' plumbing is what is tested."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from core.cli import main
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def meshes(tmp_path_factory):
+    import trimesh
+
+    folder = tmp_path_factory.mktemp("meshes")
+    box = folder / "box.stl"
+    trimesh.creation.box(extents=[1.0, 2.0, 0.5]).export(box)
+    ball = folder / "ball.obj"
+    trimesh.creation.icosphere(subdivisions=2).export(ball)
+    cone = folder / "cone.ply"
+    trimesh.creation.cone(radius=0.5, height=1.5).export(cone)
+    return [box, ball, cone]
+
+
+def test_help_from_the_installed_command():
+    script = os.path.join(os.path.dirname(sys.executable), "ulip2")
+    argv = [script, "--help"] if os.path.exists(script) else [sys.executable, "-m", "core.cli", "--help"]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    for command in ("embed", "export", "info", "models"):
+        assert command in result.stdout
+    assert "ulip2 embed --bundle" in result.stdout  # the examples
+
+
+def test_models_help_lists_its_actions(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["models", "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    for action in ("list", "pull", "import-ulip2"):
+        assert action in out
+
+
+def test_export_then_info(capsys, tmp_path):
+    out_dir = tmp_path / "bundle"
+    code, out, err = run(capsys, "export", "--out", out_dir, "--config", "pointbert-tiny", "--seed", "3")
+    assert code == 0, err
+    exported = json.loads(out)
+    assert exported["path"] == str(out_dir.resolve())
+    assert exported["trained"] is False and exported["encoder"]["name"] == "pointbert-tiny"
+    assert (out_dir / "bundle.json").is_file() and (out_dir / "encoder.onnx").is_file()
+
+    code, out, err = run(capsys, "info", out_dir)
+    assert code == 0
+    assert "pointbert-tiny: 2 blocks x 64, 32 groups of 16" in out
+    assert "minilm (384-d)" in out
+    assert "512 points x 6 channels" in out
+    assert "NO (random weights" in out
+
+    code, out, _ = run(capsys, "info", out_dir / "bundle.json", "--json")
+    assert code == 0
+    info = json.loads(out)
+    assert info == json.loads((out_dir / "bundle.json").read_text()) | {"path": str(out_dir.resolve())}
+
+    # a second export into the same folder is refused, cleanly
+    code, out, err = run(capsys, "export", "--out", out_dir, "--config", "pointbert-tiny")
+    assert code == 2
+    assert "error:" in err and "--overwrite" in err
+
+
+def test_info_on_a_non_bundle(capsys, tmp_path):
+    code, _, err = run(capsys, "info", tmp_path)
+    assert code == 2
+    assert "not a model bundle" in err
+
+
+def test_embed_to_stdout(capsys, tiny_bundle, meshes):
+    from core.runtime import PointEncoder
+
+    code, out, err = run(capsys, "embed", "--bundle", tiny_bundle.path, *meshes[:2])
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["space"] == "minilm" and result["dim"] == 384 and result["failed"] == []
+    assert result["bundle"] == str(tiny_bundle.path.resolve())
+    assert [e["path"] for e in result["embeddings"]] == [str(m) for m in meshes[:2]]
+    vectors = np.array([e["embedding"] for e in result["embeddings"]])
+    assert vectors.shape == (2, 384)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    expected = dict(PointEncoder(tiny_bundle.bundle, device="cpu").embed_files(meshes[:2], seed=0))
+    for e in result["embeddings"]:
+        np.testing.assert_allclose(e["embedding"], expected[e["path"]], atol=1e-6)
+    assert "untrained" in err  # the random-weights bundle is called out
+
+
+def test_embed_seed_changes_the_sample(capsys, tiny_bundle, meshes):
+    vectors = []
+    for seed in (0, 0, 1):
+        code, out, _ = run(capsys, "embed", "--bundle", tiny_bundle.path, meshes[1], "--seed", seed)
+        assert code == 0
+        vectors.append(np.array(json.loads(out)["embeddings"][0]["embedding"]))
+    np.testing.assert_array_equal(vectors[0], vectors[1])
+    assert np.abs(vectors[0] - vectors[2]).max() > 0
+
+
+def test_embed_to_npy(capsys, tiny_bundle, meshes, tmp_path):
+    target = tmp_path / "out.npy"
+    code, out, err = run(capsys, "embed", "--bundle", tiny_bundle.path, *meshes, "--out", target)
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["rows"] == [str(m) for m in meshes]
+    assert summary["out"] == str(target)
+    matrix = np.load(target)
+    assert matrix.shape == (3, 384) and matrix.dtype == np.float32
+    # row i is file i
+    code, out, _ = run(capsys, "embed", "--bundle", tiny_bundle.path, meshes[2])
+    np.testing.assert_allclose(matrix[2], json.loads(out)["embeddings"][0]["embedding"], atol=1e-6)
+
+
+def test_embed_to_json_file(capsys, tiny_bundle, meshes, tmp_path):
+    target = tmp_path / "out.json"
+    code, out, _ = run(capsys, "embed", "--bundle", tiny_bundle.path, meshes[0], "--out", target)
+    assert code == 0
+    assert json.loads(out)["rows"] == [str(meshes[0])]
+    written = json.loads(target.read_text())
+    assert [e["path"] for e in written["embeddings"]] == [str(meshes[0])]
+    assert len(written["embeddings"][0]["embedding"]) == 384
+
+
+def test_embed_reports_bad_files_and_keeps_the_good(capsys, tiny_bundle, meshes, tmp_path):
+    broken = tmp_path / "broken.obj"
+    broken.write_text("this is not a mesh\n")
+    missing = tmp_path / "missing.glb"
+    target = tmp_path / "out.npy"
+    code, out, err = run(capsys, "embed", "--bundle", tiny_bundle.path, meshes[0], broken, missing, meshes[1],
+                         "--out", target)
+    assert code == 1
+    summary = json.loads(out)
+    assert summary["rows"] == [str(meshes[0]), str(meshes[1])]
+    assert [f["path"] for f in summary["failed"]] == [str(broken), str(missing)]
+    assert all(f["error"] for f in summary["failed"])
+    assert f"error: {broken}" in err and f"error: {missing}" in err
+    assert np.load(target).shape == (2, 384)
+
+
+def test_embed_without_any_bundle_is_a_clear_error(capsys, monkeypatch, meshes):
+    from core.bundle import BUNDLE_FILE
+
+    import core.bundle
+
+    shipped = os.path.join(os.path.dirname(core.bundle.__file__), "data", "default_bundle", BUNDLE_FILE)
+    if os.path.exists(shipped):
+        pytest.skip("this install ships a default bundle")
+    monkeypatch.delenv("ULIP2_BUNDLE", raising=False)
+    code, out, err = run(capsys, "embed", meshes[0])
+    assert code == 2
+    assert out == ""
+    assert err.startswith("error:") and "--bundle" in err and "ULIP2_BUNDLE" in err
+
+
+def test_embed_honours_ulip2_bundle(capsys, monkeypatch, tiny_bundle, meshes):
+    monkeypatch.setenv("ULIP2_BUNDLE", str(tiny_bundle.path))
+    code, out, err = run(capsys, "embed", meshes[0])
+    assert code == 0, err
+    assert json.loads(out)["bundle"] == str(tiny_bundle.path.resolve())
+
+
+def test_embed_with_a_missing_bundle_folder(capsys, tmp_path, meshes):
+    code, _, err = run(capsys, "embed", "--bundle", tmp_path / "nope", meshes[0])
+    assert code == 2 and "not a model bundle" in err
+
+
+def test_embed_on_cuda_without_gpu_runtime(capsys, tiny_bundle, meshes):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("onnxruntime here has CUDA")
+    code, _, err = run(capsys, "embed", "--bundle", tiny_bundle.path, "--device", "cuda", meshes[0])
+    assert code == 2 and "ulip2[gpu]" in err
+
+
+def test_models_list(capsys):
+    code, out, _ = run(capsys, "models", "list")
+    assert code == 0
+    for name in ("ulip2-pointbert", "pointbert-small", "pointbert-tiny", "ulip2-pointbert-10k"):
+        assert name in out
+
+
+def test_import_ulip2_with_a_checkpoint_of_the_wrong_size(capsys, tmp_path):
+    """A ULIP-2-layout checkpoint of the tiny config does not fit ulip2-pointbert: exit 2,
+    the mismatch named, no traceback, no bundle left behind."""
+    import torch
+
+    from core.models import create_encoder
+
+    tiny = create_encoder("pointbert-tiny", seed=0)
+    state = {f"module.point_encoder.{k}": v for k, v in tiny.state_dict().items() if k != "projection.weight"}
+    state["module.pc_projection"] = tiny.projection.weight.T.contiguous()
+    state["module.logit_scale"] = torch.tensor(4.6)
+    ckpt = tmp_path / "tiny-ulip2.pt"
+    torch.save({"epoch": 1, "state_dict": state}, ckpt)
+    out_dir = tmp_path / "bundle"
+    code, out, err = run(capsys, "models", "import-ulip2", ckpt, "--out", out_dir)
+    assert code == 2
+    assert out == ""
+    assert "does not fit encoder config 'ulip2-pointbert'" in err
+    assert "shape" in err
+    assert not out_dir.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_models_pull_offline_fails_cleanly(capsys, tmp_path):
+    import huggingface_hub.constants
+
+    if not huggingface_hub.constants.HF_HUB_OFFLINE:
+        pytest.skip("huggingface_hub is not in offline mode here; a pull could hang on the network")
+    start = time.monotonic()
+    code, out, err = run(capsys, "models", "pull", "ulip2-pointbert-10k", "--out", tmp_path / "b", "--no-space")
+    if time.monotonic() - start > 15:
+        pytest.skip("the offline pull took too long to fail")
+    assert code == 2
+    assert "network" in err and "import-ulip2" in err
+    assert not (tmp_path / "b").exists()
+
+
+def test_unknown_release(capsys, tmp_path):
+    code, _, err = run(capsys, "models", "pull", "no-such-release", "--out", tmp_path / "b")
+    assert code == 2 and "ulip2-pointbert-10k" in err
