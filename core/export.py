@@ -55,6 +55,35 @@ def _index_nodes(graph) -> list[str]:
     return sorted(keep)
 
 
+def _skip_fp16_round_trips(graph, fp32_tensors: set[str]) -> None:
+    """The converter hands a float32 tensor that float16 nodes also read to the next float32
+    node through Cast(fp16) -> Cast(fp32), rounding it to half precision on the way (enough
+    to change FPS picks). Let those float32 readers take the float32 tensor itself."""
+    from onnx import TensorProto
+
+    def cast_to(node):
+        return next((a.i for a in node.attribute if a.name == "to"), None) if node.op_type == "Cast" else None
+
+    producer = {out: node for node in graph.node for out in node.output}
+    direct = {}
+    for node in graph.node:
+        src = producer.get(node.input[0]) if cast_to(node) == TensorProto.FLOAT else None
+        if src is not None and cast_to(src) == TensorProto.FLOAT16 and src.input[0] in fp32_tensors:
+            direct[node.output[0]] = src.input[0]
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name in direct:
+                node.input[i] = direct[name]
+    # drop the casts nothing reads any more
+    while True:
+        read = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+        dead = [n for n in graph.node if n.op_type == "Cast" and not any(o in read for o in n.output)]
+        if not dead:
+            return
+        for node in dead:
+            graph.node.remove(node)
+
+
 def convert_fp16(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     """A float16 copy of an fp32 encoder with float32 inputs/outputs and index maths."""
     import onnx
@@ -64,7 +93,11 @@ def convert_fp16(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     for i, node in enumerate(model.graph.node):
         if not node.name:
             node.name = f"{node.op_type}_{i}"
-    half = convert_float_to_float16(model, keep_io_types=True, node_block_list=_index_nodes(model.graph))
+    blocked = _index_nodes(model.graph)
+    half = convert_float_to_float16(model, keep_io_types=True, node_block_list=blocked)
+    fp32_tensors = {i.name for i in half.graph.input if i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
+    fp32_tensors |= {out for node in half.graph.node if node.name in set(blocked) for out in node.output}
+    _skip_fp16_round_trips(half.graph, fp32_tensors)
     onnx.save(half, str(dst))
     return Path(dst)
 
