@@ -93,6 +93,39 @@ def test_fp16_bundle_runs_close_to_fp32(tiny_bundle, runner, rng):
     assert cosine.min() > 0.99, cosine
 
 
+def _index_outputs(path, points):
+    """Every ArgMax (FPS step) and TopK (kNN) index tensor of an ONNX encoder, exposed as outputs."""
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load(str(path))
+    names = [n.output[0] for n in model.graph.node if n.op_type == "ArgMax"]
+    names += [n.output[1] for n in model.graph.node if n.op_type == "TopK"]
+    for name in names:
+        model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.INT64, None))
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(names, {"points": points})
+
+
+def test_fp16_bundle_picks_the_same_points_as_fp32(tiny_bundle, rng):
+    """fp16 bundles keep FPS and kNN in float32: the same centres and neighbours as fp32, so the
+    fp16 error is small next to the distance between different objects' embeddings."""
+    points = _clouds(rng, 8, 512)
+    full = _index_outputs(tiny_bundle.bundle.onnx_path("fp32"), points)
+    half = _index_outputs(tiny_bundle.bundle.onnx_path("fp16"), points)
+    assert len(full) == len(half) == tiny_bundle.bundle.config["num_group"]
+    for step, (a, b) in enumerate(zip(full, half)):
+        if a.ndim == 3 and a.shape[-1] == tiny_bundle.bundle.config["group_size"]:
+            a, b = np.sort(a, -1), np.sort(b, -1)  # kNN order within a group is not defined
+        np.testing.assert_array_equal(a, b, err_msg=f"index tensor {step}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedBundleWarning)
+        e32 = PointEncoder(tiny_bundle.path, device="cpu").embed_points(points)
+        e16 = PointEncoder(tiny_bundle.path, device="cpu", precision="fp16").embed_points(points)
+    between = np.linalg.norm(e32[:, None] - e32[None], axis=-1)[~np.eye(len(e32), dtype=bool)]
+    assert np.linalg.norm(e16 - e32, axis=1).max() < 0.1 * between.min()
+
+
 def test_runner_rejects_bad_point_arrays(runner):
     with pytest.raises(BundleError, match="points must be"):
         runner.embed_points(np.zeros((2, 512, 3), np.float32))
