@@ -16,12 +16,7 @@ from .ops import group_points
 
 
 class GroupEncoder(nn.Module):
-    """Mini-PointNet: each group of K points -> one feature vector (shared MLP, max-pool twice).
-
-    The 1x1 convolutions keep Point-BERT's Conv1d parameters (so checkpoints load as they
-    are) but run as matmuls over channels-last rows: one large GEMM each instead of
-    B*G tiny convolutions, about twice as fast in torch and onnxruntime alike.
-    """
+    """Mini-PointNet: each group of K points -> one feature vector (shared MLP, max-pool twice)."""
 
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
@@ -33,21 +28,12 @@ class GroupEncoder(nn.Module):
             nn.Conv1d(512, 512, 1), nn.BatchNorm1d(512), nn.ReLU(inplace=True), nn.Conv1d(512, out_channels, 1)
         )
 
-    @staticmethod
-    def _shared_mlp(block: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-        """conv1x1 -> BN -> ReLU -> conv1x1 on rows (M, C_in) -> (M, C_out)."""
-        conv_a, norm, _, conv_b = block
-        x = F.linear(x, conv_a.weight.squeeze(-1), conv_a.bias)
-        x = F.relu(norm(x))  # BatchNorm1d takes (M, C) rows directly
-        return F.linear(x, conv_b.weight.squeeze(-1), conv_b.bias)
-
     def forward(self, groups: torch.Tensor) -> torch.Tensor:
         batch, n_groups, k, channels = groups.shape
-        x = self._shared_mlp(self.first_conv, groups.reshape(-1, channels)).view(batch * n_groups, k, -1)
-        pooled = x.max(dim=1, keepdim=True).values
-        x = torch.cat([pooled.expand(-1, k, -1), x], dim=-1).view(batch * n_groups * k, -1)
-        x = self._shared_mlp(self.second_conv, x).view(batch * n_groups, k, -1)
-        return x.max(dim=1).values.reshape(batch, n_groups, self.out_channels)
+        x = self.first_conv(groups.reshape(batch * n_groups, k, channels).transpose(1, 2))  # (BG, 256, K)
+        pooled = x.max(dim=2, keepdim=True).values
+        x = self.second_conv(torch.cat([pooled.expand(-1, -1, k), x], dim=1))
+        return x.max(dim=2).values.reshape(batch, n_groups, self.out_channels)
 
 
 class Mlp(nn.Module):
