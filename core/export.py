@@ -84,6 +84,29 @@ def _skip_fp16_round_trips(graph, fp32_tensors: set[str]) -> None:
             graph.node.remove(node)
 
 
+def _sort_topologically(graph) -> None:
+    """Reorder nodes so each comes after its inputs' producers: the converter appends its
+    casts at the end, which onnxruntime tolerates but the ONNX checker and other tools don't."""
+    import onnx
+
+    ready = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending, order = list(range(len(graph.node))), []
+    while pending:
+        runnable = [i for i in pending if all(name in ready for name in graph.node[i].input)]
+        if not runnable:
+            raise BundleError("fp16 conversion produced a graph with a cycle or a dangling input")
+        for i in runnable:
+            ready.update(graph.node[i].output)
+        order += runnable
+        taken = set(runnable)
+        pending = [i for i in pending if i not in taken]
+    nodes = [onnx.NodeProto() for _ in order]
+    for copy, i in zip(nodes, order):
+        copy.CopyFrom(graph.node[i])
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
 def convert_fp16(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     """A float16 copy of an fp32 encoder with float32 inputs/outputs and index maths."""
     import onnx
@@ -98,6 +121,7 @@ def convert_fp16(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     fp32_tensors = {i.name for i in half.graph.input if i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
     fp32_tensors |= {out for node in half.graph.node if node.name in set(blocked) for out in node.output}
     _skip_fp16_round_trips(half.graph, fp32_tensors)
+    _sort_topologically(half.graph)
     onnx.save(half, str(dst))
     return Path(dst)
 

@@ -95,6 +95,13 @@ def test_fp16_bundle_runs_close_to_fp32(tiny_bundle, runner, rng):
     assert cosine.min() > 0.99, cosine
 
 
+def test_fp16_encoder_passes_the_onnx_checker(tiny_bundle):
+    """Other ONNX tools need nodes in topological order, which the fp16 converter breaks."""
+    import onnx
+
+    onnx.checker.check_model(onnx.load(str(tiny_bundle.bundle.onnx_path("fp16"))), full_check=True)
+
+
 def _index_outputs(path, points):
     """Every ArgMax (FPS step) and TopK (kNN) index tensor of an ONNX encoder, exposed as outputs."""
     import onnx
