@@ -152,40 +152,27 @@ def _load_error(tmp_path, state, config="pointbert-tiny") -> str:
     return str(err.value)
 
 
-def test_missing_key_is_named(tmp_path):
+_BAD_RELEASES = {
+    # name: (keys to delete, keys to add, words the error must contain)
+    "missing key": (["module.point_encoder.blocks.blocks.1.attn.proj.bias"], {}, ["missing", "blocks.blocks.1.attn.proj.bias"]),
+    "missing projection": (["module.pc_projection"], {}, ["projection.weight"]),
+    "extra encoder key": ([], {"module.point_encoder.cls_head_finetune.0.weight": (4, 4)},
+                          ["unexpected", "cls_head_finetune.0.weight"]),
+    "unknown top-level key": ([], {"module.image_projection": (4, 4)}, ["image_projection"]),
+    "wrong shape": ([], {"module.point_encoder.reduce_dim.weight": (7, 7)}, ["reduce_dim.weight", "(7, 7)"]),
+}
+
+
+@pytest.mark.parametrize("case", list(_BAD_RELEASES))
+def test_bad_release_checkpoint_names_the_key(tmp_path, case):
+    removed, added, words = _BAD_RELEASES[case]
     state = release_state(get_config("pointbert-tiny"))
-    del state["module.point_encoder.blocks.blocks.1.attn.proj.bias"]
+    for key in removed:
+        del state[key]
+    state.update({key: torch.zeros(shape) for key, shape in added.items()})
     message = _load_error(tmp_path, state)
-    assert "missing" in message
-    assert "blocks.blocks.1.attn.proj.bias" in message
-
-
-def test_missing_projection_is_named(tmp_path):
-    state = release_state(get_config("pointbert-tiny"))
-    del state["module.pc_projection"]
-    assert "projection.weight" in _load_error(tmp_path, state)
-
-
-def test_extra_encoder_key_is_named(tmp_path):
-    state = release_state(get_config("pointbert-tiny"))
-    state["module.point_encoder.cls_head_finetune.0.weight"] = torch.zeros(4, 4)
-    message = _load_error(tmp_path, state)
-    assert "unexpected" in message
-    assert "cls_head_finetune.0.weight" in message
-
-
-def test_unknown_top_level_key_is_named(tmp_path):
-    state = release_state(get_config("pointbert-tiny"))
-    state["module.image_projection"] = torch.zeros(4, 4)
-    assert "image_projection" in _load_error(tmp_path, state)
-
-
-def test_wrong_shape_is_named(tmp_path):
-    state = release_state(get_config("pointbert-tiny"))
-    state["module.point_encoder.reduce_dim.weight"] = torch.zeros(7, 7)
-    message = _load_error(tmp_path, state)
-    assert "reduce_dim.weight" in message
-    assert "(7, 7)" in message
+    for word in words:
+        assert word in message
 
 
 def test_tiny_checkpoint_into_full_config_names_shapes(tmp_path):
