@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import warnings
@@ -30,6 +31,10 @@ examples:
 
 'ulip2 COMMAND --help' explains each command.
 """
+
+
+# Modules that add subcommands (see build_parser).
+COMMAND_MODULES: list[str] = []
 
 
 def _progress(iterable=None, **kwargs):
@@ -210,6 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("info", cmd_info, "describe a model bundle")
     p.add_argument("bundle", type=Path, metavar="BUNDLE")
     p.add_argument("--json", action="store_true", help="print bundle.json as JSON")
+
+    # Commands of the other parts of the product; each module's register(sub) adds its
+    # subparsers and must stay light to import (torch, bpy and Qt only inside commands).
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
     return parser
 
 
