@@ -1,0 +1,201 @@
+"""`ulip2 index | search | tag | caption`: the asset library on the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from core.library.store import DB_ENV, DEFAULT_DB_NAME
+
+_DB_HELP = f"library file (default: ${DB_ENV}, else ./{DEFAULT_DB_NAME})"
+_BUNDLE_HELP = "model bundle folder (default: $ULIP2_BUNDLE, else the bundle shipped with ulip2)"
+
+
+def _open(args, *, create: bool = False):
+    from core.library.store import Library
+
+    return Library(args.db, create=create)
+
+
+def _bundle(args):
+    from core.bundle import default_bundle_path, read_bundle
+
+    return read_bundle(args.bundle or default_bundle_path())
+
+
+def _print_json(obj) -> None:
+    json.dump(obj, sys.stdout, indent=2, ensure_ascii=False)
+    sys.stdout.write("\n")
+
+
+def _table(rows: list[list], header: list[str]) -> None:
+    """Left-aligned columns; the last column takes the rest of the line."""
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header) - 1)]
+    for row in [header] + rows:
+        cells = [str(c).ljust(w) for c, w in zip(row, widths)]
+        print("  ".join(cells + [str(row[-1])]))
+
+
+# -- index ------------------------------------------------------------------------------
+
+def cmd_index(args) -> int:
+    from core.library.indexer import index_paths
+    from core.runtime import PointEncoder
+
+    encoder = PointEncoder(args.bundle, device=args.device)
+    with _open(args, create=True) as library:
+        report = index_paths(args.paths, library, encoder, batch_size=args.batch_size, workers=args.workers,
+                             seed=args.seed, thumbnails=not args.no_thumbnails, progress=not args.quiet)
+    if args.json:
+        _print_json(report.to_json() | {"db": str(library.path)})
+    else:
+        print(f"{library.path}: {report.seen} files seen, {report.added} added, {report.updated} updated, "
+              f"{report.unchanged} unchanged, {report.removed} removed, {len(report.failed)} failed"
+              + (f" ({report.known_errors} known bad files skipped)" if report.known_errors else "")
+              + f" in {report.seconds:.1f} s")
+    return 1 if report.failed else 0
+
+
+# -- search -----------------------------------------------------------------------------
+
+def cmd_search(args) -> int:
+    from core.library.search import Searcher
+
+    with _open(args) as library:
+        searcher = Searcher(library, args.bundle, device=args.device)
+        exclude = None
+        if args.like:
+            query, exclude = searcher.like_vector(args.like)
+        elif args.image:
+            query = searcher.image_vector(args.image)
+        else:
+            query = searcher.text_vector(args.text, space=args.space)
+        hits = searcher.search(query, args.k, formats=args.format or (), folder=args.folder,
+                               tags=args.tag or (), exclude=exclude)
+    if args.json:
+        _print_json({"query": args.text or {"like": args.like, "image": args.image},
+                     "bundle": searcher.bundle_id, "space": searcher.bundle.space,
+                     "hits": [h.to_json() for h in hits]})
+    elif not hits:
+        print("no matches (check the filters)")
+    else:
+        _table([[rank, f"{h.score:.3f}", h.format, h.path] for rank, h in enumerate(hits, 1)],
+               ["#", "score", "format", "path"])
+    return 0
+
+
+# -- tag / caption ----------------------------------------------------------------------
+
+def _labels_out(args, library, name: str, labels: dict, kind: str) -> None:
+    from core.library.tagging import export_labels
+
+    if args.export:
+        export_labels(library, labels, args.export, kind=kind)
+        print(f"wrote {len(labels)} assets' {kind}s to {args.export}", file=sys.stderr)
+    paths = {i: row["path"] for i, row in library.assets(list(labels)).items()}
+    if args.json:
+        _print_json({"source": name, "assets": {paths[i]: [{kind: t, "score": s} for t, s in rows]
+                                                for i, rows in labels.items()}})
+        return
+    for asset_id, rows in sorted(labels.items(), key=lambda item: paths[item[0]]):
+        text = "; ".join(f"{t} ({s:.2f})" for t, s in rows) or "-"
+        print(f"{paths[asset_id]}\n    {text}")
+
+
+def cmd_tag(args) -> int:
+    from core.library.tagging import tag_library
+
+    bundle = _bundle(args)
+    with _open(args) as library:
+        name, tags = tag_library(library, bundle, args.vocab, k=args.k, threshold=args.threshold)
+        _labels_out(args, library, name, tags, "tag")
+    return 0
+
+
+def cmd_caption(args) -> int:
+    from core.library.tagging import caption_library
+
+    bundle = _bundle(args)
+    with _open(args) as library:
+        name, captions = caption_library(library, bundle, args.bank, k=args.k)
+        _labels_out(args, library, name, captions, "caption")
+    return 0
+
+
+# -- parsers ----------------------------------------------------------------------------
+
+def register(sub) -> None:
+    def add(name, func, help, epilog):
+        p = sub.add_parser(name, help=help, description=help, epilog=epilog,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(func=func)
+        p.add_argument("--db", type=Path, default=None, help=_DB_HELP)
+        p.add_argument("--bundle", type=Path, default=None, help=_BUNDLE_HELP)
+        p.add_argument("--json", action="store_true", help="print the result as JSON")
+        return p
+
+    p = add("index", cmd_index, "add asset folders to a library: embed, preview and remember every mesh",
+            "Walks the folders for glb, gltf, obj, ply, stl and off files (.blend/.fbx/.usd are listed\n"
+            "as needing the Blender worker). Files seen before are skipped unless their size or mtime\n"
+            "changed and their content hash too; deleted files are dropped; bad files are recorded\n"
+            "with their reason and the run goes on (exit code 1 if any failed this run).\n"
+            "Every batch is committed on its own: stop it at any time and run it again to resume.\n\n"
+            "examples:\n"
+            "  ulip2 index ~/assets/props ~/assets/furniture --bundle my-bundle\n"
+            "  ulip2 index ~/assets --db studio.sqlite        (run again: only changes are redone)")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="asset folders or single mesh files")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the encoder runs")
+    p.add_argument("--workers", type=int, default=None,
+                   help="loader processes (default: one per CPU; 0 loads in the main process)")
+    p.add_argument("--batch-size", type=int, default=16, help="assets per encoder batch and per commit (default 16)")
+    p.add_argument("--seed", type=int, default=0, help="point sampling seed (default 0)")
+    p.add_argument("--no-thumbnails", action="store_true", help="skip the preview images")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = add("search", cmd_search, "find assets by text, by an example mesh (--like) or by a photo (--image)",
+            "Scores are cosine similarities in the bundle's space; only embeddings made by this\n"
+            "bundle are searched. Libraries from 50,000 assets up use an approximate index (faiss\n"
+            "IVF) kept beside the library file and rebuilt when the library changed.\n\n"
+            "examples:\n"
+            "  ulip2 search \"a wooden chair with armrests\"\n"
+            "  ulip2 search --like props/lamp.glb --k 5          (an indexed asset or any mesh file)\n"
+            "  ulip2 search --image photo.jpg                    (spaces with an image tower only)\n"
+            "  ulip2 search \"lamp\" --format glb --folder ~/assets/props --tag lamp --json")
+    query = p.add_mutually_exclusive_group(required=True)
+    query.add_argument("text", nargs="?", help="what to look for, in words")
+    query.add_argument("--like", metavar="ASSET_OR_MESH", help="find assets that look like this mesh")
+    query.add_argument("--image", metavar="PHOTO", help="find assets that look like this image")
+    p.add_argument("--k", type=int, default=10, help="how many results (default 10)")
+    p.add_argument("--format", action="append", help="only this file format (e.g. glb); repeat for several")
+    p.add_argument("--folder", help="only assets under this folder")
+    p.add_argument("--tag", action="append", help="only assets tagged so by 'ulip2 tag'; repeat to need several")
+    p.add_argument("--space", help="refuse the search unless the bundle's space is this one")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where --like meshes are embedded")
+
+    p = add("tag", cmd_tag, "zero-shot tags for every asset from a vocabulary of class names",
+            "Each label is embedded once as the average of ULIP's 64 prompt templates (\"a point\n"
+            "cloud model of {}.\", ...); an asset gets its k best labels with a cosine score at or\n"
+            "above --threshold. Tags are stored in the library (for 'search --tag') and replace\n"
+            "earlier tags of the same vocabulary.\n\n"
+            "vocabularies: lvis (Objaverse-LVIS, 1,156 categories), modelnet40 (40), shapenet55 (55),\n"
+            "or a text file with one label per line.\n\n"
+            "examples:\n"
+            "  ulip2 tag --vocab modelnet40 --k 3\n"
+            "  ulip2 tag --vocab my-labels.txt --threshold 0.2 --export tags.csv")
+    p.add_argument("--vocab", default="lvis", help="lvis, modelnet40, shapenet55 or FILE (default lvis)")
+    p.add_argument("--k", type=int, default=5, help="labels per asset at most (default 5)")
+    p.add_argument("--threshold", type=float, default=0.0, help="lowest cosine score kept (default 0.0)")
+    p.add_argument("--export", type=Path, help="also write the tags to FILE.csv or FILE.json")
+
+    p = add("caption", cmd_caption, "caption every asset by retrieval from a caption bank",
+            "Retrieval, not generation: each asset gets the k sentences of the bank nearest to it in\n"
+            "the bundle's space, with their cosine scores. Without --bank, a small bank shipped with\n"
+            "ulip2 (short descriptions of common assets); a bank is a text file, one caption a line.\n\n"
+            "examples:\n"
+            "  ulip2 caption --k 1\n"
+            "  ulip2 caption --bank studio-captions.txt --export captions.json")
+    p.add_argument("--bank", help="caption file, one per line (default: the shipped bank)")
+    p.add_argument("--k", type=int, default=3, help="captions per asset (default 3)")
+    p.add_argument("--export", type=Path, help="also write the captions to FILE.csv or FILE.json")

@@ -1,0 +1,242 @@
+"""Index asset folders into a library: walk, skip what is unchanged, load in parallel,
+embed in batches, commit batch by batch.
+
+A file is work when it is new, its size or mtime changed and its content hash did too,
+or it has no embedding from the current bundle. Loading (hash, read, sample, thumbnail)
+runs in a pool of processes, because trimesh parsing holds the GIL; encoding runs here
+with onnxruntime in batches. Each batch is one transaction, so killing the run at any
+moment keeps every batch before it and the next run picks up the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from core.bundle import Bundle
+from core.errors import AssetError
+from core.library.store import AssetRecord, Library
+from core.meshio import BLENDER_EXTENSIONS, SUPPORTED_EXTENSIONS, load_points
+
+#: What a walk picks up. Blender formats are recorded with load_points' "needs the Blender
+#: worker" reason, so a user sees them listed instead of silently missing.
+ASSET_EXTENSIONS = SUPPORTED_EXTENSIONS + BLENDER_EXTENSIONS
+_HASH_BLOCK = 1 << 20
+# Fewer jobs than this are loaded in-process: starting a pool costs more than it saves.
+_POOL_MIN_JOBS = 8
+
+
+def bundle_id(bundle: Bundle) -> str:
+    """`<config name>-<first 16 hex of the fp32 ONNX file's sha256>`: a re-export with other
+    weights is another bundle even at the same path, and a moved bundle is the same one."""
+    return f"{bundle.config.get('name', 'encoder')}-{file_sha256(bundle.onnx_path('fp32'))[:16]}"
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(_HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def walk(roots: Iterable[str | os.PathLike]) -> list[str]:
+    """Absolute paths of asset files under `roots` (folders or single files), sorted."""
+    found = set()
+    for root in roots:
+        root = os.path.abspath(os.fspath(root))
+        if os.path.isfile(root):
+            found.add(root)
+            continue
+        if not os.path.isdir(root):
+            raise AssetError(root, "no such file or folder")
+        for folder, _, names in os.walk(root):
+            found.update(os.path.join(folder, n) for n in names if n.lower().endswith(ASSET_EXTENSIONS))
+    return sorted(found)
+
+
+@dataclass(frozen=True)
+class _Job:
+    path: str
+    known_sha: str | None  # content hash on record, when the file was indexed before
+    embedded: bool  # an embedding from the current bundle exists
+    num_points: int
+    seed: int
+    thumbnails: bool
+
+
+@dataclass
+class _Loaded:
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str = ""
+    points: np.ndarray | None = None
+    thumbnail: bytes | None = None
+    error: str | None = None  # set when the file cannot become points
+
+    @property
+    def unchanged(self) -> bool:
+        return self.points is None and self.error is None
+
+
+def _load(job: _Job) -> _Loaded:
+    """Hash, then (if the content is new to the store) read, sample and preview one file.
+    Runs in a loader process; every failure becomes a reason, never an exception."""
+    try:
+        stat = os.stat(job.path)
+        out = _Loaded(job.path, stat.st_size, stat.st_mtime_ns)
+        out.sha256 = file_sha256(job.path)
+    except OSError as exc:
+        return _Loaded(job.path, 0, 0, error=f"cannot read: {exc.strerror or exc}")
+    if out.sha256 == job.known_sha and job.embedded:
+        return out  # touched, not changed: a copy, a checkout, a save without edits
+    try:
+        out.points = load_points(job.path, job.num_points, seed=job.seed)
+        if job.thumbnails:
+            from core.library.thumbnails import thumbnail_png
+
+            out.thumbnail = thumbnail_png(out.points)
+    except AssetError as exc:
+        out.points, out.error = None, exc.reason
+    except MemoryError:
+        out.points, out.error = None, "out of memory while loading (too many faces or too large a texture?)"
+    except Exception as exc:  # a loader bug on one odd file must not stop a library-wide run
+        out.points, out.error = None, f"unexpected {type(exc).__name__} while loading: {str(exc)[:200]}"
+    return out
+
+
+@dataclass
+class IndexReport:
+    seen: int = 0
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    failed: list[dict] = field(default_factory=list)  # {path, reason} of this run
+    known_errors: int = 0  # unchanged files that failed before (not retried)
+    seconds: float = 0.0
+
+    def to_json(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def index_paths(roots: Sequence[str | os.PathLike], library: Library, encoder, *, batch_size: int = 16,
+                workers: int | None = None, seed: int = 0, thumbnails: bool = True,
+                progress: bool = True, on_batch: Callable[[int], None] | None = None) -> IndexReport:
+    """Bring `library` up to date with the asset files under `roots`, embedding with
+    `encoder` (a core.runtime.PointEncoder). Returns what was done.
+
+    workers: loader processes (default: the CPU count; 0 loads in this process).
+    on_batch: called with the running count of processed files after each commit.
+    """
+    started = time.perf_counter()
+    report = IndexReport()
+    bundle = bundle_id(encoder.bundle)
+    space = encoder.bundle.space
+    roots = [os.path.abspath(os.fspath(r)) for r in roots]
+    paths = walk(roots)
+    report.seen = len(paths)
+    # Deletions first: a run killed later still leaves no row for a file that is gone.
+    report.removed = library.drop_missing(roots, set(paths))
+
+    known = library.known(paths, bundle)
+    jobs = []
+    for path in paths:
+        k = known.get(path)
+        try:
+            stat = os.stat(path)
+        except OSError:
+            continue  # vanished between walk and stat: the next run drops it
+        if k is not None and (k.size, k.mtime_ns) == (stat.st_size, stat.st_mtime_ns):
+            if k.sha256 is None:
+                report.known_errors += 1
+                continue
+            if k.embedded:
+                report.unchanged += 1
+                continue
+        jobs.append(_Job(path, None if k is None else k.sha256, k is not None and k.embedded,
+                         encoder.num_points, seed, thumbnails))
+    previously_indexed = {p for p, k in known.items() if k.sha256 is not None}
+
+    records: list[AssetRecord] = []
+    points: list[np.ndarray] = []
+    touched: list[tuple[str, int, int]] = []
+    failed: list[tuple[str, int, int, str]] = []
+    done = 0
+
+    def flush() -> None:
+        nonlocal done
+        if points:
+            vectors = encoder.embed_points(np.stack(points), batch_size=batch_size)
+            for record, vec in zip(records, vectors):
+                record.vec = vec
+        library.write_batch(bundle, space, records, touched, failed)
+        for record in records:
+            if record.path in previously_indexed:
+                report.updated += 1
+            else:
+                report.added += 1
+        report.unchanged += len(touched)
+        report.failed += [{"path": p, "reason": r} for p, _, _, r in failed]
+        done += len(records) + len(touched) + len(failed)
+        for pending in (records, points, touched, failed):
+            pending.clear()
+        if on_batch is not None:
+            on_batch(done)
+
+    from tqdm import tqdm
+
+    with tqdm(total=len(jobs), desc="indexing", unit="asset", file=sys.stderr, dynamic_ncols=True,
+              disable=not progress or not jobs) as bar:
+        for item in _loaded(jobs, workers):
+            if item.error is not None:
+                failed.append((item.path, item.size, item.mtime_ns, item.error))
+                bar.write(f"error: {item.path}: {item.error}", file=sys.stderr)
+            elif item.unchanged:
+                touched.append((item.path, item.size, item.mtime_ns))
+            else:
+                records.append(AssetRecord(item.path, item.size, item.mtime_ns, item.sha256, None, item.thumbnail))
+                points.append(item.points)
+            bar.update(1)
+            if len(records) + len(touched) + len(failed) >= batch_size:
+                flush()
+        flush()
+    report.seconds = round(time.perf_counter() - started, 3)
+    return report
+
+
+def _loaded(jobs: list[_Job], workers: int | None) -> Iterator[_Loaded]:
+    """_load over `jobs`, in order, through a process pool with a bounded look-ahead
+    (memory holds a few batches of points, not the whole library)."""
+    if workers is None:
+        workers = os.cpu_count() or 1
+    if workers <= 0 or len(jobs) < _POOL_MIN_JOBS:
+        yield from map(_load, jobs)
+        return
+    import multiprocessing
+
+    # forkserver: workers start from a clean process, not a fork of one holding
+    # onnxruntime's threads (forking a multithreaded process can deadlock).
+    context = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        yield from _bounded_map(pool, jobs, ahead=8 * workers)
+
+
+def _bounded_map(pool: Executor, jobs: list[_Job], ahead: int) -> Iterator[_Loaded]:
+    pending: deque = deque()
+    queue = iter(jobs)
+    for job in queue:
+        pending.append(pool.submit(_load, job))
+        if len(pending) >= ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()

@@ -1,0 +1,147 @@
+"""Search a library by text, image or a 3D example, with format / folder / tag filters.
+
+Queries become unit vectors in the bundle's space (text and images through the space's
+towers, a mesh through the bundle's encoder) and are compared with the current bundle's
+embeddings only. Small libraries are searched exactly with numpy; from ANN_MIN_ASSETS
+embeddings up, through the faiss index kept beside the library (core.library.ann).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+
+from core.bundle import Bundle, read_bundle
+from core.errors import SpaceError
+from core.library.ann import ANN_MIN_ASSETS, AnnIndex
+from core.library.indexer import bundle_id
+from core.library.store import Library, LibraryError
+
+# Filtered ANN searches ask for this many times k, then filter; too few survivors
+# fall back to an exact search over the filtered assets.
+_FILTER_OVERSAMPLE = 20
+
+
+@dataclass(frozen=True)
+class Hit:
+    asset_id: int
+    path: str
+    format: str
+    folder: str
+    score: float  # cosine similarity in the bundle's space
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+class Searcher:
+    """Searches over the embeddings `bundle` made in `library`."""
+
+    def __init__(self, library: Library, bundle: Bundle | str | os.PathLike | None = None, *,
+                 ann_min_assets: int = ANN_MIN_ASSETS, device: str = "auto"):
+        from core.bundle import default_bundle_path
+
+        self.library = library
+        self.bundle = bundle if isinstance(bundle, Bundle) else read_bundle(bundle or default_bundle_path())
+        self.bundle_id = bundle_id(self.bundle)
+        self.ann_min_assets = ann_min_assets
+        self.device = device
+        self._exact: tuple[np.ndarray, np.ndarray] | None = None
+        spaces = library.spaces()
+        if self.bundle_id not in spaces:
+            others = ", ".join(f"{b} ({s}, {n} assets)" for b, (s, n) in spaces.items()) or "none"
+            raise LibraryError(
+                f"{library.path} holds no embeddings from bundle {self.bundle.path} ({self.bundle_id}); "
+                f"bundles in it: {others}. Index with this bundle: ulip2 index FOLDER --bundle {self.bundle.path}"
+            )
+        self.count = spaces[self.bundle_id][1]
+
+    # -- queries -> vectors ------------------------------------------------------------
+    def _space(self):
+        from core.spaces import load_space
+
+        return load_space(self.bundle.space)
+
+    def text_vector(self, text: str, *, space: str | None = None) -> np.ndarray:
+        """The text's unit vector in the bundle's space; `space`, when given, must be it."""
+        if space is not None and space != self.bundle.space:
+            raise SpaceError(
+                f"query space {space!r} is not the bundle's space {self.bundle.space!r}; "
+                "vectors of two spaces cannot be compared"
+            )
+        return self._space().embed_text([text])[0]
+
+    def image_vector(self, image_path: str | os.PathLike) -> np.ndarray:
+        space = self._space()
+        if not space.has_images:
+            raise SpaceError(
+                f"--image needs a space with an image tower; this library's bundle uses {self.bundle.space!r}, "
+                "which is text only. Search by text or --like, or use a bundle in an openclip space"
+            )
+        from PIL import Image
+
+        try:
+            image = Image.open(image_path)
+            image.load()
+        except OSError as exc:
+            raise LibraryError(f"{image_path}: cannot read as an image ({exc})") from exc
+        return space.embed_images([image])[0]
+
+    def like_vector(self, example: str | os.PathLike) -> tuple[np.ndarray, int | None]:
+        """(vector, asset id) of an indexed asset's path, else (the mesh file embedded now, None)."""
+        path = os.path.abspath(os.fspath(example))
+        asset_id = self.library.asset_id(path)
+        if asset_id is not None:
+            ids, vectors = self.library.embeddings(self.bundle_id, [asset_id])
+            if len(ids):
+                return vectors[0], asset_id
+        from core.runtime import PointEncoder
+
+        encoder = PointEncoder(self.bundle, device=self.device)
+        return next(iter(encoder.embed_files([path])))[1], None
+
+    # -- vectors -> hits -----------------------------------------------------------------
+    def search(self, query: np.ndarray, k: int = 10, *, formats: Sequence[str] = (), folder: str | None = None,
+               tags: Sequence[str] = (), exclude: int | None = None) -> list[Hit]:
+        """Top-k assets by cosine similarity, filtered; `exclude` drops one asset (the --like example)."""
+        query = np.asarray(query, dtype=np.float32).reshape(-1)
+        if query.size != self.bundle.dim:
+            raise SpaceError(f"query has {query.size} dimensions, the bundle's space has {self.bundle.dim}")
+        filtered = bool(formats or folder is not None or tags)
+        allowed = set(self.library.filtered_ids(formats=formats, folder=folder, tags=tags)) if filtered else None
+        want = k + (exclude is not None)
+        if self.count >= self.ann_min_assets:
+            ann = AnnIndex.for_library(self.library, self.bundle_id)
+            ids, scores = ann.search(query, want * (_FILTER_OVERSAMPLE if filtered else 1))
+            pairs = [(i, s) for i, s in zip(ids.tolist(), scores.tolist()) if allowed is None or i in allowed]
+            if len(pairs) >= want or not filtered:
+                return self._hits(pairs, k, exclude)
+        ids, vectors = self._exact_rows(allowed)
+        scores = vectors @ query if len(ids) else np.zeros(0, np.float32)
+        return self._hits([(int(ids[i]), float(scores[i])) for i in top_k(scores, want)], k, exclude)
+
+    def _exact_rows(self, allowed: set[int] | None) -> tuple[np.ndarray, np.ndarray]:
+        if self._exact is None:
+            self._exact = self.library.embeddings(self.bundle_id)
+        ids, vectors = self._exact
+        if allowed is None:
+            return ids, vectors
+        mask = np.isin(ids, np.fromiter(allowed, np.int64, len(allowed)))
+        return ids[mask], vectors[mask]
+
+    def _hits(self, pairs: list[tuple[int, float]], k: int, exclude: int | None) -> list[Hit]:
+        pairs = [(i, s) for i, s in pairs if i != exclude][:k]
+        rows = self.library.assets([i for i, _ in pairs])
+        return [Hit(i, rows[i]["path"], rows[i]["format"], rows[i]["folder"], round(float(s), 6))
+                for i, s in pairs if i in rows]
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest scores, best first (argpartition: O(n), not a full sort)."""
+    if k >= len(scores):
+        return np.argsort(-scores)
+    part = np.argpartition(-scores, k - 1)[:k]
+    return part[np.argsort(-scores[part])]

@@ -1,0 +1,355 @@
+"""The asset library's SQLite store: assets, embeddings, tags, captions, thumbnails, errors.
+
+One file (`ulip2-library.sqlite` by default). WAL journal, so searches read while an
+index run writes; synchronous=FULL and one transaction per batch, so a kill -9 (or a
+power cut) loses at most the batch in flight and never leaves half of one behind.
+
+Embeddings are keyed by (asset, bundle id): the vectors of another bundle or space stay
+in the file but are never returned next to the current bundle's, and tags and captions
+carry the bundle that scored them for the same reason.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import Ulip2Error
+
+SCHEMA_VERSION = 1
+DB_ENV = "ULIP2_DB"
+DEFAULT_DB_NAME = "ulip2-library.sqlite"
+_TIMEOUT_S = 60.0
+_CHUNK = 500  # rows per IN (...) query, under SQLite's host-parameter limit
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS assets (
+    id INTEGER PRIMARY KEY,
+    path TEXT NOT NULL UNIQUE,      -- absolute path
+    folder TEXT NOT NULL,           -- its parent folder, for --folder filters
+    format TEXT NOT NULL,           -- extension without the dot, lower case
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    indexed_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS embeddings (
+    asset_id INTEGER NOT NULL REFERENCES assets(id) ON DELETE CASCADE,
+    bundle TEXT NOT NULL,           -- bundle id (see core.library.indexer.bundle_id)
+    space TEXT NOT NULL,
+    dim INTEGER NOT NULL,
+    vec BLOB NOT NULL,              -- float32, unit norm
+    PRIMARY KEY (asset_id, bundle)
+);
+CREATE INDEX IF NOT EXISTS embeddings_bundle ON embeddings(bundle);
+CREATE TABLE IF NOT EXISTS tags (
+    asset_id INTEGER NOT NULL REFERENCES assets(id) ON DELETE CASCADE,
+    vocab TEXT NOT NULL,
+    label TEXT NOT NULL,
+    score REAL NOT NULL,
+    bundle TEXT NOT NULL,
+    PRIMARY KEY (asset_id, vocab, label)
+);
+CREATE INDEX IF NOT EXISTS tags_label ON tags(label);
+CREATE TABLE IF NOT EXISTS captions (
+    asset_id INTEGER NOT NULL REFERENCES assets(id) ON DELETE CASCADE,
+    bank TEXT NOT NULL,
+    rank INTEGER NOT NULL,
+    caption TEXT NOT NULL,
+    score REAL NOT NULL,
+    bundle TEXT NOT NULL,
+    PRIMARY KEY (asset_id, bank, rank)
+);
+CREATE TABLE IF NOT EXISTS thumbnails (
+    asset_id INTEGER PRIMARY KEY REFERENCES assets(id) ON DELETE CASCADE,
+    png BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS errors (
+    path TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    at REAL NOT NULL
+);
+"""
+
+
+class LibraryError(Ulip2Error):
+    """A library file that cannot be opened or does not fit the request."""
+
+
+def default_db_path() -> Path:
+    """`$ULIP2_DB`, else ulip2-library.sqlite in the current folder."""
+    return Path(os.environ.get(DB_ENV) or DEFAULT_DB_NAME).expanduser()
+
+
+@dataclass(frozen=True)
+class Known:
+    """What the store remembers of one path, to decide whether it needs work."""
+
+    asset_id: int | None
+    size: int
+    mtime_ns: int
+    sha256: str | None  # None for a file remembered as an error
+    embedded: bool  # has an embedding from the current bundle
+
+
+@dataclass
+class AssetRecord:
+    """One asset ready to be written: file facts, embedding, thumbnail."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str
+    vec: np.ndarray
+    thumbnail: bytes | None
+
+
+class Library:
+    """A connection to one library file; cheap to open, use as a context manager."""
+
+    def __init__(self, path: str | os.PathLike | None = None, *, create: bool = True):
+        self.path = Path(path).expanduser() if path is not None else default_db_path()
+        if not create and not self.path.is_file():
+            raise LibraryError(f"no library at {self.path}; make one with: ulip2 index FOLDER --db {self.path}")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.conn = sqlite3.connect(self.path, timeout=_TIMEOUT_S, isolation_level=None)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            # FULL: a committed batch survives power loss too, not only a killed process.
+            self.conn.execute("PRAGMA synchronous=FULL")
+            self.conn.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise LibraryError(f"{self.path}: not a ulip2 library or corrupt ({exc})") from exc
+
+    def _migrate(self) -> None:
+        with self.transaction():
+            # Statement by statement: executescript would COMMIT the open transaction first.
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    self.conn.execute(statement)
+            row = self.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row is None:
+                self.conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise LibraryError(
+                    f"{self.path}: library schema {row[0]} is newer than this ulip2 reads ({SCHEMA_VERSION}); upgrade ulip2"
+                )
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Library:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT: the writer lock up front, so two index runs queue
+        instead of failing half-way; any exception rolls the whole batch back."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    # -- meta ----------------------------------------------------------------------
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return default if row is None else row[0]
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def generation(self, bundle: str) -> int:
+        """Counter bumped by every change to `bundle`'s embeddings (the ANN index follows it)."""
+        return int(self.get_meta(f"generation:{bundle}", "0"))
+
+    def _bump(self, bundle: str) -> None:
+        self.set_meta(f"generation:{bundle}", str(self.generation(bundle) + 1))
+
+    # -- indexing ------------------------------------------------------------------
+    def known(self, paths: Sequence[str], bundle: str) -> dict[str, Known]:
+        """What the store holds for each of `paths` (absent paths are new)."""
+        found: dict[str, Known] = {}
+        for start in range(0, len(paths), _CHUNK):
+            chunk = list(paths[start:start + _CHUNK])
+            marks = ",".join("?" * len(chunk))
+            for path, asset_id, size, mtime, sha, embedded in self.conn.execute(
+                f"SELECT a.path, a.id, a.size, a.mtime_ns, a.sha256, e.asset_id IS NOT NULL FROM assets a "
+                f"LEFT JOIN embeddings e ON e.asset_id = a.id AND e.bundle = ? WHERE a.path IN ({marks})",
+                [bundle, *chunk],
+            ):
+                found[path] = Known(asset_id, size, mtime, sha, bool(embedded))
+            for path, size, mtime in self.conn.execute(
+                f"SELECT path, size, mtime_ns FROM errors WHERE path IN ({marks})", chunk
+            ):
+                found.setdefault(path, Known(None, size, mtime, None, False))
+        return found
+
+    def write_batch(self, bundle: str, space: str, records: Iterable[AssetRecord],
+                    touched: Iterable[tuple[str, int, int]], failed: Iterable[tuple[str, int, int, str]]) -> None:
+        """One transaction: embedded assets (new content drops every derived row of the old;
+        the same content under a new bundle adds that bundle's embedding beside the others),
+        files whose content did not change (new size/mtime only), and files that failed
+        (their asset, if any, removed: its rows described content that is gone)."""
+        now = time.time()
+        records, touched, failed = list(records), list(touched), list(failed)
+        with self.transaction() as conn:
+            for r in records:
+                path = r.path
+                folder, extension = os.path.dirname(path), os.path.splitext(path)[1].lower().lstrip(".")
+                before = conn.execute("SELECT id, sha256 FROM assets WHERE path = ?", (path,)).fetchone()
+                if before is not None and before[1] != r.sha256:
+                    # New content: every bundle's embedding, tags, captions and thumbnail are stale.
+                    for table in ("embeddings", "tags", "captions", "thumbnails"):
+                        conn.execute(f"DELETE FROM {table} WHERE asset_id = ?", (before[0],))
+                asset_id = conn.execute(
+                    "INSERT INTO assets (path, folder, format, size, mtime_ns, sha256, indexed_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET "
+                    "size = excluded.size, mtime_ns = excluded.mtime_ns, sha256 = excluded.sha256, "
+                    "indexed_at = excluded.indexed_at RETURNING id",
+                    (path, folder, extension, r.size, r.mtime_ns, r.sha256, now),
+                ).fetchone()[0]
+                vec = np.ascontiguousarray(r.vec, dtype=np.float32).reshape(-1)
+                conn.execute("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?, ?)",
+                             (asset_id, bundle, space, vec.size, vec.tobytes()))
+                if r.thumbnail is not None:
+                    conn.execute("INSERT OR REPLACE INTO thumbnails VALUES (?, ?)", (asset_id, r.thumbnail))
+                conn.execute("DELETE FROM errors WHERE path = ?", (path,))
+            conn.executemany("UPDATE assets SET size = ?, mtime_ns = ? WHERE path = ?",
+                             [(size, mtime, path) for path, size, mtime in touched])
+            for path, size, mtime, reason in failed:
+                conn.execute("DELETE FROM assets WHERE path = ?", (path,))
+                conn.execute("INSERT OR REPLACE INTO errors VALUES (?, ?, ?, ?, ?)", (path, size, mtime, reason, now))
+            if records or failed:
+                self._bump(bundle)
+
+    def drop_missing(self, roots: Sequence[str], seen: set[str]) -> int:
+        """Forget assets and errors under `roots` whose files were not seen this run."""
+        gone = []
+        for table in ("assets", "errors"):
+            for (path,) in self.conn.execute(f"SELECT path FROM {table}"):
+                if path not in seen and any(_is_under(path, root) for root in roots):
+                    gone.append((table, path))
+        if gone:
+            with self.transaction() as conn:
+                for table, path in gone:
+                    conn.execute(f"DELETE FROM {table} WHERE path = ?", (path,))
+                # Any bundle may have had rows for these assets.
+                for (bundle,) in conn.execute("SELECT DISTINCT bundle FROM embeddings").fetchall():
+                    self._bump(bundle)
+        return sum(1 for table, _ in gone if table == "assets")
+
+    # -- reading -------------------------------------------------------------------
+    def embeddings(self, bundle: str, ids: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(asset ids (n,), unit vectors (n, dim)) of `bundle`, in id order."""
+        query = "SELECT asset_id, dim, vec FROM embeddings WHERE bundle = ?"
+        rows = self.conn.execute(query + " ORDER BY asset_id", (bundle,)).fetchall()
+        if ids is not None:
+            wanted = set(ids)
+            rows = [r for r in rows if r[0] in wanted]
+        if not rows:
+            return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+        asset_ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+        matrix = np.frombuffer(b"".join(r[2] for r in rows), np.float32).reshape(len(rows), rows[0][1])
+        return asset_ids, matrix
+
+    def spaces(self) -> dict[str, tuple[str, int]]:
+        """{bundle id: (space, number of embeddings)} of every bundle in the file."""
+        return {b: (s, n) for b, s, n in self.conn.execute(
+            "SELECT bundle, space, COUNT(*) FROM embeddings GROUP BY bundle, space")}
+
+    def assets(self, ids: Sequence[int] | None = None) -> dict[int, dict]:
+        """{id: {path, folder, format, size, sha256}} for `ids` (every asset when None)."""
+        cols = "id, path, folder, format, size, sha256"
+        if ids is None:
+            rows = self.conn.execute(f"SELECT {cols} FROM assets ORDER BY path").fetchall()
+        else:
+            rows = []
+            ids = list(ids)
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start:start + _CHUNK]
+                rows += self.conn.execute(f"SELECT {cols} FROM assets WHERE id IN ({','.join('?' * len(chunk))})",
+                                          chunk).fetchall()
+        return {r[0]: dict(path=r[1], folder=r[2], format=r[3], size=r[4], sha256=r[5]) for r in rows}
+
+    def filtered_ids(self, *, formats: Sequence[str] = (), folder: str | None = None,
+                     tags: Sequence[str] = ()) -> list[int]:
+        """Asset ids matching every filter: any of `formats`, under `folder`, carrying every tag."""
+        where, params = [], []
+        if formats:
+            where.append(f"format IN ({','.join('?' * len(formats))})")
+            params += [f.lower().lstrip(".") for f in formats]
+        if folder is not None:
+            root = os.path.abspath(folder).rstrip(os.sep)
+            where.append("(folder = ? OR substr(folder, 1, ?) = ?)")
+            params += [root, len(root) + 1, root + os.sep]
+        for tag in tags:
+            where.append("id IN (SELECT asset_id FROM tags WHERE label = ?)")
+            params.append(tag)
+        sql = "SELECT id FROM assets" + (" WHERE " + " AND ".join(where) if where else "")
+        return [r[0] for r in self.conn.execute(sql, params)]
+
+    def asset_id(self, path: str) -> int | None:
+        row = self.conn.execute("SELECT id FROM assets WHERE path = ?", (path,)).fetchone()
+        return None if row is None else row[0]
+
+    def errors(self) -> list[dict]:
+        return [dict(path=p, reason=r) for p, r in self.conn.execute("SELECT path, reason FROM errors ORDER BY path")]
+
+    def thumbnail(self, asset_id: int) -> bytes | None:
+        row = self.conn.execute("SELECT png FROM thumbnails WHERE asset_id = ?", (asset_id,)).fetchone()
+        return None if row is None else row[0]
+
+    # -- tags and captions ---------------------------------------------------------
+    def replace_labels(self, table: str, source: str, bundle: str,
+                       rows: Iterable[tuple[int, list[tuple[str, float]]]]) -> None:
+        """Replace `table` (tags or captions) rows of `source` (a vocabulary or caption bank)
+        for the given assets in one transaction; `rows` is (asset id, [(text, score), ...])."""
+        key = {"tags": "vocab", "captions": "bank"}[table]
+        with self.transaction() as conn:
+            for asset_id, labels in rows:
+                conn.execute(f"DELETE FROM {table} WHERE asset_id = ? AND {key} = ?", (asset_id, source))
+                if table == "tags":
+                    conn.executemany("INSERT INTO tags VALUES (?, ?, ?, ?, ?)",
+                                     [(asset_id, source, text, score, bundle) for text, score in labels])
+                else:
+                    conn.executemany("INSERT INTO captions VALUES (?, ?, ?, ?, ?, ?)",
+                                     [(asset_id, source, rank, text, score, bundle)
+                                      for rank, (text, score) in enumerate(labels)])
+
+    def labels(self, table: str, bundle: str, source: str | None = None) -> dict[int, list[tuple[str, float]]]:
+        """{asset id: [(text, score), ...] best first} of `table` made with `bundle`."""
+        key, order = {"tags": ("vocab", "score DESC"), "captions": ("bank", "rank")}[table]
+        text = "label" if table == "tags" else "caption"
+        sql = f"SELECT asset_id, {text}, score FROM {table} WHERE bundle = ?"
+        params: list = [bundle]
+        if source is not None:
+            sql += f" AND {key} = ?"
+            params.append(source)
+        out: dict[int, list[tuple[str, float]]] = {}
+        for asset_id, label, score in self.conn.execute(sql + f" ORDER BY asset_id, {order}", params):
+            out.setdefault(asset_id, []).append((label, score))
+        return out
+
+    def integrity_check(self) -> str:
+        return self.conn.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+def _is_under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)

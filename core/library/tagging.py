@@ -1,0 +1,131 @@
+"""Zero-shot tags and retrieval captions: the texts nearest to each asset in the bundle's space.
+
+Tags: class names of a vocabulary (shipped: Objaverse-LVIS's 1,156 categories, ModelNet40's
+40, ShapeNet's 55; or a file of the user's, one label per line), each embedded once as an
+ensemble of ULIP's 64 prompt templates (Space.embed_prompts; the text cache keeps them),
+scored by cosine similarity; the top k at or above a threshold are kept.
+
+Captions: retrieval, not generation. Every sentence of a caption bank (shipped, or a text
+file) is embedded as it is; an asset's captions are the bank's nearest sentences, with
+their scores. A caption can only ever be a sentence already in the bank.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from core.library.indexer import bundle_id
+from core.library.search import top_k
+from core.library.store import Library, LibraryError
+
+VOCABULARIES = ("lvis", "modelnet40", "shapenet55")
+DEFAULT_VOCABULARY = "lvis"
+SHIPPED_BANK = "captions"
+
+
+def _read_lines(text: str) -> list[str]:
+    """Non-empty stripped lines, '#' comments skipped, duplicates dropped (order kept)."""
+    lines = (line.strip() for line in text.splitlines())
+    return list(dict.fromkeys(line for line in lines if line and not line.startswith("#")))
+
+
+def _text_list(name: str | os.PathLike, shipped: Sequence[str], what: str) -> tuple[str, list[str]]:
+    """(source name, texts) of a shipped list under core/data/vocab/ or a user's file."""
+    if str(name) in shipped:
+        text = resources.files("core").joinpath("data", "vocab", f"{name}.txt").read_text(encoding="utf-8")
+        return str(name), _read_lines(text)
+    path = Path(name).expanduser()
+    if not path.is_file():
+        raise LibraryError(f"no {what} {str(name)!r}: name a shipped one ({', '.join(shipped)}) or a text file, one per line")
+    try:
+        texts = _read_lines(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise LibraryError(f"{path}: not UTF-8 text ({exc})") from exc
+    if not texts:
+        raise LibraryError(f"{path}: no {what} entries (one per line)")
+    return str(path.resolve()), texts
+
+
+def load_vocabulary(name: str | os.PathLike) -> tuple[str, list[str]]:
+    """(vocabulary name, labels) for 'lvis', 'modelnet40', 'shapenet55' or a file path."""
+    return _text_list(name, VOCABULARIES, "vocabulary")
+
+
+def load_bank(name: str | os.PathLike | None = None) -> tuple[str, list[str]]:
+    """(bank name, captions): the shipped bank, or a text file of captions, one per line."""
+    return _text_list(name or SHIPPED_BANK, (SHIPPED_BANK,), "caption bank")
+
+
+def prompt_name(label: str) -> str:
+    """A label as it reads in a prompt: LVIS writes 'bat_(animal)', a prompt says 'bat (animal)'."""
+    return label.replace("_", " ")
+
+
+def nearest_texts(vectors: np.ndarray, text_vectors: np.ndarray, texts: Sequence[str], k: int,
+                  threshold: float | None = None) -> list[list[tuple[str, float]]]:
+    """Per row of `vectors`: up to k (text, cosine) pairs, best first, at or above threshold."""
+    scores = np.asarray(vectors, np.float32) @ np.asarray(text_vectors, np.float32).T
+    out = []
+    for row in scores:
+        best = top_k(row, k)
+        out.append([(texts[i], round(float(row[i]), 6)) for i in best if threshold is None or row[i] >= threshold])
+    return out
+
+
+def _label_assets(library: Library, bundle, table: str, source: str, text_vectors: np.ndarray,
+                  texts: Sequence[str], k: int, threshold: float | None) -> dict[int, list[tuple[str, float]]]:
+    """Score every asset of `bundle` against the texts and store the result in `table`."""
+    bid = bundle_id(bundle)
+    ids, vectors = library.embeddings(bid)
+    if not len(ids):
+        raise LibraryError(f"{library.path} has no assets embedded with bundle {bundle.path}; run: ulip2 index FOLDER")
+    labels = dict(zip(ids.tolist(), nearest_texts(vectors, text_vectors, texts, k, threshold)))
+    library.replace_labels(table, source, bid, labels.items())
+    return labels
+
+
+def tag_library(library: Library, bundle, vocabulary: str | os.PathLike = DEFAULT_VOCABULARY, *, k: int = 5,
+                threshold: float = 0.0) -> tuple[str, dict[int, list[tuple[str, float]]]]:
+    """Tag every asset of `bundle` in `library` with its top-k labels; returns (vocab, tags)."""
+    from core.spaces import load_space
+
+    name, labels = load_vocabulary(vocabulary)
+    class_vectors = load_space(bundle.space).embed_prompts([prompt_name(label) for label in labels])
+    return name, _label_assets(library, bundle, "tags", name, class_vectors, labels, k, threshold)
+
+
+def caption_library(library: Library, bundle, bank: str | os.PathLike | None = None, *,
+                    k: int = 3) -> tuple[str, dict[int, list[tuple[str, float]]]]:
+    """Give every asset of `bundle` its k nearest bank captions; returns (bank, captions)."""
+    from core.spaces import load_space
+
+    name, captions = load_bank(bank)
+    caption_vectors = load_space(bundle.space).embed_text(captions)
+    return name, _label_assets(library, bundle, "captions", name, caption_vectors, captions, k, None)
+
+
+def export_labels(library: Library, labels: dict[int, list[tuple[str, float]]], out: str | os.PathLike,
+                  kind: str = "tag") -> Path:
+    """Write {asset id: [(text, score)]} as CSV (path, rank, <kind>, score) or JSON ({path: [...]})."""
+    out = Path(out)
+    paths = {i: row["path"] for i, row in library.assets(list(labels)).items()}
+    ordered = sorted((paths[i], rows) for i, rows in labels.items() if i in paths)
+    if out.suffix.lower() == ".json":
+        data = {path: [{kind: text, "score": score} for text, score in rows] for path, rows in ordered}
+        out.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    elif out.suffix.lower() == ".csv":
+        with out.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["path", "rank", kind, "score"])
+            for path, rows in ordered:
+                writer.writerows([path, rank, text, score] for rank, (text, score) in enumerate(rows, 1))
+    else:
+        raise LibraryError(f"{out}: export to a .csv or .json file")
+    return out
