@@ -1,0 +1,49 @@
+"""Point cloud augmentation for training (ULIP's: rotation about the up axis, scale,
+jitter, point dropout; plus rgb dropout, since colour is an input channel here).
+
+Every random draw comes from a generator the caller seeds per (seed, epoch, sample), so a
+resumed or multi-process run sees exactly the same augmented points.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from core.sampling import DEFAULT_GREY
+
+UP_AXES = {"x": 0, "y": 1, "z": 2}
+
+
+@dataclasses.dataclass(frozen=True)
+class Augment:
+    up: str = "y"  # glTF and OBJ are y-up
+    rotate: bool = True
+    scale: tuple[float, float] = (0.8, 1.25)
+    jitter_sigma: float = 0.01
+    jitter_clip: float = 0.05
+    max_dropout: float = 0.875
+    rgb_dropout: float = 0.2
+
+    def __call__(self, points: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """points (N, >=6) float -> augmented float32 copy (xyz, rgb)."""
+        pts = np.array(points[:, :6], dtype=np.float32)
+        xyz = pts[:, :3]
+        if self.rotate:
+            up = UP_AXES[self.up]
+            a, b = [i for i in range(3) if i != up]
+            angle = rng.uniform(0, 2 * np.pi)
+            c, s = np.cos(angle), np.sin(angle)
+            xa, xb = xyz[:, a].copy(), xyz[:, b].copy()
+            xyz[:, a], xyz[:, b] = c * xa - s * xb, s * xa + c * xb
+        xyz *= rng.uniform(*self.scale)
+        if self.jitter_sigma > 0:
+            xyz += np.clip(rng.normal(0, self.jitter_sigma, xyz.shape), -self.jitter_clip, self.jitter_clip)
+        if self.max_dropout > 0:
+            # Dropped points become copies of the first point: the count stays fixed (ULIP's way).
+            drop = rng.random(len(pts)) <= rng.random() * self.max_dropout
+            pts[drop] = pts[0]
+        if rng.random() < self.rgb_dropout:
+            pts[:, 3:6] = DEFAULT_GREY
+        return pts

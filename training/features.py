@@ -1,0 +1,105 @@
+"""The feature cache: what training reads, so the frozen towers never run in the loop.
+
+One folder per (triplet store, space):
+
+    meta.json           format version, space name and dim, record ids, counts
+    points.npy          (M, N, 6) float16   sampled points per object (xyz, rgb)
+    text.npy            (T, D) float16      caption embeddings, all objects back to back
+    text_offsets.npy    (M + 1,) int64      object i's captions are text[off[i]:off[i+1]]
+    image.npy           (V, D) float16      view embeddings (absent for text-only spaces)
+    image_offsets.npy   (M + 1,) int64
+
+float16 halves the disk and page-cache footprint; training casts to float32.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import Ulip2Error
+
+FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass
+class TripletFeatures:
+    space: str
+    ids: list[str]
+    points: np.ndarray
+    text: np.ndarray
+    text_offsets: np.ndarray
+    image: np.ndarray | None = None
+    image_offsets: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def dim(self) -> int:
+        return self.text.shape[1]
+
+    @classmethod
+    def from_lists(cls, space: str, ids, points, texts, images=None) -> "TripletFeatures":
+        """Build from per-object arrays: points (N, 6), texts (C_i, D), images (V_i, D) or None."""
+        def pack(parts):
+            offsets = np.zeros(len(parts) + 1, dtype=np.int64)
+            offsets[1:] = np.cumsum([len(p) for p in parts])
+            return np.concatenate(parts).astype(np.float16), offsets
+
+        text, text_offsets = pack(texts)
+        image, image_offsets = pack(images) if images is not None else (None, None)
+        return cls(space, list(ids), np.stack(points).astype(np.float16), text, text_offsets, image, image_offsets)
+
+    def texts_of(self, i: int) -> np.ndarray:
+        return self.text[self.text_offsets[i]:self.text_offsets[i + 1]]
+
+    def images_of(self, i: int) -> np.ndarray | None:
+        if self.image is None:
+            return None
+        return self.image[self.image_offsets[i]:self.image_offsets[i + 1]]
+
+    def subset(self, indices) -> "TripletFeatures":
+        indices = list(indices)
+        images = [self.images_of(i) for i in indices] if self.image is not None else None
+        return TripletFeatures.from_lists(self.space, [self.ids[i] for i in indices], self.points[indices],
+                                          [self.texts_of(i) for i in indices], images)
+
+    def save(self, folder: str | os.PathLike) -> Path:
+        """Write atomically: into a temporary sibling folder, then renamed into place."""
+        folder = Path(folder)
+        staging = folder.with_name(folder.name + ".partial")
+        staging.mkdir(parents=True, exist_ok=True)
+        arrays = {"points": self.points, "text": self.text, "text_offsets": self.text_offsets}
+        if self.image is not None:
+            arrays |= {"image": self.image, "image_offsets": self.image_offsets}
+        for name, array in arrays.items():
+            np.save(staging / f"{name}.npy", array)
+        meta = {"format_version": FORMAT_VERSION, "space": self.space, "dim": self.dim, "ids": self.ids,
+                "has_images": self.image is not None}
+        (staging / "meta.json").write_text(json.dumps(meta))
+        if folder.exists():
+            for child in folder.iterdir():
+                child.unlink()
+            folder.rmdir()
+        os.replace(staging, folder)
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike, *, mmap: bool = True) -> "TripletFeatures":
+        folder = Path(folder)
+        try:
+            meta = json.loads((folder / "meta.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise Ulip2Error(f"{folder}: not a feature cache ({exc}); build one with: ulip2 features STORE") from exc
+        mode = "r" if mmap else None
+
+        def arr(name):
+            return np.load(folder / f"{name}.npy", mmap_mode=mode)
+
+        images = (arr("image"), arr("image_offsets")) if meta["has_images"] else (None, None)
+        return cls(meta["space"], meta["ids"], arr("points"), arr("text"), arr("text_offsets"), *images)

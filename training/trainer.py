@@ -1,0 +1,233 @@
+"""Train the 3D encoder against cached frozen-space features (ULIP-2's recipe).
+
+Runs as one process or under torchrun (DDP: NCCL on GPUs, gloo on CPUs). Every random
+choice (data order, augmentation, which caption and view, stochastic depth) is derived
+from (seed, epoch, sample), so `resume` continues bit for bit from the last checkpoint
+and N processes see the same global batches as one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from core.models import create_encoder, get_config
+
+from .augment import Augment
+from .features import TripletFeatures
+from .loss import LogitScale, contrastive_loss
+
+CHECKPOINT = "last.pt"
+ENCODER_FILE = "encoder.safetensors"
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    encoder: str = "pointbert-small"
+    epochs: int = 10
+    batch_size: int = 64          # global batch (split evenly over processes)
+    lr: float = 3e-3
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.98)
+    warmup_epochs: float = 1.0
+    grad_clip: float = 10.0       # Point-BERT's grad_norm_clip
+    amp: bool = True              # GPU only: bf16 autocast (fp16 + scaler where bf16 is missing)
+    seed: int = 0
+    up_axis: str = "y"
+    init: str | None = None       # encoder weights to start from (ULIP-2 .pt or ulip2 .safetensors)
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed() -> torch.device:
+    """Join the torchrun group if launched by torchrun; pick this process's device."""
+    if "RANK" in os.environ and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    return torch.device("cpu")
+
+
+def _lr_at(step: int, total: int, warmup: int, base: float) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * base * (1 + math.cos(math.pi * progress))
+
+
+class Trainer:
+    def __init__(self, features: TripletFeatures, config: TrainConfig, out: str | os.PathLike,
+                 device: torch.device | None = None):
+        self.features, self.config, self.out = features, config, Path(out)
+        self.device = device or torch.device("cpu")
+        self.rank, self.world = _world()
+        if config.batch_size % self.world:
+            raise ValueError(f"batch size {config.batch_size} does not split over {self.world} processes")
+        if len(features) < config.batch_size:
+            raise ValueError(f"{len(features)} objects are fewer than one batch of {config.batch_size}")
+        self.encoder_config = get_config(config.encoder).with_embed_dim(features.dim)
+        torch.manual_seed(config.seed)
+        self.model = create_encoder(self.encoder_config).to(self.device)
+        if config.init:
+            from core.models.checkpoint import load_encoder_weights
+
+            load_encoder_weights(self.model, config.init)
+        self.scale = LogitScale().to(self.device)
+        self.ddp = None
+        if self.world > 1 and self.device.type == "cuda":
+            # Batch statistics over the global batch, as one process would see them
+            # (SyncBatchNorm needs CUDA; on CPU each process normalises its own share).
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        if self.world > 1:
+            self.ddp = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        params = list(self.model.parameters()) + list(self.scale.parameters())
+        self.optimizer = torch.optim.AdamW(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+        self.steps_per_epoch = len(features) // config.batch_size
+        self.total_steps = self.steps_per_epoch * config.epochs
+        self.warmup_steps = int(config.warmup_epochs * self.steps_per_epoch)
+        self.amp_dtype = None
+        if config.amp and self.device.type == "cuda":
+            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.augment = Augment(up=config.up_axis)
+        self.epoch = 0  # epochs completed
+
+    # -- data ---------------------------------------------------------------------------
+    def _sample(self, index: int, epoch: int):
+        rng = np.random.default_rng([self.config.seed, epoch, index])
+        points = self.augment(np.asarray(self.features.points[index], dtype=np.float32), rng)
+        texts = self.features.texts_of(index)
+        text = texts[rng.integers(len(texts))]
+        images = self.features.images_of(index)
+        image = images[rng.integers(len(images))] if images is not None else None
+        return points, text, image
+
+    def _local_batches(self, epoch: int):
+        """This process's share of each global batch, in rank order (what gather_batch undoes)."""
+        order = np.random.default_rng([self.config.seed, epoch]).permutation(len(self.features))
+        per_rank = self.config.batch_size // self.world
+        for step in range(self.steps_per_epoch):
+            start = step * self.config.batch_size + self.rank * per_rank
+            samples = [self._sample(int(i), epoch) for i in order[start:start + per_rank]]
+            points = torch.from_numpy(np.stack([s[0] for s in samples]))
+            text = torch.from_numpy(np.stack([s[1] for s in samples]).astype(np.float32))
+            image = (torch.from_numpy(np.stack([s[2] for s in samples]).astype(np.float32))
+                     if samples[0][2] is not None else None)
+            yield points, text, image
+
+    # -- loop ---------------------------------------------------------------------------
+    def train_epoch(self, progress=None) -> dict:
+        epoch = self.epoch
+        torch.manual_seed(self.config.seed * 100_003 + epoch)  # stochastic depth, per epoch
+        model = self.ddp or self.model
+        model.train()
+        sums, start = {}, time.perf_counter()
+        for step, (points, text, image) in enumerate(self._local_batches(epoch)):
+            global_step = epoch * self.steps_per_epoch + step
+            lr = _lr_at(global_step, self.total_steps, self.warmup_steps, self.config.lr)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            points, text = points.to(self.device), text.to(self.device)
+            image = image.to(self.device) if image is not None else None
+            autocast = (torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype
+                        else contextlib.nullcontext())
+            with autocast:
+                embedded = model(points)
+            losses = contrastive_loss(embedded, text, image, self.scale())
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(losses["loss"] * self.world).backward()
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            for key, value in losses.items():
+                sums[key] = sums.get(key, 0.0) + value.item()
+            if progress is not None:
+                progress.update(1)
+                progress.set_postfix(loss=f"{losses['loss'].item():.3f}", lr=f"{lr:.2e}")
+        self.epoch += 1
+        metrics = {k: v / self.steps_per_epoch for k, v in sums.items()}
+        metrics |= {"epoch": self.epoch, "lr": lr, "logit_scale": float(self.scale()),
+                    "seconds": round(time.perf_counter() - start, 3)}
+        return metrics
+
+    def fit(self, show_progress: bool = True) -> list[dict]:
+        from tqdm import tqdm
+
+        history = []
+        self.out.mkdir(parents=True, exist_ok=True)
+        remaining = (self.config.epochs - self.epoch) * self.steps_per_epoch
+        with tqdm(total=remaining, desc="training", unit="step", file=sys.stderr,
+                  disable=not show_progress or self.rank != 0, dynamic_ncols=True) as bar:
+            while self.epoch < self.config.epochs:
+                metrics = self.train_epoch(bar)
+                history.append(metrics)
+                if self.rank == 0:
+                    # Checkpoint first: a metrics line means its epoch is safely on disk.
+                    self.save_checkpoint()
+                    with open(self.out / "metrics.jsonl", "a") as fh:
+                        fh.write(json.dumps(metrics) + "\n")
+                if self.world > 1:
+                    dist.barrier()
+        return history
+
+    # -- checkpoints --------------------------------------------------------------------
+    def state(self) -> dict:
+        return {
+            "epoch": self.epoch,
+            "config": dataclasses.asdict(self.config),
+            "encoder_config": self.encoder_config.to_dict(),
+            "space": self.features.space,
+            "model": self.model.state_dict(),
+            "logit_scale": self.scale.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+        }
+
+    def save_checkpoint(self) -> Path:
+        """last.pt (everything needed to resume) and encoder.safetensors (weights for export),
+        each written to a temporary file and renamed, so a kill never leaves half a file."""
+        from safetensors.torch import save_file
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        target = self.out / CHECKPOINT
+        torch.save(self.state(), target.with_suffix(".tmp"))
+        os.replace(target.with_suffix(".tmp"), target)
+        weights = self.out / ENCODER_FILE
+        save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, str(weights) + ".tmp",
+                  metadata={"encoder_config": json.dumps(self.encoder_config.to_dict()), "space": self.features.space})
+        os.replace(str(weights) + ".tmp", weights)
+        return target
+
+    def resume(self) -> bool:
+        """Continue from out/last.pt if it exists; True when resumed."""
+        path = self.out / CHECKPOINT
+        if not path.is_file():
+            return False
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        if state["space"] != self.features.space:
+            raise ValueError(f"{path} was trained in space {state['space']!r}, the features are in {self.features.space!r}")
+        self.model.load_state_dict(state["model"])
+        self.scale.load_state_dict(state["logit_scale"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch = state["epoch"]
+        return True
