@@ -79,6 +79,9 @@ FORMAT = "ulip2-triplets"
 VERSION = 1
 POINT_COLUMNS = ["x", "y", "z", "r", "g", "b"]
 DONE, CAPTIONED, FAILED = "done", "captioned", "failed"
+# Asset files the headless Blender worker imports (blender_addon.worker.IMPORTERS + .blend).
+ASSET_EXTENSIONS = (".blend", ".glb", ".gltf", ".fbx", ".obj", ".ply", ".stl",
+                    ".usd", ".usda", ".usdc", ".usdz", ".abc")
 
 try:  # POSIX: serialise manifest appends across worker processes
     import fcntl
