@@ -1,0 +1,199 @@
+"""Library indexing with real SQLite and a real bundle (the session's pointbert-tiny bundle:
+random weights, so these tests check mechanics, never meaning): incremental re-index,
+changed and deleted files, bundle changes, a kill -9 mid-run, and a corpus of bad files."""
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+
+from core.library.indexer import bundle_id, index_paths
+from core.library.store import Library
+from core.runtime import PointEncoder
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_meshes(folder: Path, count: int, subdivisions: int = 1) -> list[Path]:
+    """`count` small coloured meshes of varied shapes and formats under `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    makers = [lambda i: trimesh.creation.box(extents=(1 + i % 3, 1, 0.5)),
+              lambda i: trimesh.creation.icosphere(subdivisions=subdivisions, radius=1 + i % 2),
+              lambda i: trimesh.creation.cylinder(radius=0.3, height=1 + i % 4),
+              lambda i: trimesh.creation.cone(radius=0.5, height=1 + i % 3)]
+    formats = ["glb", "ply", "obj", "stl"]
+    paths = []
+    for i in range(count):
+        mesh = makers[i % len(makers)](i)
+        mesh.visual.face_colors = [(37 * i) % 256, (91 * i) % 256, 120, 255]
+        path = folder / f"mesh_{i:03d}.{formats[(i // len(makers)) % len(formats)]}"
+        mesh.export(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_bundle):
+    return PointEncoder(tiny_bundle.bundle, device="cpu")
+
+
+def run(roots, db, encoder, **kw):
+    with Library(db) as library:
+        return index_paths(roots, library, encoder, progress=False, workers=kw.pop("workers", 0), **kw)
+
+
+def test_index_reindex_change_delete(tmp_path, encoder):
+    paths = write_meshes(tmp_path / "assets", 8)
+    db = tmp_path / "lib.sqlite"
+    first = run([tmp_path / "assets"], db, encoder)
+    assert (first.seen, first.added, first.failed) == (8, 8, [])
+
+    again = run([tmp_path / "assets"], db, encoder)
+    assert (again.added, again.updated, again.unchanged) == (0, 0, 8), "a re-index redoes nothing"
+
+    # Touched but identical: the hash says unchanged, no re-embedding.
+    os.utime(paths[0], ns=(time.time_ns(), time.time_ns() + 10**9))
+    touched = run([tmp_path / "assets"], db, encoder)
+    assert (touched.added, touched.updated, touched.unchanged) == (0, 0, 8)
+
+    trimesh.creation.annulus(r_min=0.2, r_max=1.0, height=0.3).export(paths[1])
+    with Library(db) as library:
+        old_id = library.asset_id(str(paths[1]))
+        library.replace_labels("tags", "t", bundle_id(encoder.bundle), [(old_id, [("old", 0.5)])])
+    changed = run([tmp_path / "assets"], db, encoder)
+    assert (changed.added, changed.updated, changed.unchanged) == (0, 1, 7), "only the changed file is redone"
+    with Library(db) as library:
+        assert library.labels("tags", bundle_id(encoder.bundle)) == {}, "tags of old content are dropped"
+
+    paths[2].unlink()
+    deleted = run([tmp_path / "assets"], db, encoder)
+    assert (deleted.removed, deleted.seen) == (1, 7)
+    with Library(db) as library:
+        ids, vectors = library.embeddings(bundle_id(encoder.bundle))
+        assert len(ids) == 7 and str(paths[2]) not in {a["path"] for a in library.assets().values()}
+        assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4)
+        assert library.thumbnail(int(ids[0]))[:8] == b"\x89PNG\r\n\x1a\n"
+        assert library.integrity_check() == "ok"
+
+
+def test_parallel_loading_matches_in_process(tmp_path, encoder):
+    write_meshes(tmp_path / "a", 10)
+    serial = run([tmp_path / "a"], tmp_path / "serial.sqlite", encoder, workers=0)
+    pooled = run([tmp_path / "a"], tmp_path / "pooled.sqlite", encoder, workers=2)
+    assert serial.added == pooled.added == 10
+    bid = bundle_id(encoder.bundle)
+    with Library(tmp_path / "serial.sqlite") as a, Library(tmp_path / "pooled.sqlite") as b:
+        np.testing.assert_allclose(a.embeddings(bid)[1], b.embeddings(bid)[1], atol=1e-5)
+
+
+def test_another_bundle_reembeds_and_never_mixes(tmp_path, encoder):
+    from core.export import export_bundle
+    from core.models import create_encoder
+
+    write_meshes(tmp_path / "a", 3)
+    db = tmp_path / "lib.sqlite"
+    run([tmp_path / "a"], db, encoder)
+    other = export_bundle(tmp_path / "other", model=create_encoder("pointbert-tiny", embed_dim=384, seed=1).eval(),
+                          space="minilm")
+    other_encoder = PointEncoder(other, device="cpu")
+    assert bundle_id(other) != bundle_id(encoder.bundle)
+    report = run([tmp_path / "a"], db, other_encoder)
+    assert report.added + report.updated == 3, "a new bundle re-embeds every asset"
+    with Library(db) as library:
+        counts = library.spaces()
+        assert counts[bundle_id(other)][1] == counts[bundle_id(encoder.bundle)][1] == 3
+        assert not np.allclose(library.embeddings(bundle_id(other))[1], library.embeddings(bundle_id(encoder.bundle))[1])
+    assert run([tmp_path / "a"], db, encoder).unchanged == 3, "the first bundle's rows are still there"
+
+
+def test_kill_9_mid_run_loses_nothing_committed(tmp_path, tiny_bundle):
+    paths = write_meshes(tmp_path / "assets", 80, subdivisions=4)
+    db = tmp_path / "lib.sqlite"
+    command = [sys.executable, "-m", "core.cli", "index", str(tmp_path / "assets"), "--db", str(db),
+               "--bundle", str(tiny_bundle.path), "--batch-size", "4", "--workers", "0", "--quiet"]
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    committed = 0
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with sqlite3.connect(db, timeout=1) as conn:
+                committed = conn.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
+        except sqlite3.Error:
+            committed = 0  # the schema is not there yet
+        if committed >= 8:
+            break
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 8 <= committed < 80, f"the kill must land mid-run (saw {committed} of 80 committed)"
+
+    with Library(db) as library:
+        assert library.integrity_check() == "ok"
+        survived = len(library.assets())
+        assert survived >= committed and survived % 4 == 0, "only whole batches are committed"
+    rerun = subprocess.run(command[:-1] + ["--json"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    with Library(db) as library:
+        assert library.integrity_check() == "ok"
+        rows = library.conn.execute("SELECT path FROM assets").fetchall()
+        assert sorted(r[0] for r in rows) == sorted(str(p) for p in paths), "no asset lost or duplicated"
+        assert library.conn.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0] == 80
+    assert f'"unchanged": {survived}' in rerun.stdout, "the rerun resumes instead of starting over"
+
+
+def write_bad_corpus(folder: Path) -> dict[str, str]:
+    """Bad and odd files -> a word their recorded reason must contain ('' = must index fine)."""
+    folder.mkdir()
+    chair = (REPO / "examples" / "chair.glb").read_bytes()
+    (folder / "empty.glb").write_bytes(b"")
+    (folder / "truncated.glb").write_bytes(chair[: len(chair) // 2])
+    (folder / "junk.ply").write_bytes(np.random.default_rng(0).bytes(4096))
+    (folder / "all_nan.obj").write_text("v nan nan nan\nv nan 0 0\nv 0 nan 0\nf 1 2 3\n")
+    (folder / "some_nan.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nv nan nan nan\nf 1 2 3\nf 1 2 4\n")
+    (folder / "scene.blend").write_bytes(b"BLENDER-v300")
+    unicode_dir = folder / "dossier été" / "tête de lit"
+    unicode_dir.mkdir(parents=True)
+    (unicode_dir / "chaise à bras.glb").write_bytes(chair)
+    # A million faces, written as binary PLY directly (trimesh's exporter is slow at this size).
+    grid = 708
+    u, v = np.meshgrid(np.arange(grid, dtype=np.float32), np.arange(grid, dtype=np.float32))
+    vertices = np.stack([u.ravel(), v.ravel(), np.sin(u.ravel() / 50)], axis=1)
+    quad = (np.arange(grid - 1)[None, :] + grid * np.arange(grid - 1)[:, None]).ravel()
+    faces = np.concatenate([np.stack([quad, quad + 1, quad + grid], 1),
+                            np.stack([quad + 1, quad + grid + 1, quad + grid], 1)]).astype(np.int32)
+    header = (f"ply\nformat binary_little_endian 1.0\nelement vertex {len(vertices)}\nproperty float x\n"
+              f"property float y\nproperty float z\nelement face {len(faces)}\nproperty list uchar int vertex_indices\n"
+              "end_header\n").encode()
+    records = np.empty(len(faces), dtype=[("n", "u1"), ("f", "<i4", 3)])
+    records["n"], records["f"] = 3, faces
+    (folder / "huge.ply").write_bytes(header + vertices.astype("<f4").tobytes() + records.tobytes())
+    return {"empty.glb": "empty", "truncated.glb": "glb", "junk.ply": "ply", "all_nan.obj": "non-finite",
+            "scene.blend": "Blender", "some_nan.obj": "", "chaise à bras.glb": "", "huge.ply": ""}
+
+
+def test_bad_input_corpus_is_recorded_and_the_run_completes(tmp_path, encoder):
+    expected = write_bad_corpus(tmp_path / "bad corpus")
+    db = tmp_path / "lib.sqlite"
+    report = run([tmp_path / "bad corpus"], db, encoder)
+    failed = {Path(f["path"]).name: f["reason"] for f in report.failed}
+    for name, word in expected.items():
+        if word:
+            assert word.lower() in failed.get(name, "").lower(), (name, failed.get(name))
+        else:
+            assert name not in failed, (name, failed[name])
+    assert report.added == sum(1 for w in expected.values() if not w)
+    with Library(db) as library:
+        assert {Path(e["path"]).name for e in library.errors()} == set(failed)
+    again = run([tmp_path / "bad corpus"], db, encoder)
+    assert (again.failed, again.known_errors, again.added) == ([], len(failed), 0), "known bad files are not retried"
+    shutil.rmtree(tmp_path / "bad corpus" / "dossier été")
+    assert run([tmp_path / "bad corpus"], db, encoder).removed == 1
