@@ -103,3 +103,69 @@ class TripletFeatures:
 
         images = (arr("image"), arr("image_offsets")) if meta["has_images"] else (None, None)
         return cls(meta["space"], meta["ids"], arr("points"), arr("text"), arr("text_offsets"), *images)
+
+
+def cache_folder(store_root: str | os.PathLike, space: str) -> Path:
+    """STORE/features/<space>: one cache per space, since features of two spaces never mix."""
+    import hashlib
+    import re
+
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", space)[:60]
+    return Path(store_root) / "features" / f"{slug}-{hashlib.sha256(space.encode()).hexdigest()[:8]}"
+
+
+def build_features(store_root: str | os.PathLike, space_name: str, *, out: str | os.PathLike | None = None,
+                   chunk: int = 128, device: str = "cpu", progress: bool = True) -> Path:
+    """Embed a triplet store's captions (and views, where the space sees images) once.
+
+    Work goes in chunks of `chunk` records, each saved as it finishes, so an interrupted
+    run picks up at the first missing chunk; the chunks are joined into the cache at the end.
+    """
+    import sys
+
+    from tqdm import tqdm
+
+    from core.spaces import load_space
+    from core.triplets import TripletStore
+
+    store = TripletStore(store_root)
+    records = list(store.records(captioned=True))
+    if not records:
+        raise Ulip2Error(f"{store_root}: no captioned records; caption them with: ulip2 triplets caption {store_root}")
+    counts = {r.meta["points"]["count"] for r in records}
+    if len(counts) > 1:
+        raise Ulip2Error(f"{store_root}: records have different point counts {sorted(counts)}; rebuild them with one --points")
+    space = load_space(space_name, device=device)
+    out = Path(out) if out else cache_folder(store_root, space.name)
+    parts = out.with_name(out.name + ".chunks")
+    parts.mkdir(parents=True, exist_ok=True)
+    chunks = [records[i:i + chunk] for i in range(0, len(records), chunk)]
+    with tqdm(total=len(records), desc=f"features ({space.name})", unit="object", file=sys.stderr,
+              disable=not progress, dynamic_ncols=True) as bar:
+        for number, batch in enumerate(chunks):
+            part = parts / f"{number:06d}.npz"
+            if not part.is_file():
+                captions = [r.captions for r in batch]
+                text = space.embed_text([c for cs in captions for c in cs])
+                arrays = {"points": np.stack([r.points() for r in batch]).astype(np.float16),
+                          "text": text.astype(np.float16), "text_counts": np.array([len(c) for c in captions])}
+                if space.has_images:
+                    views = [r.views() for r in batch]
+                    arrays["image"] = space.embed_images([v for vs in views for v in vs]).astype(np.float16)
+                    arrays["image_counts"] = np.array([len(v) for v in views])
+                tmp = part.with_name(part.stem + ".tmp.npz")
+                np.savez(tmp, **arrays)
+                os.replace(tmp, part)
+            bar.update(len(batch))
+    points, texts, images = [], [], [] if space.has_images else None
+    for number in range(len(chunks)):
+        with np.load(parts / f"{number:06d}.npz") as data:
+            points.extend(data["points"])
+            texts.extend(np.split(data["text"], np.cumsum(data["text_counts"])[:-1]))
+            if images is not None:
+                images.extend(np.split(data["image"], np.cumsum(data["image_counts"])[:-1]))
+    TripletFeatures.from_lists(space.name, [r.key for r in records], points, texts, images).save(out)
+    for part in parts.iterdir():
+        part.unlink()
+    parts.rmdir()
+    return out

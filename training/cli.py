@@ -1,0 +1,93 @@
+"""`ulip2 features` and `ulip2 train`. Light to import: torch loads inside the commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def cmd_features(args) -> int:
+    from .features import build_features
+
+    out = build_features(args.store, args.space, out=args.out, device=args.device)
+    print(json.dumps({"features": str(out)}))
+    return 0
+
+
+def cmd_train(args) -> int:
+    from core.errors import Ulip2Error
+
+    from .features import TripletFeatures, build_features, cache_folder
+    from .trainer import ENCODER_FILE, Trainer, TrainConfig, init_distributed
+
+    source = args.data
+    if (source / "store.json").is_file():  # a triplet store: use (or build) its feature cache
+        folder = cache_folder(source, args.space)
+        if not (folder / "meta.json").is_file():
+            folder = build_features(source, args.space)
+        source = folder
+    features = TripletFeatures.load(source)
+    device = init_distributed()
+    config = TrainConfig(encoder=args.config, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                         weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, seed=args.seed,
+                         amp=not args.no_amp, up_axis=args.up, init=args.init)
+    try:
+        trainer = Trainer(features, config, args.out, device=device)
+    except ValueError as exc:
+        raise Ulip2Error(str(exc)) from exc
+    if args.resume and trainer.resume():
+        print(f"resuming after epoch {trainer.epoch}", file=sys.stderr)
+    history = trainer.fit()
+    if trainer.rank == 0:
+        result = {"out": str(args.out), "epochs": trainer.epoch, "last": history[-1] if history else None}
+        if args.bundle:
+            from core.export import export_bundle
+
+            model = trainer.model.module if hasattr(trainer.model, "module") else trainer.model
+            bundle = export_bundle(args.bundle, model=model.eval(), space=features.space, overwrite=True,
+                                   source=f"ulip2 train ({args.out / ENCODER_FILE})")
+            result["bundle"] = str(bundle.path)
+        print(json.dumps(result))
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "features", help="embed a triplet store's captions and views once, for training",
+        description="Embed the chosen captions (and the views, where the space has an image tower) of every\n"
+                    "captioned record with the frozen space, into STORE/features/<space>/. Resumable.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("store", type=Path, metavar="STORE")
+    p.add_argument("--space", default="minilm", help="frozen space to embed with (default minilm)")
+    p.add_argument("--out", type=Path, help="cache folder (default STORE/features/<space>)")
+    p.add_argument("--device", default="cpu", help="torch device for the space (cpu, cuda)")
+    p.set_defaults(func=cmd_features)
+
+    p = sub.add_parser(
+        "train", help="train the 3D encoder on a triplet store or feature cache (torchrun for many GPUs)",
+        description="Contrastive training of the 3D encoder against the frozen space (ULIP-2's recipe):\n"
+                    "points<->text (+ points<->image), AdamW + cosine with warm-up, AMP on GPU, a checkpoint\n"
+                    "each epoch (OUT/last.pt, OUT/encoder.safetensors) and OUT/metrics.jsonl.",
+        epilog="examples:\n"
+               "  ulip2 train my-store --out runs/a --epochs 20 --bundle bundles/mine\n"
+               "  torchrun --nproc_per_node 8 -m core.cli train my-store --out runs/a   (DDP, global batch split)\n"
+               "  ulip2 train my-store --out runs/a --resume        (continue after a stop or crash)",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("data", type=Path, metavar="STORE_OR_FEATURES")
+    p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints and metrics")
+    p.add_argument("--space", default="minilm", help="space of the features (default minilm)")
+    p.add_argument("--config", default="pointbert-small", help="encoder config (default pointbert-small)")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=64, help="global batch (default 64)")
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--weight-decay", type=float, default=0.1)
+    p.add_argument("--warmup-epochs", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--up", choices=("x", "y", "z"), default="y", help="up axis for rotation augmentation (default y)")
+    p.add_argument("--init", type=Path, help="start from these encoder weights (ULIP-2 .pt or ulip2 .safetensors)")
+    p.add_argument("--no-amp", action="store_true", help="train in float32 on GPU too")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--bundle", type=Path, help="export the trained encoder to this bundle folder at the end")
+    p.set_defaults(func=cmd_train)
