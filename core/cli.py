@@ -34,7 +34,7 @@ examples:
 
 
 # Modules that add subcommands (see build_parser).
-COMMAND_MODULES: list[str] = ["core.library.cli", "core.triplets_cli"]
+COMMAND_MODULES: list[str] = ["core.library.cli", "core.triplets_cli", "training.cli"]
 
 
 def _progress(iterable=None, **kwargs):
