@@ -60,10 +60,10 @@ def shape_words(dimensions: Sequence[float]) -> tuple[str, str]:
     width = max(x, y)
     if z > 1.8 * width:
         proportion = "tall, narrow"
-    elif z < 0.35 * width:
-        proportion = "flat"
     elif width > 2.0 * max(min(x, y), z):
         proportion = "long"
+    elif z < 0.35 * width:
+        proportion = "flat"
     else:
         proportion = "compact"
     largest = max(x, y, z)
