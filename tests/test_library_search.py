@@ -1,0 +1,158 @@
+"""Library search, tags, captions and the command line over a real SQLite library indexed
+with the session's tiny bundle (random weights). With random weights only what holds for
+any encoder is checked: --like finds the identical mesh first, filters filter, tags and
+captions are stored and exported; text ranking is checked on the minilm side alone."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.cli import main
+from core.errors import SpaceError
+from core.library.ann import AnnIndex
+from core.library.indexer import bundle_id
+from core.library.search import Searcher
+from core.library.store import Library, LibraryError
+from core.library.tagging import caption_library, load_vocabulary, nearest_texts, tag_library
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory, tiny_bundle):
+    """examples/*.glb copied twice (props/ and a copy of the chair under other/), indexed."""
+    root = tmp_path_factory.mktemp("lib")
+    (root / "props").mkdir()
+    for mesh in sorted((REPO / "examples").glob("*.glb")):
+        shutil.copy(mesh, root / "props" / mesh.name)
+    (root / "other").mkdir()
+    shutil.copy(REPO / "examples" / "chair.glb", root / "other" / "chair copy.glb")
+    db = root / "lib.sqlite"
+    assert main(["index", str(root / "props"), str(root / "other"), "--db", str(db),
+                 "--bundle", str(tiny_bundle.path), "--quiet", "--workers", "0"]) == 0
+    return root, db
+
+
+def cli_json(capsys, *argv):
+    capsys.readouterr()
+    assert main([*argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_like_finds_the_identical_mesh_first(library, tiny_bundle, capsys):
+    root, db = library
+    out = cli_json(capsys, "search", "--like", str(root / "props" / "chair.glb"), "--db", str(db),
+                   "--bundle", str(tiny_bundle.path))
+    assert out["hits"][0]["path"] == str(root / "other" / "chair copy.glb")
+    assert out["hits"][0]["score"] == pytest.approx(1.0, abs=1e-5)
+    assert str(root / "props" / "chair.glb") not in [h["path"] for h in out["hits"]], "the example itself is left out"
+    # A mesh outside the library is embedded on the fly.
+    outside = root.parent / "outside.glb"
+    shutil.copy(REPO / "examples" / "lamp.glb", outside)
+    out = cli_json(capsys, "search", "--like", str(outside), "--db", str(db), "--bundle", str(tiny_bundle.path))
+    assert out["hits"][0]["path"] == str(root / "props" / "lamp.glb")
+
+
+def test_text_search_filters_and_table(library, tiny_bundle, capsys):
+    root, db = library
+    out = cli_json(capsys, "search", "a wooden chair", "--db", str(db), "--bundle", str(tiny_bundle.path))
+    assert out["space"] == "minilm" and len(out["hits"]) == 4
+    assert all(-1 <= h["score"] <= 1 for h in out["hits"])
+    only_other = cli_json(capsys, "search", "a chair", "--folder", str(root / "other"), "--db", str(db),
+                          "--bundle", str(tiny_bundle.path))
+    assert [h["path"] for h in only_other["hits"]] == [str(root / "other" / "chair copy.glb")]
+    assert cli_json(capsys, "search", "a chair", "--format", "obj", "--db", str(db),
+                    "--bundle", str(tiny_bundle.path))["hits"] == []
+    assert main(["search", "a chair", "--k", "2", "--db", str(db), "--bundle", str(tiny_bundle.path)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["#", "score", "format", "path"] and len(table) == 3
+
+
+def test_refusals(library, tiny_bundle, capsys):
+    root, db = library
+    with Library(db) as lib:
+        searcher = Searcher(lib, tiny_bundle.bundle)
+        with pytest.raises(SpaceError, match="not the bundle's space"):
+            searcher.text_vector("a chair", space="openclip:ViT-B-32:none")
+        with pytest.raises(SpaceError, match="image tower"):
+            searcher.image_vector(root / "props" / "chair.glb")
+    assert main(["search", "x", "--db", str(root / "missing.sqlite"), "--bundle", str(tiny_bundle.path)]) == 2
+    assert "no library" in capsys.readouterr().err
+
+
+def test_text_ranking_in_the_minilm_space():
+    """What the text side of search does, with minilm's real weights: the nearest label wins."""
+    from core.spaces import load_space
+
+    space = load_space("minilm")
+    labels = ["chair", "airplane", "banana"]
+    query = space.embed_text(["a wooden chair with armrests"])
+    assert nearest_texts(query, space.embed_prompts(labels), labels, k=1)[0][0][0] == "chair"
+
+
+def test_tag_and_caption_are_stored_and_exported(library, tiny_bundle, tmp_path, capsys):
+    root, db = library
+    out = cli_json(capsys, "tag", "--vocab", "modelnet40", "--k", "3", "--threshold", "-1", "--db", str(db),
+                   "--bundle", str(tiny_bundle.path), "--export", str(tmp_path / "tags.csv"))
+    assert out["source"] == "modelnet40" and len(out["assets"]) == 4
+    first = next(iter(out["assets"].values()))
+    assert len(first) == 3 and first[0]["score"] >= first[1]["score"] >= first[2]["score"]
+    assert first[0]["tag"] in load_vocabulary("modelnet40")[1]
+    csv_lines = (tmp_path / "tags.csv").read_text().splitlines()
+    assert csv_lines[0] == "path,rank,tag,score" and len(csv_lines) == 1 + 4 * 3
+
+    # Stored tags filter searches; a threshold above every score keeps none.
+    chair_tag = out["assets"][str(root / "props" / "chair.glb")][0]["tag"]
+    tagged = cli_json(capsys, "search", "x", "--tag", chair_tag, "--db", str(db), "--bundle", str(tiny_bundle.path))
+    assert str(root / "props" / "chair.glb") in [h["path"] for h in tagged["hits"]]
+    with Library(db) as lib:
+        _, none = tag_library(lib, tiny_bundle.bundle, "modelnet40", k=3, threshold=1.01)
+        assert all(rows == [] for rows in none.values())
+
+    bank = tmp_path / "bank.txt"
+    bank.write_text("# my captions\na red chair\na tall lamp\na low table\n")
+    out = cli_json(capsys, "caption", "--bank", str(bank), "--k", "2", "--db", str(db),
+                   "--bundle", str(tiny_bundle.path), "--export", str(tmp_path / "captions.json"))
+    rows = out["assets"][str(root / "props" / "lamp.glb")]
+    assert len(rows) == 2 and {r["caption"] for r in rows} <= {"a red chair", "a tall lamp", "a low table"}
+    assert json.loads((tmp_path / "captions.json").read_text()).keys() == out["assets"].keys()
+    with Library(db) as lib:
+        _, shipped = caption_library(lib, tiny_bundle.bundle, k=1)
+        assert len(shipped) == 4 and all(len(r) == 1 for r in shipped.values())
+        stored = lib.labels("captions", bundle_id(tiny_bundle.bundle), str(bank.resolve()))
+        assert [t for t, _ in stored[lib.asset_id(str(root / "props" / "lamp.glb"))]] == [r["caption"] for r in rows]
+
+
+def test_shipped_vocabularies():
+    sizes = {name: len(load_vocabulary(name)[1]) for name in ("lvis", "modelnet40", "shapenet55")}
+    assert sizes == {"lvis": 1156, "modelnet40": 40, "shapenet55": 55}
+    with pytest.raises(LibraryError, match="shipped one"):
+        load_vocabulary("no-such-vocabulary")
+
+
+def test_ann_path_agrees_with_exact(library, tiny_bundle):
+    """Forcing the ANN path on a tiny library: same top hit as exact, index file reused, rebuilt when stale."""
+    root, db = library
+    with Library(db) as lib:
+        exact = Searcher(lib, tiny_bundle.bundle)
+        ann = Searcher(lib, tiny_bundle.bundle, ann_min_assets=1)
+        query, example = exact.like_vector(root / "props" / "table.glb")
+        assert [h.path for h in ann.search(query, 2, exclude=example)] == [h.path for h in exact.search(query, 2, exclude=example)]
+        path = AnnIndex.path_for(lib, ann.bundle_id)
+        assert path.is_file()
+        built = path.stat().st_mtime_ns
+        ann.search(query, 1)
+        assert path.stat().st_mtime_ns == built, "an up-to-date index is reused"
+        lib.set_meta(f"generation:{ann.bundle_id}", "999")
+        ann.search(query, 1)
+        assert path.stat().st_mtime_ns != built, "a stale index is rebuilt"
+
+
+def test_vectors_of_the_library_are_unit_norm(library, tiny_bundle):
+    _, db = library
+    with Library(db) as lib:
+        _, vectors = lib.embeddings(bundle_id(tiny_bundle.bundle))
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4)
