@@ -53,6 +53,25 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from core.runtime import PointEncoder
+    from core.spaces import load_space
+
+    from .evaluation import evaluate, load_eval_set
+
+    encoder = PointEncoder(args.bundle, device=args.device)
+    result = evaluate(encoder, load_space(encoder.bundle.space), load_eval_set(args.path, encoder.num_points))
+    result["bundle"] = str(encoder.bundle.path)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{'set':20s} {'objects':>8s} {'classes':>8s} {'top-1':>7s} {'top-5':>7s}")
+    print(f"{result['set']:20s} {result['n']:8d} {result['classes']:8d} {result['top1']:7.1%} {result['top5']:7.1%}")
+    for failure in result["failed"]:
+        print(f"skipped {failure['path']}: {failure['error']}", file=sys.stderr)
+    return 0
+
+
 def register(sub) -> None:
     p = sub.add_parser(
         "features", help="embed a triplet store's captions and views once, for training",
@@ -91,3 +110,15 @@ def register(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--bundle", type=Path, help="export the trained encoder to this bundle folder at the end")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "eval", help="zero-shot top-1/top-5 of a bundle on a labelled set",
+        description="Zero-shot classification with ULIP's 64 prompt templates per class. PATH is a folder of\n"
+                    "meshes in one subfolder per label, a CSV of path,label, a ModelNet40 10k folder, an\n"
+                    "Objaverse-LVIS folder (lvis.json + npy dicts) or a ScanObjectNN .h5 file.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("path", type=Path, metavar="PATH")
+    p.add_argument("--bundle", type=Path, help="model bundle (default: $ULIP2_BUNDLE, else the shipped one)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--json", action="store_true", help="print the full result, per-class accuracy included, as JSON")
+    p.set_defaults(func=cmd_eval)

@@ -1,0 +1,153 @@
+"""Zero-shot classification: the numbers technical staff trust a model by.
+
+Loaders for the layouts ULIP-2 evaluates on, and for a studio's own labelled assets:
+
+    folder of meshes    PATH/<label>/<mesh files>          (the subfolder names the label)
+    CSV                 path,label rows (paths relative to the CSV)
+    ModelNet40 (10k)    PATH/modelnet40_colored_10k_pc.npy (dicts with 'xyz'),
+                        modelnet40_test_split_10k_colored.json ([{"category": ...}]),
+                        modelnet40_shape_names.txt; colour is ULIP-2's 0.4 grey
+    Objaverse-LVIS      PATH/lvis.json ({uid: npy path}), objaverse_lvis_metadata.json
+                        ({"value_to_key_mapping": {uid: category}}), npy dicts with xyz, rgb
+    ScanObjectNN        an .h5 file with 'data' (M, N, 3) and 'label' (M,), the 15 classes
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import AssetError, Ulip2Error
+from core.sampling import DEFAULT_GREY, normalize_unit_sphere
+
+SCANOBJECTNN_CLASSES = ("bag", "bin", "box", "cabinet", "chair", "desk", "display", "door", "shelf", "table",
+                        "bed", "pillow", "sink", "sofa", "toilet")
+
+
+@dataclasses.dataclass
+class EvalSet:
+    name: str
+    points: list[np.ndarray]      # (N_i, 6) xyz on the unit sphere, rgb in 0..1
+    labels: list[str]
+    classnames: list[str]
+    failed: list[dict] = dataclasses.field(default_factory=list)
+
+
+def _with_rgb(xyz: np.ndarray, rgb: np.ndarray | None = None) -> np.ndarray:
+    xyz = normalize_unit_sphere(np.asarray(xyz, np.float32))[0]
+    rgb = np.full_like(xyz, DEFAULT_GREY) if rgb is None else np.asarray(rgb, np.float32)
+    if rgb.size and rgb.max() > 1.0:  # some exports store 0..255
+        rgb = rgb / 255.0
+    return np.concatenate([xyz, rgb], axis=1)
+
+
+def _from_meshes(name: str, items: list[tuple[Path, str]], num_points: int, seed: int) -> EvalSet:
+    from core.meshio import load_points
+
+    points, labels, failed = [], [], []
+    for path, label in items:
+        try:
+            points.append(load_points(path, num_points, seed=seed)[:, :6])
+            labels.append(label)
+        except AssetError as exc:
+            failed.append({"path": str(path), "error": exc.reason})
+    return EvalSet(name, points, labels, sorted(set(label for _, label in items)), failed)
+
+
+def load_mesh_folder(path: Path, num_points: int, seed: int = 0) -> EvalSet:
+    from core.meshio import SUPPORTED_EXTENSIONS
+
+    items = [(f, sub.name) for sub in sorted(p for p in path.iterdir() if p.is_dir())
+             for f in sorted(sub.rglob("*")) if f.suffix.lower() in SUPPORTED_EXTENSIONS]
+    return _from_meshes(path.name, items, num_points, seed)
+
+
+def load_csv(path: Path, num_points: int, seed: int = 0) -> EvalSet:
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows or not {"path", "label"} <= set(rows[0]):
+        raise Ulip2Error(f"{path}: a labelled CSV needs 'path' and 'label' columns")
+    return _from_meshes(path.stem, [(path.parent / r["path"], r["label"]) for r in rows], num_points, seed)
+
+
+def load_modelnet40(path: Path) -> EvalSet:
+    clouds = np.load(path / "modelnet40_colored_10k_pc.npy", allow_pickle=True)
+    split = json.loads((path / "modelnet40_test_split_10k_colored.json").read_text())
+    names = (path / "modelnet40_shape_names.txt").read_text().split()
+    return EvalSet("modelnet40", [_with_rgb(c["xyz"]) for c in clouds], [s["category"] for s in split], names)
+
+
+def load_objaverse_lvis(path: Path) -> EvalSet:
+    files = json.loads((path / "lvis.json").read_text())
+    category = json.loads((path / "objaverse_lvis_metadata.json").read_text())["value_to_key_mapping"]
+    points, labels = [], []
+    for uid, rel in files.items():
+        data = np.load(path / rel, allow_pickle=True).item()
+        points.append(_with_rgb(data["xyz"], data["rgb"]))
+        labels.append(category[uid])
+    return EvalSet("objaverse-lvis", points, labels, sorted(set(category.values())))
+
+
+def load_scanobjectnn(path: Path) -> EvalSet:
+    import h5py
+
+    with h5py.File(path, "r") as fh:
+        data, label = fh["data"][:], fh["label"][:].reshape(-1)
+    return EvalSet("scanobjectnn", [_with_rgb(cloud[:, :3]) for cloud in data],
+                   [SCANOBJECTNN_CLASSES[int(i)] for i in label], list(SCANOBJECTNN_CLASSES))
+
+
+def load_eval_set(path: str | os.PathLike, num_points: int, seed: int = 0) -> EvalSet:
+    """Recognise the layout at `path` and load it (meshes are sampled with `num_points`)."""
+    path = Path(path)
+    if path.suffix == ".csv":
+        return load_csv(path, num_points, seed)
+    if path.suffix in (".h5", ".hdf5"):
+        return load_scanobjectnn(path)
+    if not path.is_dir():
+        raise Ulip2Error(f"{path}: not a folder, .csv or .h5 evaluation set")
+    if (path / "modelnet40_colored_10k_pc.npy").is_file():
+        return load_modelnet40(path)
+    if (path / "lvis.json").is_file():
+        return load_objaverse_lvis(path)
+    return load_mesh_folder(path, num_points, seed)
+
+
+def subsample(points: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Exactly n points of a cloud: a fixed random subset (with repeats only when it has fewer)."""
+    if len(points) == n:
+        return points
+    return points[np.random.default_rng(seed).choice(len(points), n, replace=len(points) < n)]
+
+
+def zero_shot(embeddings: np.ndarray, labels: list[str], class_vectors: np.ndarray,
+              classnames: list[str]) -> dict:
+    """Top-1 / top-5 accuracy and per-class top-1 of embeddings against class vectors."""
+    index = {name: i for i, name in enumerate(classnames)}
+    truth = np.array([index[label] for label in labels])
+    ranked = np.argsort(-(embeddings @ class_vectors.T), axis=1)[:, :5]
+    top1 = ranked[:, 0] == truth
+    top5 = (ranked == truth[:, None]).any(axis=1)
+    per_class = {name: float(top1[truth == i].mean()) for name, i in index.items() if (truth == i).any()}
+    return {"n": len(labels), "classes": len(classnames), "top1": float(top1.mean()),
+            "top5": float(top5.mean()), "per_class_top1": per_class}
+
+
+def evaluate(encoder, space, evalset: EvalSet, seed: int = 0) -> dict:
+    """Zero-shot accuracy of a bundle's encoder on an EvalSet, with ULIP's prompt ensembles."""
+    from core.library.tagging import prompt_name
+
+    if space.name != encoder.bundle.space:
+        raise Ulip2Error(f"bundle is in space {encoder.bundle.space!r}, not {space.name!r}")
+    if not evalset.points:
+        raise Ulip2Error(f"{evalset.name}: nothing to evaluate ({len(evalset.failed)} files failed)")
+    clouds = np.stack([subsample(p, encoder.num_points, seed) for p in evalset.points])
+    embeddings = encoder.embed_points(clouds)
+    class_vectors = space.embed_prompts([prompt_name(c) for c in evalset.classnames])
+    return {"set": evalset.name, **zero_shot(embeddings, evalset.labels, class_vectors, evalset.classnames),
+            "failed": evalset.failed}
