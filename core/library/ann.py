@@ -25,8 +25,10 @@ from core.library.store import Library
 #: Libraries smaller than this are searched exactly: a matrix product over 50k x 384
 #: float32 takes a few milliseconds, so an ANN index would only add build time and misses.
 ANN_MIN_ASSETS = 50_000
-#: Cells probed per query; bench/search.py measures recall@10 >= 0.95 at 1M with this.
-DEFAULT_NPROBE = 48
+#: Share of the cells probed per query (at least MIN_NPROBE): recall follows the share of
+#: the library scanned, so the probe count grows with the cell count (bench/search.py).
+PROBE_SHARE = 0.04
+MIN_NPROBE = 32
 
 
 def _faiss():
@@ -44,15 +46,19 @@ def n_cells(n: int) -> int:
     return max(1, min(n // 39, int(2 * math.sqrt(n))))
 
 
+def n_probe(cells: int) -> int:
+    return min(cells, max(MIN_NPROBE, math.ceil(PROBE_SHARE * cells)))
+
+
 class AnnIndex:
     """IVF-Flat over (ids, unit vectors); search returns (ids, scores) best first."""
 
-    def __init__(self, index, nprobe: int = DEFAULT_NPROBE):
+    def __init__(self, index, nprobe: int | None = None):
         self.index = index
-        self.index.nprobe = nprobe
+        self.index.nprobe = nprobe or n_probe(index.nlist)
 
     @classmethod
-    def build(cls, ids: np.ndarray, vectors: np.ndarray, *, nprobe: int = DEFAULT_NPROBE,
+    def build(cls, ids: np.ndarray, vectors: np.ndarray, *, nprobe: int | None = None,
               train_size: int = 100_000, seed: int = 0) -> AnnIndex:
         faiss = _faiss()
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -80,7 +86,7 @@ class AnnIndex:
         return library.path.with_name(f"{library.path.name}.{bundle}.faiss")
 
     @classmethod
-    def for_library(cls, library: Library, bundle: str, *, nprobe: int = DEFAULT_NPROBE) -> AnnIndex:
+    def for_library(cls, library: Library, bundle: str, *, nprobe: int | None = None) -> AnnIndex:
         """The saved index of `bundle`'s embeddings, rebuilt first when the library changed since."""
         faiss = _faiss()
         path = cls.path_for(library, bundle)
