@@ -116,7 +116,7 @@ def _colour(mesh, corners: np.ndarray, obj) -> dict:
 
 
 def _principled(material):
-    if material is None or not material.use_nodes or material.node_tree is None:
+    if material is None or material.node_tree is None:
         return None
     return next((n for n in material.node_tree.nodes if n.type == "BSDF_PRINCIPLED"), None)
 

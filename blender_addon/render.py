@@ -55,6 +55,9 @@ def render_views(objects, world_vertices: np.ndarray, paths: list[str], settings
     """Render settings.count PNGs (RGBA, transparent background) of `objects` to `paths`."""
     scene = bpy.data.scenes.new("ulip2 views")
     created = _Created()
+    # Rendering makes Blender's "Render Result" image if there was none; it goes again after.
+    # (One the artist already had shows these views afterwards: the render API has no other target.)
+    had_render_result = any(image.type == "RENDER_RESULT" for image in bpy.data.images)
     try:
         for obj in objects:
             scene.collection.objects.link(obj)
@@ -78,6 +81,9 @@ def render_views(objects, world_vertices: np.ndarray, paths: list[str], settings
     finally:
         bpy.data.scenes.remove(scene)
         created.remove()
+        if not had_render_result:
+            for image in [image for image in bpy.data.images if image.type == "RENDER_RESULT"]:
+                bpy.data.images.remove(image)
 
 
 class _Created:
@@ -128,7 +134,8 @@ def _configure(scene, settings: ViewSettings, created: _Created) -> None:
         # The camera is all that changes between views: keep the BVH and shaders.
         render.use_persistent_data = True
         world = created.add(bpy.data.worlds.new("ulip2 studio light"))
-        world.use_nodes = True
+        if world.node_tree is None:  # Blender 4.x makes worlds without nodes (5.0 always has them)
+            world.use_nodes = True
         nodes = world.node_tree.nodes
         environment = nodes.new("ShaderNodeTexEnvironment")
         lights = bpy.utils.system_resource("DATAFILES", path=os.path.join("studiolights", "world"))

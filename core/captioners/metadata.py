@@ -16,29 +16,35 @@ import numpy as np
 
 from core.captioners import Captioner
 
-# Named colours (sRGB 0..255) that renders are quantised to; greys are split by lightness.
-PALETTE = {
-    "black": (20, 20, 20), "dark grey": (70, 70, 70), "grey": (128, 128, 128), "light grey": (190, 190, 190),
-    "white": (240, 240, 240), "red": (200, 30, 30), "orange": (230, 120, 30), "yellow": (230, 210, 40),
-    "green": (50, 160, 60), "cyan": (40, 180, 200), "blue": (40, 70, 200), "purple": (130, 50, 170),
-    "pink": (230, 120, 170), "brown": (120, 75, 40), "beige": (210, 190, 150),
-}
-_NAMES = list(PALETTE)
-_RGB = np.array(list(PALETTE.values()), dtype=np.float32)
+# Hue bins (upper bound in degrees, name) for saturated pixels; shading keeps hue, so a
+# lit red cube stays red where nearest-RGB naming would call its dark side brown.
+HUES = ((15, "red"), (40, "orange"), (70, "yellow"), (165, "green"), (195, "cyan"), (255, "blue"),
+        (290, "purple"), (345, "pink"), (360, "red"))
 # A colour is named when it covers at least this share of the object's pixels.
 MIN_SHARE = 0.2
 
 
+def colour_names(hsv: np.ndarray) -> np.ndarray:
+    """A colour name per pixel from (n, 3) HSV values in 0..255 (PIL's HSV mode)."""
+    hue, sat, val = hsv[:, 0] * (360 / 256), hsv[:, 1] / 255, hsv[:, 2] / 255
+    bounds, names = zip(*HUES)
+    names = np.array(names, dtype=object)[np.searchsorted(bounds, hue, side="right").clip(0, len(HUES) - 1)]
+    names[(names == "orange") & (val < 0.6)] = "brown"
+    grey = np.select([val > 0.85, val > 0.6, val > 0.35], ["white", "light grey", "grey"], "dark grey")
+    names = np.where(sat < 0.2, grey, names)
+    return np.where(val < 0.15, "black", names)
+
+
 def dominant_colours(image, max_colours: int = 2) -> list[str]:
-    """Palette names of the colours covering >= MIN_SHARE of the opaque pixels, commonest first."""
-    rgba = np.asarray(image.convert("RGBA"), dtype=np.float32).reshape(-1, 4)
-    rgb = rgba[rgba[:, 3] > 127, :3]
-    if len(rgb) == 0:
+    """Names of the colours covering >= MIN_SHARE of the opaque pixels, commonest first."""
+    rgba = image.convert("RGBA")
+    opaque = np.asarray(rgba.getchannel("A")).reshape(-1) > 127
+    if not opaque.any():
         return []
-    nearest = np.argmin(((rgb[:, None, :] - _RGB[None]) ** 2).sum(axis=2), axis=1)
-    share = np.bincount(nearest, minlength=len(_NAMES)) / len(rgb)
-    order = np.argsort(-share)
-    return [_NAMES[i] for i in order[:max_colours] if share[i] >= MIN_SHARE]
+    hsv = np.asarray(rgba.convert("RGB").convert("HSV"), dtype=np.float32).reshape(-1, 3)[opaque]
+    names, counts = np.unique(colour_names(hsv), return_counts=True)
+    order = np.argsort(-counts, kind="stable")
+    return [str(names[i]) for i in order[:max_colours] if counts[i] / opaque.sum() >= MIN_SHARE]
 
 
 # Words exporters put in names that say nothing about the object.
