@@ -1,0 +1,67 @@
+"""Headless batch: good files done, a corrupt file and one that crashes Blender recorded
+with reasons, a rerun skips what is done. Workers are real bpy processes."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("bpy")
+
+from core.cli import main  # noqa: E402
+from core.triplets import TripletStore  # noqa: E402
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+FAST = ["--views", "2", "--resolution", "32", "--samples", "2"]
+
+# A real crashing input: Blender's PLY importer parses the vertex count with std::stoi, and a
+# count beyond INT_MAX throws std::out_of_range out of C++ code, which aborts the process.
+CRASHING_PLY = ("ply\nformat binary_little_endian 1.0\nelement vertex 4000000000\nproperty float x\n"
+                "property float y\nproperty float z\nend_header\n")
+
+
+@pytest.fixture
+def assets(tmp_path):
+    folder = tmp_path / "assets"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy(EXAMPLES / "chair.glb", folder / "chair.glb")
+    (folder / "sub" / "wedge.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nv 0 0 1\nf 1 2 3\nf 1 2 4\nf 1 3 4\nf 2 3 4\n")
+    (folder / "broken.glb").write_bytes(b"glTF\x02\x00\x00\x00garbage")
+    (folder / "crash.ply").write_text(CRASHING_PLY)
+    (folder / "notes.txt").write_text("not an asset")
+    return folder
+
+
+def run(capsys, *argv):
+    code = main(["triplets", *argv])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_batch_records_failures_and_resumes(assets, tmp_path, capsys):
+    store = tmp_path / "store"
+    code, summary = run(capsys, "build", str(assets), "--store", str(store), "--captioner", "metadata", "--k", "3",
+                        "--workers", "2", *FAST)
+    assert code == 1 and summary["files"] == 4 and summary["written"] == 2
+    reasons = {Path(f["source"]).name: f["reason"] for f in summary["failed"]}
+    assert sorted(reasons) == ["broken.glb", "crash.ply"]
+    assert "could not import" in reasons["broken.glb"]
+    assert "crashed" in reasons["crash.ply"] and "SIGABRT" in reasons["crash.ply"]
+
+    records = {r.meta["source"]["object"]: r for r in TripletStore(store).records()}
+    assert sorted(records) == ["chair", "wedge"]
+    assert all(len(r.view_paths()) == 2 and len(r.captions) == 2 for r in records.values())
+    assert "chair" in records["chair"].captions[0]
+
+    code, info = run(capsys, "info", str(store), "--json")
+    assert (info["records"], info["views"], info["captioned"], info["failed"]) == (2, 4, 2, 2)
+
+    # Rerun: done files are skipped by content hash; the failed ones are tried again.
+    code, summary = run(capsys, "build", str(assets), "--store", str(store), "--no-caption", *FAST)
+    assert summary["skipped_done"] == 2 and summary["written"] == 0 and len(summary["failed"]) == 2
+
+
+def test_missing_captioner_weights_stop_before_any_work(assets, tmp_path, capsys):
+    code = main(["triplets", "build", str(assets), "--store", str(tmp_path / "store")])
+    assert code == 2 and not (tmp_path / "store").exists()
+    assert "--captioner metadata" in capsys.readouterr().err
