@@ -309,7 +309,7 @@ def register(sub) -> None:
     p.add_argument("--resolution", type=int, default=224, help="view size in pixels (default 224)")
     p.add_argument("--render-engine", choices=("CYCLES", "BLENDER_WORKBENCH"), default="CYCLES",
                    help="Cycles on CPU (default) or Workbench (needs EGL: libegl1 libegl-mesa0 libgl1-mesa-dri)")
-    p.add_argument("--samples", type=int, default=16, help="Cycles samples per pixel (default 16)")
+    p.add_argument("--samples", type=int, default=8, help="Cycles samples per pixel, denoised (default 8)")
     p.add_argument("--workers", type=int, default=1, help="parallel Blender workers (default 1)")
     p.add_argument("--timeout", type=float, default=600, help="seconds per file before its worker is killed")
     p.add_argument("--no-caption", action="store_true", help="render and sample only; caption later")
