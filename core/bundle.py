@@ -4,6 +4,7 @@
                        object, input channels, the ONNX files, provenance, `trained`
     encoder.onnx       points (B, N, 6) -> L2-normalised embedding (B, dim), fp32
     encoder.fp16.onnx  the same in float16 (optional; for GPUs)
+    encoder.safetensors  the torch weights (float16), for fine-tuning with ulip2 retrain
 
 Reading a bundle needs neither torch nor the space's weights.
 """
@@ -35,7 +36,7 @@ class Bundle:
     config: dict
     num_points: int
     channels: int
-    files: dict  # precision -> file name
+    files: dict  # "fp32" / "fp16" -> ONNX file name, "weights" -> torch weights
     trained: bool
     provenance: dict
 

@@ -15,6 +15,9 @@ from .bundle import Bundle, write_bundle
 from .errors import BundleError
 
 ONNX_OPSET = 17
+# The torch weights travel in the bundle (float16: half the size, ample as a starting
+# point), so `ulip2 retrain --from BUNDLE` can fine-tune what the ONNX encoder runs.
+WEIGHTS_FILE = "encoder.safetensors"
 INPUT_NAME, OUTPUT_NAME = "points", "embedding"
 
 
@@ -39,6 +42,29 @@ def export_onnx(model, path: str | os.PathLike, num_points: int) -> Path:
             opset_version=ONNX_OPSET,
         )
     return Path(path)
+
+
+def save_weights(model, path: str | os.PathLike, space: str) -> Path:
+    """The encoder's state dict as float16 safetensors, with its config and space as metadata."""
+    import json
+
+    from safetensors.torch import save_file
+
+    state = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path), metadata={"encoder_config": json.dumps(model.config.to_dict()), "space": space})
+    return Path(path)
+
+
+def load_bundle_model(bundle):
+    """The torch encoder of a bundle (from its weights file), for fine-tuning."""
+    from .models import EncoderConfig, create_encoder
+    from .models.checkpoint import load_encoder_weights
+
+    if "weights" not in bundle.files:
+        raise BundleError(f"bundle {bundle.path} carries no torch weights (made before ulip2 0.1); re-export it")
+    model = create_encoder(EncoderConfig.from_dict(bundle.config))
+    load_encoder_weights(model, bundle.path / bundle.files["weights"])
+    return model
 
 
 def _index_nodes(graph) -> list[str]:
@@ -182,7 +208,8 @@ def export_bundle(
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        files = {"fp32": "encoder.onnx"}
+        files = {"fp32": "encoder.onnx", "weights": WEIGHTS_FILE}
+        save_weights(model, staging / WEIGHTS_FILE, space)
         step("exporting ONNX (fp32)")
         export_onnx(model, staging / files["fp32"], model.config.num_points)
         if fp16:

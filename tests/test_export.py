@@ -167,13 +167,27 @@ def test_bundle_json_describes_the_bundle(tiny_bundle):
     assert meta["encoder"] == tiny_bundle.model.config.to_dict()
     assert meta["encoder"]["name"] == "pointbert-tiny"
     assert meta["num_points"] == 512 and meta["channels"] == 6
-    assert meta["files"] == {"fp32": "encoder.onnx", "fp16": "encoder.fp16.onnx"}
+    assert meta["files"] == {"fp32": "encoder.onnx", "fp16": "encoder.fp16.onnx", "weights": "encoder.safetensors"}
     assert meta["trained"] is False
     assert {"created", "ulip2_version", "source"} <= set(meta["provenance"])
     for name in meta["files"].values():
         assert (tiny_bundle.path / name).is_file()
     assert sorted(p.name for p in tiny_bundle.path.iterdir()) == sorted([BUNDLE_FILE, *meta["files"].values()])
     assert not [p for p in tiny_bundle.path.parent.iterdir() if p.name.startswith(".")]  # no staging left
+
+
+def test_bundle_weights_rebuild_the_torch_encoder(tiny_bundle, runner, rng):
+    """The float16 weights in the bundle give back the encoder the ONNX file runs (to fp16 rounding)."""
+    from core.export import load_bundle_model
+
+    model = load_bundle_model(tiny_bundle.bundle).eval()
+    assert model.config == tiny_bundle.model.config
+    for key, value in tiny_bundle.model.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[key], value.half().to(value.dtype))
+    points = _clouds(rng, 3, 512)
+    with torch.inference_mode():
+        rebuilt = model(torch.from_numpy(points)).numpy()
+    assert np.abs(rebuilt - runner.embed_points(points)).max() < 5e-3
 
 
 def test_untrained_bundle_warns(tiny_bundle):
@@ -198,7 +212,7 @@ def test_export_with_checkpoint_is_trained_and_carries_its_weights(tmp_path, rng
     assert any("loading" in s for s in steps) and any("ONNX" in s for s in steps)
     meta = json.loads((tmp_path / "trained" / BUNDLE_FILE).read_text())
     assert meta["trained"] is True
-    assert meta["files"] == {"fp32": "encoder.onnx"}
+    assert meta["files"] == {"fp32": "encoder.onnx", "weights": "encoder.safetensors"}
     assert meta["provenance"]["checkpoint"]["sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a trained bundle does not warn

@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 import trimesh
 from PIL import Image
 
@@ -87,3 +88,14 @@ def test_train_refuses_a_store_smaller_than_a_batch(store, tmp_path, capsys):
     assert main(["train", str(store.root), "--out", str(tmp_path / "r"), "--config", "pointbert-tiny",
                  "--batch-size", "64"]) == 2
     assert "fewer than one batch" in capsys.readouterr().err
+
+
+def test_train_from_a_bundle_fine_tunes_its_encoder(store, tmp_path, tiny_bundle, capsys):
+    """--init BUNDLE takes the bundle's config and weights (pointbert-tiny here, whatever --config says)."""
+    run = tmp_path / "run"
+    assert main(["train", str(store.root), "--out", str(run), "--init", str(tiny_bundle.path), "--epochs", "1",
+                 "--batch-size", "8", "--lr", "1e-9"]) == 0
+    state = torch.load(run / "last.pt", weights_only=True)
+    assert state["encoder_config"]["name"] == "pointbert-tiny"
+    start = tiny_bundle.model.state_dict()["reduce_dim.weight"]
+    assert torch.allclose(state["model"]["reduce_dim.weight"], start, atol=1e-3)  # tiny lr: barely moved

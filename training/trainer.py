@@ -44,7 +44,7 @@ class TrainConfig:
     amp: bool = True              # GPU only: bf16 autocast (fp16 + scaler where bf16 is missing)
     seed: int = 0
     up_axis: str = "y"
-    init: str | None = None       # encoder weights to start from (ULIP-2 .pt or ulip2 .safetensors)
+    init: str | None = None       # start from: a bundle folder, a ULIP-2 .pt or a ulip2 .safetensors
 
 
 def _world() -> tuple[int, int]:
@@ -82,13 +82,23 @@ class Trainer:
             raise ValueError(f"batch size {config.batch_size} does not split over {self.world} processes")
         if len(features) < config.batch_size:
             raise ValueError(f"{len(features)} objects are fewer than one batch of {config.batch_size}")
-        self.encoder_config = get_config(config.encoder).with_embed_dim(features.dim)
         torch.manual_seed(config.seed)
-        self.model = create_encoder(self.encoder_config).to(self.device)
-        if config.init:
-            from core.models.checkpoint import load_encoder_weights
+        if config.init and Path(config.init).is_dir():  # a bundle: fine-tune what it runs
+            from core.bundle import read_bundle
+            from core.export import load_bundle_model
 
-            load_encoder_weights(self.model, config.init)
+            bundle = read_bundle(config.init, warn_untrained=False)
+            if bundle.space != features.space:
+                raise ValueError(f"bundle {bundle.path} is in space {bundle.space!r}, the features in {features.space!r}")
+            model = load_bundle_model(bundle)
+        else:
+            model = create_encoder(get_config(config.encoder).with_embed_dim(features.dim))
+            if config.init:
+                from core.models.checkpoint import load_encoder_weights
+
+                load_encoder_weights(model, config.init)
+        self.encoder_config = model.config
+        self.model = model.to(self.device)
         self.scale = LogitScale().to(self.device)
         self.ddp = None
         if self.world > 1 and self.device.type == "cuda":
