@@ -175,7 +175,7 @@ class Trainer:
                 progress.set_postfix(loss=f"{losses['loss'].item():.3f}", lr=f"{lr:.2e}")
         self.epoch += 1
         metrics = {k: v / self.steps_per_epoch for k, v in sums.items()}
-        metrics |= {"epoch": self.epoch, "lr": lr, "logit_scale": float(self.scale()),
+        metrics |= {"epoch": self.epoch, "lr": lr, "logit_scale": self.scale().detach().item(),
                     "seconds": round(time.perf_counter() - start, 3)}
         return metrics
 
