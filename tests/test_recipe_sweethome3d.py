@@ -1,0 +1,170 @@
+"""The Sweet Home 3D recipe's parts on small inputs written here: no network, no debs."""
+
+from __future__ import annotations
+
+import collections
+import zipfile
+
+import numpy as np
+import pytest
+import trimesh
+
+from core.errors import Ulip2Error
+from core.meshio import load_points
+from training.recipes import d2
+from training.recipes.properties import parse_properties
+from training.recipes.sweethome3d import (assign_classes, build_catalogue, classify, load_keyword_map,
+                                          split_by_item)
+
+CATALOGUE = (
+    "# a comment\n"
+    "! another comment\n"
+    "id=Test#Models\n"
+    "id#1=Test#chair\n"
+    "name#1 = Caf\\u00e9 chair\n"          # \uXXXX escape, blanks around '='
+    "tags#1=Seat, \\\n"                     # continued line: the next one's blanks go
+    "       Wood\n"
+    "category#1:Kitchen\n"                  # ':' separates too
+    "model#1=/test/chair/chair.obj\n"
+    "multiPartModel#1=true\n"
+    "width#1=40\ndepth#1=45.5\nheight#1=90\n"
+    "icon#1=/test/chair.png\n"
+    "name#2=Lit d\xe9tente\n"               # a raw ISO-8859-1 byte
+    "model#2=box.obj\n"                     # relative: beside the catalogue
+    "key\\ with\\=escapes value\\\\\n"      # escaped blank and '=' in a key; an escaped backslash ends the line
+).encode("iso-8859-1")
+
+
+def test_properties_reader():
+    props = parse_properties(CATALOGUE)
+    assert props["name#1"] == "Café chair"
+    assert props["tags#1"] == "Seat, Wood"
+    assert props["category#1"] == "Kitchen"
+    assert props["name#2"] == "Lit détente"
+    assert props["key with=escapes"] == "value\\"
+    assert not any(key.startswith(("#", "!")) for key in props)
+
+
+def _archive(path, members: dict[str, bytes]):
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+
+
+def _obj(mesh: trimesh.Trimesh) -> bytes:
+    return mesh.export(file_type="obj").encode()
+
+
+def test_catalogue_records_and_extraction(tmp_path):
+    root = tmp_path / "assets"
+    root.mkdir()
+    _archive(root / "test.sh3f", {
+        "PluginFurnitureCatalog.properties": CATALOGUE,
+        "PluginFurnitureCatalog_fr.properties": b"name#1=Chaise\n",  # a translation: not a catalogue
+        "test/chair/chair.obj": _obj(trimesh.creation.box((0.4, 0.45, 0.9))),
+        "test/chair/chair.mtl": b"newmtl a\nKd 1 0 0\n",
+        "box.obj": _obj(trimesh.creation.box()),
+        "test/chair.png": b"",
+    })
+    out = tmp_path / "out"
+    records = build_catalogue(root, out)
+    assert [r["id"] for r in records] == ["Test#chair", "test.sh3f#2"]
+    chair, box = records
+    assert chair["tags"] == ["Seat", "Wood"] and chair["size_cm"] == [40.0, 45.5, 90.0]
+    assert chair["model"] == "test/chair/chair.obj" and chair["icon"] == "test/chair.png"
+    assert chair["mesh"] == "models/Test_chair/chair.obj"
+    assert sorted(p.name for p in (out / "models" / "Test_chair").iterdir()) == ["chair.mtl", "chair.obj"]
+    assert box["mesh"] == "models/test.sh3f_2/box.obj" and box["name"] == "Lit détente"
+    assert load_points(out / chair["mesh"], 64).shape == (64, 9)
+    # A rerun keeps what is extracted (a changed archive does not overwrite it).
+    (out / chair["mesh"]).write_text("kept")
+    build_catalogue(root, out)
+    assert (out / chair["mesh"]).read_text() == "kept"
+
+
+def test_zip_members_outside_the_model_folder_are_refused(tmp_path):
+    root = tmp_path / "assets"
+    root.mkdir()
+    _archive(root / "evil.sh3f", {
+        "PluginFurnitureCatalog.properties": b"model#1=/m/m.obj\nmultiPartModel#1=true\n",
+        "m/m.obj": _obj(trimesh.creation.box()),
+        "m/../../escaped.txt": b"gotcha",
+    })
+    with pytest.raises(Ulip2Error, match="refusing zip member 'm/../../escaped.txt'"):
+        build_catalogue(root, tmp_path / "out")
+    assert not list(tmp_path.rglob("escaped.txt"))
+
+
+def test_missing_archives_name_the_folder_and_the_fix(tmp_path):
+    with pytest.raises(Ulip2Error, match="no Sweet Home 3D catalogues.*--assets"):
+        build_catalogue(tmp_path, tmp_path / "out")
+
+
+@pytest.mark.parametrize("name, label", [
+    ("Armchair", "chair"), ("Bar stool", "stool"), ("Wheelchair", None), ("Coffee table", "table"),
+    ("Desk lamp", "lamp"), ("Table fan", None), ("Bedside table", "table"), ("Bunk bed", "bed"),
+    ("Washbasin with cabinet", "sink"), ("Sink cabinet", "cabinet"), ("Round door frame", "door"),
+    ("Window blind", None), ("Seat Leon", "car"), ("Class seat", "chair"), ("Hot dog", None),
+    ("Siamese cat", "animal"), ("Bathmat", "rug"), ("Fridge & freezer", "fridge"), ("Sunglasses", None),
+    ("Blue light source", None), ("Double-hung window", "window"),
+])
+def test_keyword_classes(name, label):
+    assert classify(name, load_keyword_map()) == label
+
+
+def test_small_classes_are_dropped():
+    names = {f"c{i}": "Chair" for i in range(5)} | {f"s{i}": "Sofa" for i in range(4)} | {"x": "Rock"}
+    labels, dropped = assign_classes(names, load_keyword_map())
+    assert labels == {f"c{i}": "chair" for i in range(5)} and dropped == {"sofa": 4}
+
+
+def test_split_is_deterministic_and_stratified():
+    labels = {f"{c}{i}": c for c, n in (("a", 10), ("b", 5), ("c", 23)) for i in range(n)}
+    split = split_by_item(labels, 0.2, seed=0)
+    assert split == split_by_item(dict(reversed(labels.items())), 0.2, seed=0)
+    tests = collections.Counter(labels[i] for i, s in split.items() if s == "test")
+    assert tests == {"a": 2, "b": 1, "c": 5}
+    assert split != split_by_item(labels, 0.2, seed=1)
+    # Adding items to one class leaves another class's split alone.
+    more = labels | {f"a{i}": "a" for i in range(10, 20)}
+    assert {i: s for i, s in split_by_item(more, 0.2).items() if labels.get(i) == "c"} == \
+           {i: s for i, s in split.items() if labels[i] == "c"}
+
+
+def _d2_of(mesh: trimesh.Trimesh, path) -> np.ndarray:
+    mesh.export(path)
+    return d2.d2_descriptor(load_points(path, 1024, seed=0)[:, :3])
+
+
+def test_d2_ignores_pose_and_size_and_tells_shapes_apart(tmp_path):
+    box = trimesh.creation.box((0.3, 0.4, 2.0))
+    moved = box.copy()
+    moved.apply_transform(trimesh.transformations.rotation_matrix(0.7, [1, 2, 3]))
+    moved.apply_scale(5.0)
+    moved.apply_translation([3, -1, 2])
+    sphere = trimesh.creation.icosphere(subdivisions=3)
+    reference = _d2_of(box, tmp_path / "box.ply")
+    assert reference.shape == (d2.BINS,) and reference.sum() == pytest.approx(1.0)
+    same = np.abs(reference - _d2_of(moved, tmp_path / "moved.ply")).sum()
+    different = np.abs(reference - _d2_of(sphere, tmp_path / "sphere.ply")).sum()
+    assert same < 0.02 and different > 0.3
+
+
+def test_d2_nearest_neighbour_and_cache(tmp_path):
+    shapes = {"sphere1": trimesh.creation.icosphere(2), "sphere2": trimesh.creation.icosphere(3),
+              "rod1": trimesh.creation.box((0.2, 0.2, 3)), "rod2": trimesh.creation.cylinder(0.1, 3)}
+    meshes = {}
+    for key, mesh in shapes.items():
+        meshes[key] = tmp_path / f"{key}.ply"
+        mesh.export(meshes[key])
+    meshes["bad"] = tmp_path / "bad.obj"
+    meshes["bad"].write_text("not a mesh\n")
+    found, failures = d2.descriptors(meshes, tmp_path / "cache", points=512)
+    assert set(found) == set(shapes) and set(failures) == {"bad"}
+    top1 = d2.nearest_neighbour_top1([found["sphere1"], found["rod1"]], ["sphere", "rod"],
+                                     [found["sphere2"], found["rod2"]], ["sphere", "rod"])
+    assert top1 == 1.0
+    # Cached descriptors are reused: a deleted mesh still has its descriptor.
+    meshes["rod1"].unlink()
+    again, _ = d2.descriptors(meshes, tmp_path / "cache", points=512)
+    np.testing.assert_array_equal(again["rod1"], found["rod1"])
