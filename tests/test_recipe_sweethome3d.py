@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import json
 import zipfile
 
 import numpy as np
@@ -13,7 +14,8 @@ from core.errors import Ulip2Error
 from core.meshio import load_points
 from training.recipes import d2
 from training.recipes.properties import parse_properties
-from training.recipes.sweethome3d import (assign_classes, build_catalogue, classify, load_keyword_map,
+from training.evaluation import load_eval_set
+from training.recipes.sweethome3d import (assign_classes, build_catalogue, classify, fetch, load_keyword_map, main,
                                           split_by_item)
 
 CATALOGUE = (
@@ -82,6 +84,27 @@ def test_catalogue_records_and_extraction(tmp_path):
     assert (out / chair["mesh"]).read_text() == "kept"
 
 
+def test_prepare_from_an_assets_folder(tmp_path, capsys):
+    shapes = {"Chair": trimesh.creation.box((0.5, 0.5, 1.0)), "Lamp": trimesh.creation.icosphere(2),
+              "Rock": trimesh.creation.icosphere(1)}
+    catalogue, members = [], {}
+    for n, name in enumerate(["Chair"] * 6 + ["Lamp"] * 6 + ["Rock"], start=1):
+        catalogue.append(f"id#{n}=T#{n}\nname#{n}={name}\nmodel#{n}=/m{n}.obj\n")
+        members[f"m{n}.obj"] = _obj(shapes[name])
+    members["PluginFurnitureCatalog.properties"] = "".join(catalogue).encode()
+    (tmp_path / "assets").mkdir()
+    _archive(tmp_path / "assets" / "lib.sh3f", members)
+    out = tmp_path / "out"
+    assert main(["prepare", "--out", str(out), "--assets", str(tmp_path / "assets"), "--points", "256"]) == 0
+    printed = capsys.readouterr().out
+    assert "models: 13  labelled: 12 in 2 classes (train 10, test 2)" in printed
+    assert "D2 nearest-neighbour top-1 on the test split: 1.0000" in printed
+    test = load_eval_set(out / "test.csv", 256)
+    assert sorted(test.labels) == ["chair", "lamp"] and not test.failed
+    records = json.loads((out / "catalogue.json").read_text())["records"]
+    assert [r["split"] for r in records if r["name"] == "Rock"] == [None]
+
+
 def test_zip_members_outside_the_model_folder_are_refused(tmp_path):
     root = tmp_path / "assets"
     root.mkdir()
@@ -98,6 +121,13 @@ def test_zip_members_outside_the_model_folder_are_refused(tmp_path):
 def test_missing_archives_name_the_folder_and_the_fix(tmp_path):
     with pytest.raises(Ulip2Error, match="no Sweet Home 3D catalogues.*--assets"):
         build_catalogue(tmp_path, tmp_path / "out")
+
+
+def test_fetch_without_apt_get_names_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(Ulip2Error, match="apt-get not found: on non-Debian systems pass --assets"):
+        fetch(tmp_path / "out")
+    assert not list((tmp_path / "out" / "debs").glob("*.deb"))
 
 
 @pytest.mark.parametrize("name, label", [

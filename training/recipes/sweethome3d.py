@@ -83,10 +83,11 @@ def fetch(out: Path) -> Path:
 
 
 def _run(command: list[str], cwd: Path, hint: str) -> None:
+    """Run a packaging tool; `hint` says what to do when it runs and fails."""
     try:
         result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
     except FileNotFoundError:
-        raise Ulip2Error(f"{command[0]} not found: on non-Debian systems {hint}") from None
+        raise Ulip2Error(f"{command[0]} not found: on non-Debian systems {ASSETS_HINT}") from None
     if result.returncode != 0:
         detail = (result.stderr.strip() or result.stdout.strip()).splitlines()[-3:]
         raise Ulip2Error(f"`{' '.join(command)}` failed (exit {result.returncode}): "
