@@ -65,9 +65,9 @@ class ULIP2_OT_generate_triplets(bpy.types.Operator):
 
 def caption_later(python: str, store: Path, captioner: str) -> None:
     """Start the ulip2 environment's captioning over the store without blocking Blender."""
-    log = open(store / "caption.log", "ab")
-    subprocess.Popen([bpy.path.abspath(python), "-m", "core.cli", "triplets", "caption", str(store),
-                      "--captioner", captioner], stdout=log, stderr=subprocess.STDOUT)
+    with open(store / "caption.log", "ab") as log:  # the child keeps its own copy of the handle
+        subprocess.Popen([bpy.path.abspath(python), "-m", "core.cli", "triplets", "caption", str(store),
+                          "--captioner", captioner], stdout=log, stderr=subprocess.STDOUT)
 
 
 classes = (ULIP2_OT_generate_triplets,)
