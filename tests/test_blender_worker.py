@@ -1,11 +1,14 @@
 """Headless batch: good files done, a corrupt file and one that crashes Blender recorded
 with reasons, a rerun skips what is done. Workers are real bpy processes."""
 
+import ctypes.util
 import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 pytest.importorskip("bpy")
 
@@ -65,3 +68,15 @@ def test_missing_captioner_weights_stop_before_any_work(assets, tmp_path, capsys
     code = main(["triplets", "build", str(assets), "--store", str(tmp_path / "store")])
     assert code == 2 and not (tmp_path / "store").exists()
     assert "--captioner metadata" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(ctypes.util.find_library("EGL") is None,
+                    reason="Workbench needs Mesa's EGL (libegl1 libegl-mesa0 libgl1-mesa-dri)")
+def test_workbench_engine(assets, tmp_path, capsys):
+    code, summary = run(capsys, "build", str(assets / "chair.glb"), "--store", str(tmp_path / "store"),
+                        "--render-engine", "BLENDER_WORKBENCH", "--no-caption", *FAST)
+    assert code == 0 and summary["written"] == 1
+    (record,) = TripletStore(tmp_path / "store").records()
+    assert record.meta["views"]["engine"] == "BLENDER_WORKBENCH"
+    alpha = np.asarray(Image.open(record.view_paths()[0]))[..., 3]
+    assert 0.05 < (alpha > 127).mean() < 0.9
