@@ -13,7 +13,8 @@ import pytest
 import trimesh
 
 from core.cli import main
-from training.evaluation import (SCANOBJECTNN_CLASSES, load_eval_set, subsample, zero_shot)
+from training.augment import subsample
+from training.evaluation import SCANOBJECTNN_CLASSES, load_eval_set, zero_shot
 
 
 def _cloud(rng, n=600):
@@ -105,9 +106,13 @@ def test_zero_shot_accuracy_maths():
 
 def test_subsample_gives_exactly_n_points(rng):
     cloud = rng.random((100, 6))
-    assert subsample(cloud, 40, 0).shape == (40, 6)
-    assert subsample(cloud, 150, 0).shape == (150, 6)
-    np.testing.assert_array_equal(subsample(cloud, 40, 0), subsample(cloud, 40, 0))
+    def rng():
+        return np.random.default_rng(0)
+
+    assert subsample(cloud, 40, rng()).shape == (40, 6)
+    assert subsample(cloud, 150, rng()).shape == (150, 6)
+    np.testing.assert_array_equal(subsample(cloud, 40, rng()), subsample(cloud, 40, rng()))
+    assert len(np.unique(subsample(cloud, 40, rng()), axis=0)) == 40  # no repeats when there are enough
 
 
 def test_eval_command_on_a_mesh_folder(tmp_path, tiny_bundle, capsys):

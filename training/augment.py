@@ -47,3 +47,11 @@ class Augment:
         if rng.random() < self.rgb_dropout:
             pts[:, 3:6] = DEFAULT_GREY
         return pts
+
+
+def subsample(points: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Exactly n points of a cloud: a random subset (with repeats only when it has fewer),
+    as ULIP-2 feeds stored 10k clouds to models that take fewer points."""
+    if len(points) == n:
+        return points
+    return points[rng.choice(len(points), n, replace=len(points) < n)]

@@ -25,6 +25,8 @@ import numpy as np
 from core.errors import AssetError, Ulip2Error
 from core.sampling import DEFAULT_GREY, normalize_unit_sphere
 
+from .augment import subsample
+
 SCANOBJECTNN_CLASSES = ("bag", "bin", "box", "cabinet", "chair", "desk", "display", "door", "shelf", "table",
                         "bed", "pillow", "sink", "sofa", "toilet")
 
@@ -118,13 +120,6 @@ def load_eval_set(path: str | os.PathLike, num_points: int, seed: int = 0) -> Ev
     return load_mesh_folder(path, num_points, seed)
 
 
-def subsample(points: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """Exactly n points of a cloud: a fixed random subset (with repeats only when it has fewer)."""
-    if len(points) == n:
-        return points
-    return points[np.random.default_rng(seed).choice(len(points), n, replace=len(points) < n)]
-
-
 def zero_shot(embeddings: np.ndarray, labels: list[str], class_vectors: np.ndarray,
               classnames: list[str]) -> dict:
     """Top-1 / top-5 accuracy and per-class top-1 of embeddings against class vectors."""
@@ -146,7 +141,7 @@ def evaluate(encoder, space, evalset: EvalSet, seed: int = 0) -> dict:
         raise Ulip2Error(f"bundle is in space {encoder.bundle.space!r}, not {space.name!r}")
     if not evalset.points:
         raise Ulip2Error(f"{evalset.name}: nothing to evaluate ({len(evalset.failed)} files failed)")
-    clouds = np.stack([subsample(p, encoder.num_points, seed) for p in evalset.points])
+    clouds = np.stack([subsample(p, encoder.num_points, np.random.default_rng(seed)) for p in evalset.points])
     embeddings = encoder.embed_points(clouds)
     class_vectors = space.embed_prompts([prompt_name(c) for c in evalset.classnames])
     return {"set": evalset.name, **zero_shot(embeddings, evalset.labels, class_vectors, evalset.classnames),

@@ -23,7 +23,7 @@ import torch.distributed as dist
 
 from core.models import create_encoder, get_config
 
-from .augment import Augment
+from .augment import Augment, subsample
 from .features import TripletFeatures
 from .loss import LogitScale, contrastive_loss
 
@@ -123,7 +123,8 @@ class Trainer:
     # -- data ---------------------------------------------------------------------------
     def _sample(self, index: int, epoch: int):
         rng = np.random.default_rng([self.config.seed, epoch, index])
-        points = self.augment(np.asarray(self.features.points[index], dtype=np.float32), rng)
+        stored = subsample(self.features.points[index], self.encoder_config.num_points, rng)
+        points = self.augment(np.asarray(stored, dtype=np.float32), rng)
         texts = self.features.texts_of(index)
         text = texts[rng.integers(len(texts))]
         images = self.features.images_of(index)
