@@ -23,11 +23,13 @@ uses openclip:ViT-bigG-14:laion2b_s39b_b160k).
 
 EXAMPLES = """\
 examples:
-  ulip2 export --out my-bundle                    small random encoder in the minilm space
-  ulip2 embed --bundle my-bundle chair.glb --out chair.npy
-  ulip2 info my-bundle
+  ulip2 demo assets/ --out demo                   index, tag, caption, search: demo/report.html
+  ulip2 index assets/ && ulip2 search "a wooden chair with armrests"
+  ulip2 embed chair.glb --out chair.npy           one embedding per mesh (default bundle)
+  ulip2 triplets build assets/ --store triplets --captioner metadata
+  ulip2 train triplets --out runs/a --bundle bundles/mine
+  ulip2 retrain studio-assets/ --out bundles/studio  fine-tune the default model on your assets
   ulip2 models pull ulip2-pointbert-10k --out ulip2-bundle      (needs network once)
-  ulip2 models import-ulip2 ULIP-2-PointBERT-10k-...-pretrained.pt --out ulip2-bundle
 
 'ulip2 COMMAND --help' explains each command.
 """
