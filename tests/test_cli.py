@@ -39,9 +39,9 @@ def test_help_from_the_installed_command():
     argv = [script, "--help"] if os.path.exists(script) else [sys.executable, "-m", "core.cli", "--help"]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    for command in ("embed", "export", "info", "models"):
-        assert command in result.stdout
-    assert "ulip2 embed --bundle" in result.stdout  # the examples
+    for command in ("embed", "export", "info", "models", "index", "search", "demo", "train", "retrain"):
+        assert f"\n    {command} " in result.stdout
+    assert "ulip2 demo assets/ --out demo" in result.stdout  # the examples
 
 
 def test_models_help_lists_its_actions(capsys):
