@@ -1,8 +1,9 @@
 """Library indexing throughput: assets per second indexing a folder of mixed generated
 meshes (glb, ply, obj, stl; boxes, spheres, cylinders, cones, tori of 80 to 5k faces) with
-a pointbert-small bundle (random weights: speed does not depend on them).
+a bundle of the shipped default's size, pointbert-mini (random weights: speed does not
+depend on them).
 
-    python bench/index.py [--assets 200] [--workers N]
+    python bench/index.py [--assets 200] [--workers N] [--config pointbert-mini]
 
 Baseline in the same run: the same folder loaded and embedded one file at a time in this
 process (PointEncoder.embed_files, what `ulip2 embed` does), against `ulip2 index`'s path
@@ -49,11 +50,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--assets", type=int, default=200)
     parser.add_argument("--workers", type=int, default=None, help="loader processes (default: CPU count)")
+    parser.add_argument("--config", default="pointbert-mini", help="encoder config (default: the shipped default's)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ulip2-bench-index-") as tmp:
         tmp = Path(tmp)
         make_folder(tmp / "assets", args.assets)
-        bundle = export_bundle(tmp / "bundle", config="pointbert-small", space="minilm")
+        bundle = export_bundle(tmp / "bundle", config=args.config, space="minilm")
         encoder = PointEncoder(bundle, device="cpu")
         files = walk([tmp / "assets"])
 
@@ -66,13 +68,13 @@ def main() -> None:
             report = index_paths([tmp / "assets"], library, encoder, workers=args.workers, progress=False)
             rate = report.added / report.seconds
             again = index_paths([tmp / "assets"], library, encoder, workers=args.workers, progress=False)
-    print(f"assets {len(files)}, cpus {os.cpu_count()}, bundle pointbert-small ({bundle.num_points} points)")
+    print(f"assets {len(files)}, cpus {os.cpu_count()}, bundle {args.config} ({bundle.num_points} points)")
     print(f"one at a time (embed_files): {baseline:.1f} assets/s")
     print(f"ulip2 index:                 {rate:.1f} assets/s ({rate / baseline:.2f}x), {len(report.failed)} failed")
     print(f"re-index, nothing changed:   {again.seconds:.2f} s for {again.unchanged} assets")
     print(json.dumps({"index_assets_per_s": round(rate, 1), "baseline_assets_per_s": round(baseline, 1),
                       "ratio": round(rate / baseline, 2), "assets": len(files), "failed": len(report.failed),
-                      "reindex_unchanged_s": again.seconds}))
+                      "reindex_unchanged_s": again.seconds, "config": args.config}))
 
 
 if __name__ == "__main__":
