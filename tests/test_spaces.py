@@ -128,6 +128,19 @@ def test_cache_skips_known_texts(minilm, fresh_cache, count_encodes):
     assert cache_dir() == fresh_cache
 
 
+def test_a_cached_query_loads_no_model(minilm, fresh_cache):
+    """A fresh space object answers cached texts without loading torch weights."""
+    from core.spaces.minilm import MiniLMSpace, bundled_model_dir
+
+    minilm.embed_text(SENTENCES)
+    fresh = MiniLMSpace(bundled_model_dir(), name="minilm", cache_key="minilm")
+    assert fresh.dim == 384
+    np.testing.assert_array_equal(fresh.embed_text(SENTENCES), minilm.embed_text(SENTENCES))
+    assert fresh._loaded is None
+    fresh.embed_text(["a sentence the cache has never seen"])
+    assert fresh._loaded is not None
+
+
 def test_cached_equals_fresh(minilm, fresh_cache, monkeypatch):
     minilm.embed_text(SENTENCES)
     cached = minilm.embed_text(SENTENCES)  # second call reads the cache

@@ -45,8 +45,7 @@ def cmd_train(args) -> int:
         if args.bundle:
             from core.export import export_bundle
 
-            model = trainer.model.module if hasattr(trainer.model, "module") else trainer.model
-            bundle = export_bundle(args.bundle, model=model.eval(), space=features.space, overwrite=True,
+            bundle = export_bundle(args.bundle, model=trainer.model.eval(), space=features.space, overwrite=True,
                                    source=f"ulip2 train ({args.out / ENCODER_FILE})")
             result["bundle"] = str(bundle.path)
         print(json.dumps(result))

@@ -2,11 +2,13 @@
 
 Mean pooling over the attention mask, then L2 normalisation: exactly the
 sentence-transformers pipeline this model ships with (modules.json), without needing
-sentence-transformers at run time.
+sentence-transformers at run time. torch and the weights load on the first text that is
+not in the text cache, so a cached query (a repeated search) costs no model load.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +16,6 @@ import numpy as np
 from core.errors import SpaceError
 from core.spaces import Space
 
-try:
-    import torch
-    from transformers import AutoModel, AutoTokenizer
-except ImportError as exc:  # the torch extra is optional for the rest of core
-    raise SpaceError(f"the minilm space needs torch and transformers ({exc}); install them with: pip install 'ulip2[torch]'") from exc
 
 # sentence_bert_config.json of all-MiniLM-L6-v2: longer inputs are truncated.
 MAX_TOKENS = 256
@@ -46,21 +43,39 @@ class MiniLMSpace(Space):
 
     def __init__(self, model_dir: str | Path, name: str, cache_key: str | None, device: str = "cpu"):
         self.name, self.cache_key, self.device = name, cache_key, device
+        self.model_dir = Path(model_dir)
         try:
-            # local_files_only: a folder is given, never reach for the hub
-            self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
-            self.model = AutoModel.from_pretrained(str(model_dir), local_files_only=True)
-        except (OSError, ValueError) as exc:
-            raise SpaceError(f"could not load a MiniLM model from {model_dir}: {exc}") from exc
-        self.model.to(device).eval()
-        self.dim = int(self.model.config.hidden_size)
+            self.dim = int(json.loads((self.model_dir / "config.json").read_text())["hidden_size"])
+        except (OSError, ValueError, KeyError) as exc:
+            raise SpaceError(f"could not read a MiniLM model config in {model_dir}: {exc}") from exc
+        self._loaded = None
 
-    @torch.inference_mode()
+    def _load(self):
+        if self._loaded is None:
+            try:
+                import torch  # noqa: F401
+                from transformers import AutoModel, AutoTokenizer
+            except ImportError as exc:  # the torch extra is optional for the rest of core
+                raise SpaceError(f"the minilm space needs torch and transformers ({exc}); "
+                                 "install them with: pip install 'ulip2[torch]'") from exc
+            try:
+                # local_files_only: a folder is given, never reach for the hub
+                tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir), local_files_only=True)
+                model = AutoModel.from_pretrained(str(self.model_dir), local_files_only=True)
+            except (OSError, ValueError) as exc:
+                raise SpaceError(f"could not load a MiniLM model from {self.model_dir}: {exc}") from exc
+            self._loaded = tokenizer, model.to(self.device).eval()
+        return self._loaded
+
     def _encode_text(self, texts: list[str]) -> np.ndarray:
-        batch = self.tokenizer(
-            texts, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt"
-        ).to(self.device)
-        tokens = self.model(**batch).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).to(tokens.dtype)
-        pooled = (tokens * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-        return torch.nn.functional.normalize(pooled, dim=-1).float().cpu().numpy()
+        import torch
+
+        tokenizer, model = self._load()
+        with torch.inference_mode():
+            batch = tokenizer(
+                texts, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt"
+            ).to(self.device)
+            tokens = model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(tokens.dtype)
+            pooled = (tokens * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, dim=-1).float().cpu().numpy()
