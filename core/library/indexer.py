@@ -131,12 +131,16 @@ class IndexReport:
 
 def index_paths(roots: Sequence[str | os.PathLike], library: Library, encoder, *, batch_size: int = 16,
                 workers: int | None = None, seed: int = 0, thumbnails: bool = True,
-                progress: bool = True, on_batch: Callable[[int], None] | None = None) -> IndexReport:
+                progress: bool = True, on_batch: Callable[[int, int], None] | None = None,
+                should_stop: Callable[[], bool] | None = None) -> IndexReport:
     """Bring `library` up to date with the asset files under `roots`, embedding with
     `encoder` (a core.runtime.PointEncoder). Returns what was done.
 
     workers: loader processes (default: the CPU count; 0 loads in this process).
-    on_batch: called with the running count of processed files after each commit.
+    on_batch: called with (files processed, files to process) before the first batch and
+        after each commit, for a progress bar.
+    should_stop: asked after each commit; True ends the run there (every committed batch
+        stays, and the next run resumes with the rest).
     """
     started = time.perf_counter()
     report = IndexReport()
@@ -191,12 +195,14 @@ def index_paths(roots: Sequence[str | os.PathLike], library: Library, encoder, *
         for pending in (records, points, touched, failed):
             pending.clear()
         if on_batch is not None:
-            on_batch(done)
+            on_batch(done, len(jobs))
 
     from tqdm import tqdm
 
     with tqdm(total=len(jobs), desc="indexing", unit="asset", file=sys.stderr, dynamic_ncols=True,
               disable=not progress or not jobs) as bar:
+        if on_batch is not None:
+            on_batch(0, len(jobs))
         for item in _loaded(jobs, workers):
             if item.error is not None:
                 failed.append((item.path, item.size, item.mtime_ns, item.error))
@@ -209,6 +215,8 @@ def index_paths(roots: Sequence[str | os.PathLike], library: Library, encoder, *
             bar.update(1)
             if len(records) + len(touched) + len(failed) >= batch_size:
                 flush()
+                if should_stop is not None and should_stop():
+                    break
         flush()
     report.seconds = round(time.perf_counter() - started, 3)
     return report
