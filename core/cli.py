@@ -36,7 +36,7 @@ examples:
 
 
 # Modules that add subcommands (see build_parser).
-COMMAND_MODULES: list[str] = ["core.library.cli", "core.triplets_cli", "training.cli"]
+COMMAND_MODULES: list[str] = ["core.library.cli", "core.triplets_cli", "training.cli", "gui.cli"]
 
 
 def _progress(iterable=None, **kwargs):

@@ -1,0 +1,124 @@
+"""The core calls the app's workers run, one function each, free of Qt so they read (and
+test) like the CLI's commands. Each opens its own Library: a SQLite connection belongs to
+the thread that made it, and the WAL journal lets a search read while an index run writes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from core.library.search import Hit
+
+#: Results a search or a browse shows: a screenful of thumbnails, not the whole library.
+RESULTS_K = 60
+
+
+@dataclass
+class Results:
+    """What the result grid shows: hits (score None when browsing), their thumbnails
+    (PNG bytes, read here so the UI thread never waits on SQLite), and which bundle made them."""
+
+    hits: list[Hit]
+    thumbnails: dict[int, bytes] = field(default_factory=dict)
+    bundle_id: str = ""
+    space: str = ""
+    query: str = ""  # what was asked, as the status bar says it
+
+
+@dataclass
+class IndexOutcome:
+    added: int
+    updated: int
+    unchanged: int
+    removed: int
+    failed: list[dict]  # {path, reason} of this run
+    cancelled: bool
+    done: int  # files processed this run
+    total: int  # files that needed work this run
+
+
+def run_index(folders: Sequence[str], db: str, bundle: str | None, device: str, *, batch_size: int = 16,
+              workers: int | None = None, on_batch: Callable[[int, int], None] | None = None,
+              should_stop: Callable[[], bool] = lambda: False) -> IndexOutcome:
+    from core.library.indexer import index_paths
+    from core.library.store import Library
+    from core.runtime import PointEncoder
+
+    encoder = PointEncoder(bundle, device=device)
+    progress = [0, 0]
+
+    def batch(done: int, total: int) -> None:
+        progress[:] = done, total
+        if on_batch is not None:
+            on_batch(done, total)
+
+    with Library(db) as library:
+        report = index_paths(folders, library, encoder, batch_size=batch_size, workers=workers, progress=False,
+                             on_batch=batch, should_stop=should_stop)
+    done, total = progress
+    return IndexOutcome(report.added, report.updated, report.unchanged, report.removed, report.failed,
+                        cancelled=done < total, done=done, total=total)
+
+
+def _results(searcher, hits: list[Hit], query: str) -> Results:
+    thumbnails = {h.asset_id: png for h in hits if (png := searcher.library.thumbnail(h.asset_id)) is not None}
+    return Results(hits, thumbnails, searcher.bundle_id, searcher.bundle.space, query)
+
+
+def run_search(db: str, bundle: str | None, device: str, *, text: str = "", like: str | None = None,
+               k: int = RESULTS_K) -> Results:
+    """Text search, "find similar" (`like`: an asset's path; the asset itself is left out),
+    or, with neither, the library's assets in path order (browsing, no scores)."""
+    from core.library.search import Searcher
+    from core.library.store import Library
+
+    with Library(db, create=False) as library:
+        searcher = Searcher(library, bundle, device=device)
+        if like is not None:
+            vector, exclude = searcher.like_vector(like)
+            return _results(searcher, searcher.search(vector, k, exclude=exclude), f"like {os.path.basename(like)}")
+        if text.strip():
+            return _results(searcher, searcher.search(searcher.text_vector(text.strip()), k), text.strip())
+        ids = set(library.embeddings(searcher.bundle_id)[0].tolist())
+        rows = [(i, row) for i, row in library.assets().items() if i in ids][:k]
+        hits = [Hit(i, row["path"], row["format"], row["folder"], float("nan")) for i, row in rows]
+        return _results(searcher, hits, "")
+
+
+@dataclass
+class Details:
+    """The details pane's facts of one asset."""
+
+    asset_id: int
+    path: str
+    format: str
+    size: int
+    user_tags: list[str]
+    suggested_tags: list[tuple[str, float]]  # zero-shot tags from `ulip2 tag`, best first
+    caption: str | None
+
+
+#: The vocabulary name a person's own tags are stored under, beside `ulip2 tag`'s vocabularies.
+USER_VOCAB = "user"
+
+
+def asset_details(library, asset_id: int, bundle_id: str) -> Details | None:
+    rows = library.assets([asset_id])
+    if asset_id not in rows:
+        return None  # re-indexed or removed since the search
+    row = rows[asset_id]
+    user = [label for label, _ in library.labels("tags", bundle_id, USER_VOCAB).get(asset_id, [])]
+    suggested = [(label, score) for label, score in library.labels("tags", bundle_id).get(asset_id, [])
+                 if label not in user]
+    captions = library.labels("captions", bundle_id).get(asset_id, [])
+    return Details(asset_id, row["path"], row["format"], row["size"], user, suggested,
+                   captions[0][0] if captions else None)
+
+
+def save_user_tags(library, asset_id: int, bundle_id: str, tags: Sequence[str]) -> list[str]:
+    """Store a person's tags for one asset (replacing their earlier ones); returns them cleaned:
+    stripped, empty ones dropped, duplicates once, order kept. Score 1.0: a person's word is certain."""
+    cleaned = list(dict.fromkeys(t.strip() for t in tags if t.strip()))
+    library.replace_labels("tags", USER_VOCAB, bundle_id, [(asset_id, [(t, 1.0) for t in cleaned])])
+    return cleaned

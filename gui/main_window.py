@@ -1,0 +1,402 @@
+"""The main window: library folders and indexing on the left, search and the result grid
+in the middle, the selected asset's details on the right. Every core call runs as a Task
+on the window's thread pool; the UI thread only shows what comes back."""
+
+from __future__ import annotations
+
+import math
+import os
+import sqlite3
+from pathlib import Path
+
+from PySide6.QtCore import QItemSelectionModel, QSettings, QSize, QStringListModel, Qt, QThreadPool, Signal
+from PySide6.QtGui import QAction, QKeySequence, QShortcut
+from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
+                               QLineEdit, QListView, QMainWindow, QMessageBox, QProgressBar, QPushButton,
+                               QSplitter, QVBoxLayout, QWidget)
+
+from core.errors import Ulip2Error
+from gui import jobs
+from gui.models import HitRole, ResultsModel
+from gui.settings_dialog import SettingsDialog
+from gui.workers import Task, readable_error
+
+
+def default_database() -> str:
+    """$ULIP2_DB, else ulip2-library.sqlite in the app's data folder (not the current
+    folder, which for a desktop app is wherever it was started from)."""
+    from PySide6.QtCore import QStandardPaths
+
+    from core.library.store import DB_ENV, DEFAULT_DB_NAME
+
+    if os.environ.get(DB_ENV):
+        return os.environ[DB_ENV]
+    folder = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation)
+    return os.path.join(folder, DEFAULT_DB_NAME)
+
+
+def human_size(size: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+class MainWindow(QMainWindow):
+    #: Emitted when an index run ends: its jobs.IndexOutcome, or None when it failed.
+    index_finished = Signal(object)
+    #: Emitted when a search ends: its jobs.Results, or None when it failed.
+    search_finished = Signal(object)
+
+    def __init__(self, settings: QSettings, *, folders: list[str] | None = None, db: str | None = None,
+                 bundle: str | None = None, device: str | None = None):
+        """`settings` remembers bundle, device, database and folders; the keyword arguments
+        override them for this window only (the command line's --library, --db, ...)."""
+        super().__init__()
+        self.settings = settings
+        self.db = str(db or settings.value("database", "") or default_database())
+        self.bundle = bundle or settings.value("bundle", "") or None  # None: core's default bundle
+        self.device = device or settings.value("device", "auto")
+        self.index_batch_size = 16  # files per committed batch: the granularity of cancel and resume
+        self.index_workers: int | None = None  # loader processes (None: one per core)
+        self.pool = QThreadPool(self)
+        self._index_task: Task | None = None
+        self._search_serial = 0  # only the latest search's results are shown
+        self._tasks: set[Task] = set()  # keeps each running Task (and its signals) alive
+
+        self.setWindowTitle("ulip2")
+        self.resize(1180, 720)
+        self._build_menu()
+        splitter = QSplitter()
+        splitter.addWidget(self._build_library_panel(folders))
+        splitter.addWidget(self._build_results_panel())
+        splitter.addWidget(self._build_details_panel())
+        splitter.setStretchFactor(1, 1)
+        splitter.setSizes([250, 640, 290])
+        self.setCentralWidget(splitter)
+        QShortcut(QKeySequence.StandardKey.Find, self, activated=self.focus_search)
+        self._show_details(None)
+        self.statusBar().showMessage(f"Library file: {self.db}")
+
+    # -- layout --------------------------------------------------------------------------
+    def _build_menu(self) -> None:
+        menu = self.menuBar().addMenu("&File")
+        settings = QAction("&Settings…", self, triggered=self.edit_settings)
+        menu.addAction(settings)
+        menu.addSeparator()
+        menu.addAction(QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit, triggered=self.close))
+
+    def _build_library_panel(self, folders: list[str] | None) -> QWidget:
+        box = QGroupBox("Library folders")
+        layout = QVBoxLayout(box)
+        remembered = self.settings.value("folders", []) or []
+        if isinstance(remembered, str):  # QSettings gives a one-item list back as a string
+            remembered = [remembered]
+        self.folders = QStringListModel([os.path.abspath(f) for f in (folders or remembered)], self)
+        self.folder_view = QListView()
+        self.folder_view.setModel(self.folders)
+        self.folder_view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.folder_view.setTextElideMode(Qt.TextElideMode.ElideLeft)
+        layout.addWidget(self.folder_view)
+        row = QHBoxLayout()
+        self.add_button = QPushButton("Add…", clicked=self.pick_folder)
+        self.remove_button = QPushButton("Remove", clicked=self.remove_folder)
+        row.addWidget(self.add_button)
+        row.addWidget(self.remove_button)
+        layout.addLayout(row)
+        self.index_button = QPushButton("Index", clicked=self.start_index)
+        self.index_button.setToolTip("Embed new and changed files; unchanged ones are skipped")
+        layout.addWidget(self.index_button)
+        self.progress = QProgressBar()
+        self.progress.setFormat("%v / %m files")
+        self.progress.setValue(0)
+        layout.addWidget(self.progress)
+        self.cancel_button = QPushButton("Cancel", clicked=self.cancel_index)
+        self.cancel_button.setEnabled(False)
+        layout.addWidget(self.cancel_button)
+        return box
+
+    def _build_results_panel(self) -> QWidget:
+        panel = QWidget()
+        layout = QVBoxLayout(panel)
+        row = QHBoxLayout()
+        self.search_box = QLineEdit()
+        self.search_box.setPlaceholderText("Search by text (Ctrl+F, Enter to run; empty lists every asset)")
+        self.search_box.setClearButtonEnabled(True)
+        self.search_box.returnPressed.connect(self.run_search)
+        row.addWidget(self.search_box)
+        row.addWidget(QPushButton("Search", clicked=self.run_search))
+        layout.addLayout(row)
+        self.results = ResultsModel(self)
+        self.grid = QListView()
+        self.grid.setModel(self.results)
+        self.grid.setViewMode(QListView.ViewMode.IconMode)
+        self.grid.setIconSize(QSize(128, 128))
+        self.grid.setGridSize(QSize(150, 180))
+        self.grid.setResizeMode(QListView.ResizeMode.Adjust)
+        self.grid.setMovement(QListView.Movement.Static)
+        self.grid.setUniformItemSizes(True)
+        self.grid.setWordWrap(True)
+        self.grid.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.grid.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.grid.selectionModel().currentChanged.connect(lambda current, _: self._show_details(current))
+        layout.addWidget(self.grid)
+        return panel
+
+    def _build_details_panel(self) -> QWidget:
+        box = QGroupBox("Details")
+        form = QFormLayout(box)
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
+        self.path_label, self.format_label, self.size_label = QLabel(), QLabel(), QLabel()
+        self.suggested_label, self.caption_label = QLabel(), QLabel()
+        for label in (self.path_label, self.suggested_label, self.caption_label):
+            label.setWordWrap(True)
+        self.path_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.tags_edit = QLineEdit()
+        self.tags_edit.setPlaceholderText("oak, hero prop")
+        self.tags_edit.setToolTip("Comma-separated; Enter saves them to the library")
+        self.tags_edit.returnPressed.connect(self.save_tags)
+        self.save_tags_button = QPushButton("Save tags", clicked=self.save_tags)
+        self.similar_button = QPushButton("Find similar", clicked=self.find_similar)
+        form.addRow("Path", self.path_label)
+        form.addRow("Format", self.format_label)
+        form.addRow("Size", self.size_label)
+        form.addRow("Your tags", self.tags_edit)
+        form.addRow("", self.save_tags_button)
+        form.addRow("Suggested tags", self.suggested_label)
+        form.addRow("Caption", self.caption_label)
+        form.addRow(self.similar_button)
+        return box
+
+    # -- messages ------------------------------------------------------------------------
+    def show_error(self, title: str, text: str, details: str = "") -> None:
+        """A warning box that does not block the event loop (open(), not exec()), and the
+        same line in the status bar."""
+        self.statusBar().showMessage(f"{title}: {text}")
+        box = QMessageBox(QMessageBox.Icon.Warning, title, text, QMessageBox.StandardButton.Ok, self)
+        if details:
+            box.setDetailedText(details)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.open()
+
+    def _start(self, task: Task, done, failed) -> Task:
+        self._tasks.add(task)
+        task.signals.done.connect(done)
+        task.signals.failed.connect(failed)
+        for signal in (task.signals.done, task.signals.failed):
+            signal.connect(lambda *_: self._tasks.discard(task))
+        self.pool.start(task)
+        return task
+
+    # -- folders -------------------------------------------------------------------------
+    def folder_list(self) -> list[str]:
+        return self.folders.stringList()
+
+    def add_folder(self, folder: str) -> None:
+        folder = os.path.abspath(folder)
+        if folder not in self.folder_list():
+            self.folders.setStringList(self.folder_list() + [folder])
+            self.settings.setValue("folders", self.folder_list())
+
+    def pick_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Add a library folder")
+        if folder:
+            self.add_folder(folder)
+
+    def remove_folder(self) -> None:
+        index = self.folder_view.currentIndex()
+        if index.isValid():
+            self.folders.removeRow(index.row())
+            self.settings.setValue("folders", self.folder_list())
+
+    # -- indexing ------------------------------------------------------------------------
+    def start_index(self) -> None:
+        if self._index_task is not None:
+            return
+        missing = [f for f in self.folder_list() if not os.path.exists(f)]
+        if not self.folder_list() or missing:
+            self.show_error("Cannot index", f"no such folder: {missing[0]}" if missing
+                            else "add a library folder first (Add…)")
+            self.index_finished.emit(None)
+            return
+        self.index_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.progress.setRange(0, 0)  # busy until the indexer knows how many files need work
+        self.statusBar().showMessage("Indexing…")
+        task = Task(jobs.run_index, self.folder_list(), self.db, self.bundle, self.device,
+                    batch_size=self.index_batch_size, workers=self.index_workers, reports=True)
+        task.signals.progress.connect(self._index_progress)
+        self._index_task = self._start(task, self._index_done, self._index_failed)
+
+    def cancel_index(self) -> None:
+        if self._index_task is not None:
+            self._index_task.cancel()
+            self.cancel_button.setEnabled(False)
+            self.statusBar().showMessage("Cancelling after the current batch…")
+
+    def _index_progress(self, done: int, total: int) -> None:
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(done if total else 1)
+
+    def _index_ended(self) -> None:
+        self._index_task = None
+        self.index_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        if self.progress.maximum() == 0:
+            self.progress.setRange(0, 1)
+
+    def _index_done(self, outcome: jobs.IndexOutcome) -> None:
+        self._index_ended()
+        if outcome.cancelled:
+            message = (f"Indexing cancelled: {outcome.done} of {outcome.total} files done; "
+                       "press Index to resume with the rest")
+        else:
+            message = (f"Indexed: {outcome.added} added, {outcome.updated} updated, {outcome.unchanged} unchanged, "
+                       f"{outcome.removed} removed, {len(outcome.failed)} could not be read")
+        self.statusBar().showMessage(message)
+        if outcome.failed:
+            count = len(outcome.failed)
+            self.show_error("Some files were not indexed",
+                            f"{count} file{'s' * (count > 1)} could not be indexed; the others were. "
+                            f"First: {os.path.basename(outcome.failed[0]['path'])}: {outcome.failed[0]['reason']}",
+                            "\n".join(f"{f['path']}: {f['reason']}" for f in outcome.failed))
+        self.index_finished.emit(outcome)
+        self.run_search()  # show what is in the library now
+
+    def _index_failed(self, message: str) -> None:
+        self._index_ended()
+        self.show_error("Indexing failed", message)
+        self.index_finished.emit(None)
+
+    # -- search --------------------------------------------------------------------------
+    def focus_search(self) -> None:
+        self.search_box.setFocus()
+        self.search_box.selectAll()
+
+    def run_search(self) -> None:
+        self._search(text=self.search_box.text())
+
+    def find_similar(self) -> None:
+        hit = self.current_hit()
+        if hit is None:
+            self.statusBar().showMessage("Select an asset to find similar ones")
+            return
+        self._search(like=hit.path)
+
+    def _search(self, *, text: str = "", like: str | None = None) -> None:
+        if not Path(self.db).is_file():
+            self.statusBar().showMessage("No library yet: add a folder and press Index")
+            self.search_finished.emit(None)
+            return
+        self._search_serial += 1
+        serial = self._search_serial
+        self.statusBar().showMessage(f"Searching for {like and os.path.basename(like) or text or 'every asset'}…")
+        task = Task(jobs.run_search, self.db, self.bundle, self.device, text=text, like=like)
+        self._start(task, lambda results: self._search_done(serial, results),
+                    lambda message: self._search_failed(serial, message))
+
+    def _search_done(self, serial: int, results: jobs.Results) -> None:
+        if serial != self._search_serial:
+            return  # a newer search is on its way
+        self.results.set_results(results)
+        if results.hits:  # the best hit is current: its details show, the arrow keys start there
+            self.grid.selectionModel().setCurrentIndex(self.results.index(0),
+                                                       QItemSelectionModel.SelectionFlag.ClearAndSelect)
+        else:
+            self._show_details(None)
+        count = len(results.hits)
+        if results.query:
+            self.statusBar().showMessage(f"{count} results for “{results.query}” ({results.space} space)")
+        else:
+            self.statusBar().showMessage(f"{count} assets in the library")
+        self.search_finished.emit(results)
+
+    def _search_failed(self, serial: int, message: str) -> None:
+        if serial == self._search_serial:
+            self.show_error("Search failed", message)
+            self.search_finished.emit(None)
+
+    # -- details and tags ----------------------------------------------------------------
+    def current_hit(self):
+        index = self.grid.currentIndex()
+        return self.results.data(index, HitRole) if index.isValid() else None
+
+    def select_path(self, path: str) -> bool:
+        """Make the result with this path current (for scripts and tests); False if absent."""
+        for row, hit in enumerate(self.results.results.hits):
+            if hit.path == os.path.abspath(path):
+                self.grid.selectionModel().setCurrentIndex(
+                    self.results.index(row), QItemSelectionModel.SelectionFlag.ClearAndSelect)
+                return True
+        return False
+
+    def _show_details(self, index) -> None:
+        hit = self.results.data(index, HitRole) if index is not None and index.isValid() else None
+        details = None
+        if hit is not None:
+            try:
+                from core.library.store import Library
+
+                with Library(self.db, create=False) as library:
+                    details = jobs.asset_details(library, hit.asset_id, self.results.results.bundle_id)
+            except (Ulip2Error, sqlite3.Error) as exc:
+                self.show_error("Cannot show the asset", readable_error(exc))
+        self._details = details
+        for widget in (self.tags_edit, self.save_tags_button, self.similar_button):
+            widget.setEnabled(details is not None)
+        if details is None:
+            for label in (self.path_label, self.format_label, self.size_label, self.suggested_label,
+                          self.caption_label):
+                label.setText("—")
+            self.tags_edit.clear()
+            return
+        self.path_label.setText(details.path)
+        self.format_label.setText(details.format)
+        self.size_label.setText(human_size(details.size))
+        self.tags_edit.setText(", ".join(details.user_tags))
+        self.suggested_label.setText(", ".join(f"{t} ({s:.2f})" for t, s in details.suggested_tags)
+                                     or "none yet (run: ulip2 tag)")
+        self.caption_label.setText(details.caption or "none yet (run: ulip2 caption)")
+        if not math.isnan(hit.score):
+            self.statusBar().showMessage(f"{os.path.basename(details.path)}: similarity {hit.score:.3f}")
+
+    def save_tags(self) -> None:
+        if self._details is None:
+            return
+        from core.library.store import Library
+
+        try:
+            with Library(self.db, create=False) as library:
+                saved = jobs.save_user_tags(library, self._details.asset_id, self.results.results.bundle_id,
+                                            self.tags_edit.text().split(","))
+        except (Ulip2Error, sqlite3.Error) as exc:
+            self.show_error("Tags not saved", readable_error(exc))
+            return
+        self._details.user_tags = saved
+        self.tags_edit.setText(", ".join(saved))
+        self.statusBar().showMessage(f"Saved {len(saved)} tag{'s' * (len(saved) != 1)} "
+                                     f"for {os.path.basename(self._details.path)}")
+
+    # -- settings and closing ------------------------------------------------------------
+    def edit_settings(self) -> None:
+        dialog = SettingsDialog(self.bundle or "", self.device, self.db, self)
+        if dialog.exec() != SettingsDialog.DialogCode.Accepted:
+            return
+        self.bundle = dialog.bundle.text().strip() or None
+        self.device = dialog.device.currentText()
+        self.db = dialog.database.text().strip() or default_database()
+        for key, value in (("bundle", self.bundle or ""), ("device", self.device), ("database", self.db)):
+            self.settings.setValue(key, value)
+        self.results.set_results(jobs.Results([]))
+        self._show_details(None)
+        self.run_search()
+
+    def closeEvent(self, event) -> None:
+        # An index run stops after its current batch (committed, so the next run resumes);
+        # waiting for it here means no worker outlives the window.
+        if self._index_task is not None:
+            self._index_task.cancel()
+        self.pool.waitForDone()
+        self.settings.sync()
+        super().closeEvent(event)

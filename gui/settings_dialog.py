@@ -1,0 +1,50 @@
+"""File > Settings: the model bundle, the device the encoder runs on, and the library file."""
+
+from __future__ import annotations
+
+from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout,
+                               QLineEdit, QPushButton, QWidget)
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class SettingsDialog(QDialog):
+    def __init__(self, bundle: str, device: str, database: str, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle("Settings")
+        self.bundle = QLineEdit(bundle)
+        self.bundle.setPlaceholderText("the bundle shipped with ulip2, or $ULIP2_BUNDLE")
+        self.device = QComboBox()
+        self.device.addItems(DEVICES)
+        self.device.setCurrentText(device if device in DEVICES else "auto")
+        self.database = QLineEdit(database)
+        form = QFormLayout(self)
+        form.addRow("Model bundle", self._with_browse(self.bundle, self._pick_bundle))
+        form.addRow("Device", self.device)
+        form.addRow("Library file", self._with_browse(self.database, self._pick_database))
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+
+    @staticmethod
+    def _with_browse(edit: QLineEdit, pick) -> QWidget:
+        row = QWidget()
+        layout = QHBoxLayout(row)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(edit)
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(pick)
+        layout.addWidget(browse)
+        return row
+
+    def _pick_bundle(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Model bundle folder", self.bundle.text())
+        if folder:
+            self.bundle.setText(folder)
+
+    def _pick_database(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Library file", self.database.text(), "SQLite (*.sqlite)",
+                                              options=QFileDialog.Option.DontConfirmOverwrite)
+        if path:
+            self.database.setText(path)
