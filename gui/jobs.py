@@ -108,7 +108,7 @@ def asset_details(library, asset_id: int, bundle_id: str) -> Details | None:
     if asset_id not in rows:
         return None  # re-indexed or removed since the search
     row = rows[asset_id]
-    user = [label for label, _ in library.labels("tags", bundle_id, USER_VOCAB).get(asset_id, [])]
+    user = sorted(label for label, _ in library.labels("tags", bundle_id, USER_VOCAB).get(asset_id, []))
     suggested = [(label, score) for label, score in library.labels("tags", bundle_id).get(asset_id, [])
                  if label not in user]
     captions = library.labels("captions", bundle_id).get(asset_id, [])
@@ -117,8 +117,9 @@ def asset_details(library, asset_id: int, bundle_id: str) -> Details | None:
 
 
 def save_user_tags(library, asset_id: int, bundle_id: str, tags: Sequence[str]) -> list[str]:
-    """Store a person's tags for one asset (replacing their earlier ones); returns them cleaned:
-    stripped, empty ones dropped, duplicates once, order kept. Score 1.0: a person's word is certain."""
-    cleaned = list(dict.fromkeys(t.strip() for t in tags if t.strip()))
+    """Store a person's tags for one asset (replacing their earlier ones); returns them as the
+    details pane shows them: stripped, empty ones dropped, each once, sorted (all score 1.0, a
+    person's word being certain, so the store keeps no order of its own)."""
+    cleaned = sorted({t.strip() for t in tags if t.strip()})
     library.replace_labels("tags", USER_VOCAB, bundle_id, [(asset_id, [(t, 1.0) for t in cleaned])])
     return cleaned

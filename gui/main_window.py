@@ -115,6 +115,10 @@ class MainWindow(QMainWindow):
         self.cancel_button = QPushButton("Cancel", clicked=self.cancel_index)
         self.cancel_button.setEnabled(False)
         layout.addWidget(self.cancel_button)
+        # The last run's outcome stays here; the status bar moves on to the search that follows.
+        self.index_status = QLabel()
+        self.index_status.setWordWrap(True)
+        layout.addWidget(self.index_status)
         return box
 
     def _build_results_panel(self) -> QWidget:
@@ -236,6 +240,8 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage("Cancelling after the current batch…")
 
     def _index_progress(self, done: int, total: int) -> None:
+        # Nothing new or changed: a full bar that says so, not "0 / 0".
+        self.progress.setFormat("%v / %m files" if total else "up to date")
         self.progress.setRange(0, max(total, 1))
         self.progress.setValue(done if total else 1)
 
@@ -254,6 +260,7 @@ class MainWindow(QMainWindow):
         else:
             message = (f"Indexed: {outcome.added} added, {outcome.updated} updated, {outcome.unchanged} unchanged, "
                        f"{outcome.removed} removed, {len(outcome.failed)} could not be read")
+        self.index_status.setText(message)
         self.statusBar().showMessage(message)
         if outcome.failed:
             count = len(outcome.failed)
@@ -266,6 +273,7 @@ class MainWindow(QMainWindow):
 
     def _index_failed(self, message: str) -> None:
         self._index_ended()
+        self.index_status.setText(f"Indexing failed: {message}")
         self.show_error("Indexing failed", message)
         self.index_finished.emit(None)
 

@@ -1,0 +1,156 @@
+"""The desktop app driven offscreen with pytest-qt against a real library: generated meshes
+indexed with the session's pointbert-tiny bundle. Its weights are random, so no test asks
+a text query for meaning; "find similar" must put an identical copy of the asset first,
+which holds for any weights."""
+
+import os
+
+os.environ["QT_QPA_PLATFORM"] = "offscreen"  # before any Qt import: no display needed
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+import trimesh
+
+pytest.importorskip("PySide6")
+pytest.importorskip("pytestqt")
+
+from PySide6.QtCore import QSettings, Qt  # noqa: E402
+from PySide6.QtGui import QImage  # noqa: E402
+from PySide6.QtWidgets import QMessageBox  # noqa: E402
+
+from core.library.store import Library  # noqa: E402
+from gui.main_window import MainWindow  # noqa: E402
+
+WAIT_MS = 20_000
+
+
+def write_meshes(folder, count):
+    """`count` small distinct meshes (boxes, spheres, cylinders, cones) as glb/ply/obj."""
+    folder.mkdir(parents=True, exist_ok=True)
+    makers = [lambda i: trimesh.creation.box(extents=(1 + i % 3, 1, 0.5)),
+              lambda i: trimesh.creation.icosphere(subdivisions=1, radius=1 + i % 2),
+              lambda i: trimesh.creation.cylinder(radius=0.3, height=1 + i % 4, sections=12),
+              lambda i: trimesh.creation.cone(radius=0.5, height=1 + i % 3, sections=12)]
+    paths = []
+    for i in range(count):
+        mesh = makers[i % len(makers)](i)
+        mesh.visual.face_colors = [(37 * i) % 256, (91 * i) % 256, 120, 255]
+        path = folder / f"mesh_{i:02d}.{('glb', 'ply', 'obj')[i % 3]}"
+        mesh.export(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture
+def make_window(qtbot, tmp_path, tiny_bundle):
+    """Opens a window on this test's library file and settings (a restart is a second call)."""
+    settings_file = str(tmp_path / "settings.ini")
+
+    def make(folders):
+        window = MainWindow(QSettings(settings_file, QSettings.Format.IniFormat), folders=[str(f) for f in folders],
+                            db=str(tmp_path / "lib.sqlite"), bundle=str(tiny_bundle.path), device="cpu")
+        window.index_workers = 0  # load in this process: the suite stays light on busy machines
+        qtbot.addWidget(window)
+        window.show()
+        return window
+
+    return make
+
+
+def index(qtbot, window):
+    with qtbot.waitSignal(window.index_finished, timeout=WAIT_MS) as indexed:
+        with qtbot.waitSignal(window.search_finished, timeout=WAIT_MS):  # the window lists the library after
+            window.index_button.click()
+    return indexed.args[0]
+
+
+def test_find_similar_puts_the_identical_copy_first(qtbot, tmp_path, make_window):
+    paths = write_meshes(tmp_path / "assets", 6)
+    shutil.copy(paths[2], tmp_path / "assets" / "copy_of_mesh_02.obj")
+    window = make_window([tmp_path / "assets"])
+    outcome = index(qtbot, window)
+    assert (outcome.added, outcome.failed, outcome.cancelled) == (7, [], False)
+    assert window.results.rowCount() == 7, "after indexing, the grid lists the library"
+    assert window.select_path(str(paths[2]))
+    assert window.path_label.text() == str(paths[2])
+    with qtbot.waitSignal(window.search_finished, timeout=WAIT_MS) as searched:
+        window.similar_button.click()
+    hits = searched.args[0].hits
+    assert hits[0].path == str(tmp_path / "assets" / "copy_of_mesh_02.obj")
+    assert hits[0].score == pytest.approx(1.0, abs=1e-4)
+    assert str(paths[2]) not in [h.path for h in hits], "the example itself is left out"
+    assert "copy_of_mesh_02.obj" in window.results.data(window.results.index(0))
+
+
+def test_tag_edit_persists_across_a_restart(qtbot, tmp_path, make_window):
+    paths = write_meshes(tmp_path / "assets", 3)
+    window = make_window([tmp_path / "assets"])
+    index(qtbot, window)
+    assert window.select_path(str(paths[1]))
+    window.tags_edit.setText(" oak, hero prop,, oak ")
+    qtbot.keyClick(window.tags_edit, Qt.Key.Key_Return)
+    assert window.tags_edit.text() == "hero prop, oak"
+    window.close()
+
+    again = make_window([tmp_path / "assets"])
+    with qtbot.waitSignal(again.search_finished, timeout=WAIT_MS):
+        again.run_search()
+    assert again.select_path(str(paths[1]))
+    assert again.tags_edit.text() == "hero prop, oak"
+    assert again.select_path(str(paths[0]))
+    assert again.tags_edit.text() == ""
+
+
+def test_indexing_can_be_cancelled_and_resumed(qtbot, tmp_path, make_window):
+    write_meshes(tmp_path / "assets", 6)
+    window = make_window([tmp_path / "assets"])
+    window.index_batch_size = 2
+    with qtbot.waitSignal(window.index_finished, timeout=WAIT_MS) as first:
+        window.index_button.click()
+        assert window.cancel_button.isEnabled() and not window.index_button.isEnabled()
+        window.cancel_button.click()  # before the first commit: the run stops after it
+    outcome = first.args[0]
+    assert (outcome.cancelled, outcome.done, outcome.total, outcome.added) == (True, 2, 6, 2)
+    assert "cancelled: 2 of 6 files done" in window.index_status.text()
+    assert window.index_button.isEnabled() and not window.cancel_button.isEnabled()
+
+    second = index(qtbot, window)
+    assert (second.cancelled, second.added, second.unchanged) == (False, 4, 2), "the rest, not all again"
+    with Library(tmp_path / "lib.sqlite") as library:
+        assert len(library.assets()) == 6
+
+
+def test_a_bad_file_shows_a_readable_message_and_the_rest_indexes(qtbot, tmp_path, make_window):
+    write_meshes(tmp_path / "assets", 3)
+    (tmp_path / "assets" / "broken.ply").write_bytes(b"ply\nthis is not a mesh\n")
+    window = make_window([tmp_path / "assets"])
+    outcome = index(qtbot, window)
+    assert outcome.added == 3 and [f["path"] for f in outcome.failed] == [str(tmp_path / "assets" / "broken.ply")]
+    boxes = window.findChildren(QMessageBox)
+    assert len(boxes) == 1 and boxes[0].isVisible()
+    text = boxes[0].text()
+    assert "1 file could not be indexed; the others were" in text and "broken.ply" in text
+    assert "Traceback" not in text + boxes[0].detailedText()
+    assert window.results.rowCount() == 3
+
+
+def test_app_command_writes_a_screenshot(qapp, tmp_path, tiny_bundle):
+    from core.cli import main
+
+    write_meshes(tmp_path / "assets", 3)
+    QSettings.setPath(QSettings.Format.NativeFormat, QSettings.Scope.UserScope, str(tmp_path / "config"))
+    out = tmp_path / "shots" / "app.png"
+    code = main(["app", "--library", str(tmp_path / "assets"), "--db", str(tmp_path / "lib.sqlite"),
+                 "--bundle", str(tiny_bundle.path), "--device", "cpu", "--screenshot", str(out)])
+    assert code == 0
+    image = QImage(str(out))
+    assert not image.isNull() and image.width() >= 800 and image.height() >= 500
+
+
+def test_cli_stays_light_without_qt():
+    code = ("import sys, core.cli; core.cli.build_parser(); "
+            "assert not [m for m in sys.modules if m.startswith('PySide6')], 'Qt imported by ulip2 --help'")
+    subprocess.run([sys.executable, "-c", code], check=True)
