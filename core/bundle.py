@@ -22,6 +22,8 @@ from .errors import BundleError
 FORMAT_VERSION = 1
 BUNDLE_FILE = "bundle.json"
 DEFAULT_BUNDLE_ENV = "ULIP2_BUNDLE"
+# The default model, trained by training/recipes/default_model.py and shipped in the package.
+SHIPPED_BUNDLE = Path(__file__).parent / "data" / "default_bundle"
 
 
 class UntrainedBundleWarning(UserWarning):
@@ -114,9 +116,8 @@ def default_bundle_path() -> Path:
     env = os.environ.get(DEFAULT_BUNDLE_ENV)
     if env:
         return Path(env).expanduser()
-    shipped = Path(__file__).parent / "data" / "default_bundle"
-    if (shipped / BUNDLE_FILE).is_file():
-        return shipped
+    if (SHIPPED_BUNDLE / BUNDLE_FILE).is_file():
+        return SHIPPED_BUNDLE
     raise BundleError(
         "no model bundle given and none is shipped with this install yet; "
         f"pass --bundle DIR, set {DEFAULT_BUNDLE_ENV}, or make one with: ulip2 export --out DIR"

@@ -155,13 +155,9 @@ def test_embed_reports_bad_files_and_keeps_the_good(capsys, tiny_bundle, meshes,
 
 
 def test_embed_without_any_bundle_is_a_clear_error(capsys, monkeypatch, meshes):
-    from core.bundle import BUNDLE_FILE
-
     import core.bundle
 
-    shipped = os.path.join(os.path.dirname(core.bundle.__file__), "data", "default_bundle", BUNDLE_FILE)
-    if os.path.exists(shipped):
-        pytest.skip("this install ships a default bundle")
+    monkeypatch.setattr(core.bundle, "SHIPPED_BUNDLE", core.bundle.SHIPPED_BUNDLE.parent / "no-such-bundle")
     monkeypatch.delenv("ULIP2_BUNDLE", raising=False)
     code, out, err = run(capsys, "embed", meshes[0])
     assert code == 2
