@@ -12,7 +12,6 @@ import subprocess
 import sys
 
 import pytest
-import trimesh
 
 pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
@@ -23,25 +22,11 @@ from PySide6.QtWidgets import QMessageBox  # noqa: E402
 
 from core.library.store import Library  # noqa: E402
 from gui.main_window import MainWindow  # noqa: E402
+from meshes import write_meshes  # noqa: E402
 
 WAIT_MS = 20_000
 
 
-def write_meshes(folder, count):
-    """`count` small distinct meshes (boxes, spheres, cylinders, cones) as glb/ply/obj."""
-    folder.mkdir(parents=True, exist_ok=True)
-    makers = [lambda i: trimesh.creation.box(extents=(1 + i % 3, 1, 0.5)),
-              lambda i: trimesh.creation.icosphere(subdivisions=1, radius=1 + i % 2),
-              lambda i: trimesh.creation.cylinder(radius=0.3, height=1 + i % 4, sections=12),
-              lambda i: trimesh.creation.cone(radius=0.5, height=1 + i % 3, sections=12)]
-    paths = []
-    for i in range(count):
-        mesh = makers[i % len(makers)](i)
-        mesh.visual.face_colors = [(37 * i) % 256, (91 * i) % 256, 120, 255]
-        path = folder / f"mesh_{i:02d}.{('glb', 'ply', 'obj')[i % 3]}"
-        mesh.export(path)
-        paths.append(path)
-    return paths
 
 
 @pytest.fixture
@@ -69,7 +54,8 @@ def index(qtbot, window):
 
 def test_find_similar_puts_the_identical_copy_first(qtbot, tmp_path, make_window):
     paths = write_meshes(tmp_path / "assets", 6)
-    shutil.copy(paths[2], tmp_path / "assets" / "copy_of_mesh_02.obj")
+    copy = tmp_path / "assets" / f"copy_of_{paths[2].name}"
+    shutil.copy(paths[2], copy)
     window = make_window([tmp_path / "assets"])
     outcome = index(qtbot, window)
     assert (outcome.added, outcome.failed, outcome.cancelled) == (7, [], False)
@@ -79,10 +65,10 @@ def test_find_similar_puts_the_identical_copy_first(qtbot, tmp_path, make_window
     with qtbot.waitSignal(window.search_finished, timeout=WAIT_MS) as searched:
         window.similar_button.click()
     hits = searched.args[0].hits
-    assert hits[0].path == str(tmp_path / "assets" / "copy_of_mesh_02.obj")
+    assert hits[0].path == str(copy)
     assert hits[0].score == pytest.approx(1.0, abs=1e-4)
     assert str(paths[2]) not in [h.path for h in hits], "the example itself is left out"
-    assert "copy_of_mesh_02.obj" in window.results.data(window.results.index(0))
+    assert copy.name in window.results.data(window.results.index(0))
 
 
 def test_tag_edit_persists_across_a_restart(qtbot, tmp_path, make_window):
