@@ -46,7 +46,7 @@ def _progress(iterable=None, **kwargs):
 
 
 def _print_json(obj) -> None:
-    json.dump(obj, sys.stdout, indent=2)
+    json.dump(obj, sys.stdout, indent=2, ensure_ascii=False)  # paths print as written
     sys.stdout.write("\n")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import hashlib
 import os
 import shutil
 import tempfile
@@ -13,6 +12,7 @@ from pathlib import Path
 from . import __version__
 from .bundle import Bundle, write_bundle
 from .errors import BundleError
+from .paths import file_sha256
 
 ONNX_OPSET = 17
 # The torch weights travel in the bundle (float16: half the size, ample as a starting
@@ -152,14 +152,6 @@ def convert_fp16(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     return Path(dst)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def export_bundle(
     out: str | os.PathLike,
     *,
@@ -203,7 +195,7 @@ def export_bundle(
         "source": source or ("checkpoint" if checkpoint else "random init (seed %d)" % seed),
     }
     if checkpoint is not None:
-        provenance["checkpoint"] = {"path": str(Path(checkpoint).resolve()), "sha256": _sha256(Path(checkpoint))}
+        provenance["checkpoint"] = {"path": str(Path(checkpoint).resolve()), "sha256": file_sha256(checkpoint)}
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))

@@ -1,7 +1,9 @@
-"""Where ulip2 keeps files of its own: one cache folder for every cache."""
+"""Where ulip2 keeps files of its own (one cache folder for every cache), and the one
+content hash of a file. Standard library only: the Blender extension carries this module."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -11,3 +13,12 @@ def cache_dir() -> Path:
     path = Path(os.environ.get("ULIP2_CACHE_DIR") or Path.home() / ".cache" / "ulip2").expanduser()
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()

@@ -74,6 +74,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import Ulip2Error
+from core.paths import file_sha256
 
 FORMAT = "ulip2-triplets"
 VERSION = 1
@@ -95,11 +96,7 @@ class StoreError(Ulip2Error):
 
 def key_for_file(path: str | os.PathLike) -> str:
     """sha-256 of a file's bytes (the record key of an asset file)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(path)
 
 
 def key_for_arrays(name: str, arrays: Iterable[np.ndarray]) -> str:

@@ -209,7 +209,7 @@ def cmd_info(args) -> int:
 # core modules the extension needs inside an artist's Blender: numpy and the standard
 # library only. They travel as a wheel (how extensions ship Python packages), so the
 # extension imports the very same sampler and store code as the rest of ulip2.
-EXTENSION_CORE_MODULES = ("__init__.py", "errors.py", "sampling.py", "triplets.py")
+EXTENSION_CORE_MODULES = ("__init__.py", "errors.py", "paths.py", "sampling.py", "triplets.py")
 WHEEL_NAME = "ulip2_blender_core"
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+from core.cli import _print_json
 from core.library.store import DB_ENV, DEFAULT_DB_NAME
 
 _DB_HELP = f"library file (default: ${DB_ENV}, else ./{DEFAULT_DB_NAME})"
@@ -26,11 +26,6 @@ def _bundle(args):
     from core.bundle import default_bundle_path, read_bundle
 
     return read_bundle(args.bundle or default_bundle_path())
-
-
-def _print_json(obj) -> None:
-    json.dump(obj, sys.stdout, indent=2, ensure_ascii=False)
-    sys.stdout.write("\n")
 
 
 def _table(rows: list[list], header: list[str]) -> None:

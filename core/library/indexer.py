@@ -10,7 +10,6 @@ moment keeps every batch before it and the next run picks up the rest.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 import time
@@ -25,11 +24,11 @@ from core.bundle import Bundle
 from core.errors import AssetError
 from core.library.store import AssetRecord, Library
 from core.meshio import BLENDER_EXTENSIONS, SUPPORTED_EXTENSIONS, load_points
+from core.paths import file_sha256
 
 #: What a walk picks up. Blender formats are recorded with load_points' "needs the Blender
 #: worker" reason, so a user sees them listed instead of silently missing.
 ASSET_EXTENSIONS = SUPPORTED_EXTENSIONS + BLENDER_EXTENSIONS
-_HASH_BLOCK = 1 << 20
 # Fewer jobs than this are loaded in-process: starting a pool costs more than it saves.
 _POOL_MIN_JOBS = 8
 
@@ -39,13 +38,6 @@ def bundle_id(bundle: Bundle) -> str:
     weights is another bundle even at the same path, and a moved bundle is the same one."""
     return f"{bundle.config.get('name', 'encoder')}-{file_sha256(bundle.onnx_path('fp32'))[:16]}"
 
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(_HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def walk(roots: Iterable[str | os.PathLike]) -> list[str]:
