@@ -22,6 +22,7 @@ import numpy as np
 
 from core.bundle import Bundle
 from core.errors import AssetError
+from core.library.keys import bundle_id  # noqa: F401 (callers import it from here too)
 from core.library.store import AssetRecord, Library
 from core.meshio import BLENDER_EXTENSIONS, SUPPORTED_EXTENSIONS, load_points
 from core.paths import file_sha256
@@ -31,13 +32,6 @@ from core.paths import file_sha256
 ASSET_EXTENSIONS = SUPPORTED_EXTENSIONS + BLENDER_EXTENSIONS
 # Fewer jobs than this are loaded in-process: starting a pool costs more than it saves.
 _POOL_MIN_JOBS = 8
-
-
-def bundle_id(bundle: Bundle) -> str:
-    """`<config name>-<first 16 hex of the fp32 ONNX file's sha256>`: a re-export with other
-    weights is another bundle even at the same path, and a moved bundle is the same one."""
-    return f"{bundle.config.get('name', 'encoder')}-{file_sha256(bundle.onnx_path('fp32'))[:16]}"
-
 
 
 def walk(roots: Iterable[str | os.PathLike]) -> list[str]:

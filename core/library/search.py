@@ -17,7 +17,7 @@ import numpy as np
 from core.bundle import Bundle, read_bundle
 from core.errors import SpaceError
 from core.library.ann import ANN_MIN_ASSETS, AnnIndex
-from core.library.indexer import bundle_id
+from core.library.keys import bundle_id
 from core.library.store import Library, LibraryError
 
 # Filtered ANN searches ask for this many times k, then filter; too few survivors

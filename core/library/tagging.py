@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from core.library.indexer import bundle_id
+from core.library.keys import bundle_id
 from core.library.search import top_k
 from core.library.store import Library, LibraryError
 
