@@ -99,27 +99,14 @@ class Details:
     caption: str | None
 
 
-#: The vocabulary name a person's own tags are stored under, beside `ulip2 tag`'s vocabularies.
-USER_VOCAB = "user"
-
-
 def asset_details(library, asset_id: int, bundle_id: str) -> Details | None:
     rows = library.assets([asset_id])
     if asset_id not in rows:
         return None  # re-indexed or removed since the search
     row = rows[asset_id]
-    user = sorted(label for label, _ in library.labels("tags", bundle_id, USER_VOCAB).get(asset_id, []))
+    user = library.user_tags([asset_id]).get(asset_id, [])
     suggested = [(label, score) for label, score in library.labels("tags", bundle_id).get(asset_id, [])
                  if label not in user]
     captions = library.labels("captions", bundle_id).get(asset_id, [])
     return Details(asset_id, row["path"], row["format"], row["size"], user, suggested,
                    captions[0][0] if captions else None)
-
-
-def save_user_tags(library, asset_id: int, bundle_id: str, tags: Sequence[str]) -> list[str]:
-    """Store a person's tags for one asset (replacing their earlier ones); returns them as the
-    details pane shows them: stripped, empty ones dropped, each once, sorted (all score 1.0, a
-    person's word being certain, so the store keeps no order of its own)."""
-    cleaned = sorted({t.strip() for t in tags if t.strip()})
-    library.replace_labels("tags", USER_VOCAB, bundle_id, [(asset_id, [(t, 1.0) for t in cleaned])])
-    return cleaned

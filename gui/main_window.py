@@ -376,8 +376,7 @@ class MainWindow(QMainWindow):
 
         try:
             with Library(self.db, create=False) as library:
-                saved = jobs.save_user_tags(library, self._details.asset_id, self.results.results.bundle_id,
-                                            self.tags_edit.text().split(","))
+                saved = library.set_user_tags(self._details.asset_id, self.tags_edit.text().split(","))
         except (Ulip2Error, sqlite3.Error) as exc:
             self.show_error("Tags not saved", readable_error(exc))
             return

@@ -34,9 +34,9 @@ def make_window(qtbot, tmp_path, tiny_bundle):
     """Opens a window on this test's library file and settings (a restart is a second call)."""
     settings_file = str(tmp_path / "settings.ini")
 
-    def make(folders):
+    def make(folders, bundle=tiny_bundle.path):
         window = MainWindow(QSettings(settings_file, QSettings.Format.IniFormat), folders=[str(f) for f in folders],
-                            db=str(tmp_path / "lib.sqlite"), bundle=str(tiny_bundle.path), device="cpu")
+                            db=str(tmp_path / "lib.sqlite"), bundle=str(bundle), device="cpu")
         window.index_workers = 0  # load in this process: the suite stays light on busy machines
         qtbot.addWidget(window)
         window.show()
@@ -88,6 +88,48 @@ def test_tag_edit_persists_across_a_restart(qtbot, tmp_path, make_window):
     assert again.tags_edit.text() == "hero prop, oak"
     assert again.select_path(str(paths[0]))
     assert again.tags_edit.text() == ""
+
+
+def test_a_typed_tag_stays_with_the_asset_when_the_bundle_changes(qtbot, tmp_path, make_window):
+    """Tagged under the random-weight tiny bundle, read back under the shipped default."""
+    from core.bundle import SHIPPED_BUNDLE
+
+    paths = write_meshes(tmp_path / "assets", 3)
+    window = make_window([tmp_path / "assets"])
+    index(qtbot, window)
+    assert window.select_path(str(paths[2]))
+    window.tags_edit.setText("walnut")
+    window.save_tags_button.click()
+    window.close()
+
+    other = make_window([tmp_path / "assets"], bundle=SHIPPED_BUNDLE)
+    outcome = index(qtbot, other)
+    assert outcome.updated + outcome.added == 3, "the other bundle embeds every asset anew"
+    assert other.results.results.bundle_id != window.results.results.bundle_id
+    assert other.select_path(str(paths[2]))
+    assert other.tags_edit.text() == "walnut"
+
+
+def test_a_version_1_library_keeps_its_typed_tags(qtbot, tmp_path, make_window):
+    """Version 1 stored a person's tags as the vocabulary "user" of one bundle; opening the
+    file moves them to the asset and leaves zero-shot tags where they were."""
+    paths = write_meshes(tmp_path / "assets", 2)
+    window = make_window([tmp_path / "assets"])
+    index(qtbot, window)
+    with Library(tmp_path / "lib.sqlite") as library:
+        first, second = (library.asset_id(str(p)) for p in paths)
+        library.conn.executescript(f"""
+            DROP TABLE user_tags;
+            UPDATE meta SET value = '1' WHERE key = 'schema_version';
+            INSERT INTO tags VALUES ({first}, 'user', 'hero prop', 1.0, 'an-old-bundle');
+            INSERT INTO tags VALUES ({first}, 'lvis', 'lamp', 0.3, 'an-old-bundle');
+            INSERT INTO tags VALUES ({second}, 'user', 'oak', 1.0, 'another-bundle');""")
+    with Library(tmp_path / "lib.sqlite") as library:
+        assert library.get_meta("schema_version") == "2"
+        assert library.user_tags() == {first: ["hero prop"], second: ["oak"]}
+        assert library.labels("tags", "an-old-bundle") == {first: [("lamp", 0.3)]}
+    assert window.select_path(str(paths[1]))
+    assert window.tags_edit.text() == "oak"
 
 
 def test_indexing_can_be_cancelled_and_resumed(qtbot, tmp_path, make_window):

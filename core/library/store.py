@@ -6,7 +6,8 @@ power cut) loses at most the batch in flight and never leaves half of one behind
 
 Embeddings are keyed by (asset, bundle id): the vectors of another bundle or space stay
 in the file but are never returned next to the current bundle's, and tags and captions
-carry the bundle that scored them for the same reason.
+carry the bundle that scored them for the same reason. A person's own tags (user_tags)
+belong to the asset alone: they stay whatever bundle is current, and across edits of the file.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 
 from core.errors import Ulip2Error
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DB_ENV = "ULIP2_DB"
 DEFAULT_DB_NAME = "ulip2-library.sqlite"
 _TIMEOUT_S = 60.0
@@ -59,6 +60,12 @@ CREATE TABLE IF NOT EXISTS tags (
     PRIMARY KEY (asset_id, vocab, label)
 );
 CREATE INDEX IF NOT EXISTS tags_label ON tags(label);
+CREATE TABLE IF NOT EXISTS user_tags (
+    asset_id INTEGER NOT NULL REFERENCES assets(id) ON DELETE CASCADE,
+    label TEXT NOT NULL,
+    PRIMARY KEY (asset_id, label)
+);
+CREATE INDEX IF NOT EXISTS user_tags_label ON user_tags(label);
 CREATE TABLE IF NOT EXISTS captions (
     asset_id INTEGER NOT NULL REFERENCES assets(id) ON DELETE CASCADE,
     bank TEXT NOT NULL,
@@ -80,6 +87,14 @@ CREATE TABLE IF NOT EXISTS errors (
     at REAL NOT NULL
 );
 """
+
+#: Statements that bring a file of schema version N - 1 to N, run in one transaction.
+_MIGRATIONS = {
+    # Version 1 kept a person's tags in `tags` under the vocabulary "user", stamped with the
+    # bundle current when they were typed, so another bundle hid them: they move to user_tags.
+    2: ("INSERT OR IGNORE INTO user_tags (asset_id, label) SELECT asset_id, label FROM tags WHERE vocab = 'user'",
+        "DELETE FROM tags WHERE vocab = 'user'"),
+}
 
 
 class LibraryError(Ulip2Error):
@@ -139,12 +154,15 @@ class Library:
                 if statement.strip():
                     self.conn.execute(statement)
             row = self.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            if row is None:
-                self.conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            elif int(row[0]) > SCHEMA_VERSION:
+            version = SCHEMA_VERSION if row is None else int(row[0])
+            if version > SCHEMA_VERSION:
                 raise LibraryError(
-                    f"{self.path}: library schema {row[0]} is newer than this ulip2 reads ({SCHEMA_VERSION}); upgrade ulip2"
+                    f"{self.path}: library schema {version} is newer than this ulip2 reads ({SCHEMA_VERSION}); upgrade ulip2"
                 )
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[step]:
+                    self.conn.execute(statement)
+            self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
         self.conn.close()
@@ -215,7 +233,8 @@ class Library:
                 folder, extension = os.path.dirname(path), os.path.splitext(path)[1].lower().lstrip(".")
                 before = conn.execute("SELECT id, sha256 FROM assets WHERE path = ?", (path,)).fetchone()
                 if before is not None and before[1] != r.sha256:
-                    # New content: every bundle's embedding, tags, captions and thumbnail are stale.
+                    # New content: every bundle's embedding, tags, captions and thumbnail are stale
+                    # (a person's own tags stay: they name the asset, not what a model saw in it).
                     for table in ("embeddings", "tags", "captions", "thumbnails"):
                         conn.execute(f"DELETE FROM {table} WHERE asset_id = ?", (before[0],))
                 asset_id = conn.execute(
@@ -290,7 +309,8 @@ class Library:
 
     def filtered_ids(self, *, formats: Sequence[str] = (), folder: str | None = None,
                      tags: Sequence[str] = ()) -> list[int]:
-        """Asset ids matching every filter: any of `formats`, under `folder`, carrying every tag."""
+        """Asset ids matching every filter: any of `formats`, under `folder`, carrying every tag
+        (a zero-shot tag of any bundle, or a person's own)."""
         where, params = [], []
         if formats:
             where.append(f"format IN ({','.join('?' * len(formats))})")
@@ -300,8 +320,9 @@ class Library:
             where.append("(folder = ? OR substr(folder, 1, ?) = ?)")
             params += [root, len(root) + 1, root + os.sep]
         for tag in tags:
-            where.append("id IN (SELECT asset_id FROM tags WHERE label = ?)")
-            params.append(tag)
+            where.append("id IN (SELECT asset_id FROM tags WHERE label = ? "
+                         "UNION SELECT asset_id FROM user_tags WHERE label = ?)")
+            params += [tag, tag]
         sql = "SELECT id FROM assets" + (" WHERE " + " AND ".join(where) if where else "")
         return [r[0] for r in self.conn.execute(sql, params)]
 
@@ -346,6 +367,46 @@ class Library:
         for asset_id, label, score in self.conn.execute(sql + f" ORDER BY asset_id, {order}", params):
             out.setdefault(asset_id, []).append((label, score))
         return out
+
+    def user_tags(self, ids: Sequence[int] | None = None) -> dict[int, list[str]]:
+        """{asset id: [label, ...] sorted}: a person's own tags of `ids` (every asset when None)."""
+        sql = "SELECT asset_id, label FROM user_tags"
+        if ids is None:
+            rows = self.conn.execute(sql).fetchall()
+        else:
+            rows, ids = [], list(ids)
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start:start + _CHUNK]
+                rows += self.conn.execute(sql + f" WHERE asset_id IN ({','.join('?' * len(chunk))})", chunk).fetchall()
+        out: dict[int, list[str]] = {}
+        for asset_id, label in sorted(rows):
+            out.setdefault(asset_id, []).append(label)
+        return out
+
+    def set_user_tags(self, asset_id: int, labels: Iterable[str]) -> list[str]:
+        """Replace a person's tags of one asset; returns them as stored: stripped, empty ones
+        dropped, each once, sorted (a person's word has no score to order by)."""
+        cleaned = sorted({label.strip() for label in labels if label.strip()})
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM user_tags WHERE asset_id = ?", (asset_id,))
+            conn.executemany("INSERT INTO user_tags VALUES (?, ?)", [(asset_id, label) for label in cleaned])
+        return cleaned
+
+    def asset_tags(self, bundle: str) -> dict[int, list[tuple[str, float]]]:
+        """{asset id: [(label, score), ...]}: what each asset is tagged with, a person's tags
+        first (score 1.0: certain), then `bundle`'s zero-shot tags not among them, best first."""
+        merged = {i: dict.fromkeys(labels, 1.0) for i, labels in self.user_tags().items()}
+        for asset_id, labels in self.labels("tags", bundle).items():
+            tags = merged.setdefault(asset_id, {})
+            for label, score in labels:
+                tags.setdefault(label, score)  # a label in several vocabularies: its best score
+        return {i: list(tags.items()) for i, tags in merged.items()}
+
+    def tag_labels(self, bundle: str) -> list[str]:
+        """Every label a tag filter can find with `bundle` current: a person's tags and the
+        bundle's zero-shot tags, sorted."""
+        return [r[0] for r in self.conn.execute(
+            "SELECT label FROM user_tags UNION SELECT label FROM tags WHERE bundle = ? ORDER BY label", (bundle,))]
 
     def integrity_check(self) -> str:
         return self.conn.execute("PRAGMA integrity_check").fetchone()[0]
