@@ -24,6 +24,8 @@ class Results:
     bundle_id: str = ""
     space: str = ""
     query: str = ""  # what was asked, as the status bar says it
+    tags: list[str] = field(default_factory=list)  # the tag filter these results passed
+    tag_labels: list[str] = field(default_factory=list)  # every label a tag filter can use now
 
 
 @dataclass
@@ -61,15 +63,18 @@ def run_index(folders: Sequence[str], db: str, bundle: str | None, device: str, 
                         cancelled=done < total, done=done, total=total)
 
 
-def _results(searcher, hits: list[Hit], query: str) -> Results:
-    thumbnails = {h.asset_id: png for h in hits if (png := searcher.library.thumbnail(h.asset_id)) is not None}
-    return Results(hits, thumbnails, searcher.bundle_id, searcher.bundle.space, query)
+def _results(searcher, hits: list[Hit], query: str, tags: Sequence[str]) -> Results:
+    library = searcher.library
+    thumbnails = {h.asset_id: png for h in hits if (png := library.thumbnail(h.asset_id)) is not None}
+    return Results(hits, thumbnails, searcher.bundle_id, searcher.bundle.space, query, list(tags),
+                   library.tag_labels(searcher.bundle_id))
 
 
 def run_search(db: str, bundle: str | None, device: str, *, text: str = "", like: str | None = None,
-               k: int = RESULTS_K) -> Results:
+               tags: Sequence[str] = (), k: int = RESULTS_K) -> Results:
     """Text search, "find similar" (`like`: an asset's path; the asset itself is left out),
-    or, with neither, the library's assets in path order (browsing, no scores)."""
+    or, with neither, the library's assets in path order (browsing, no scores); only assets
+    carrying every one of `tags` (core's tag filter: zero-shot tags and a person's own)."""
     from core.library.search import Searcher
     from core.library.store import Library
 
@@ -77,13 +82,17 @@ def run_search(db: str, bundle: str | None, device: str, *, text: str = "", like
         searcher = Searcher(library, bundle, device=device)
         if like is not None:
             vector, exclude = searcher.like_vector(like)
-            return _results(searcher, searcher.search(vector, k, exclude=exclude), f"like {os.path.basename(like)}")
+            return _results(searcher, searcher.search(vector, k, tags=tags, exclude=exclude),
+                            f"like {os.path.basename(like)}", tags)
         if text.strip():
-            return _results(searcher, searcher.search(searcher.text_vector(text.strip()), k), text.strip())
+            return _results(searcher, searcher.search(searcher.text_vector(text.strip()), k, tags=tags),
+                            text.strip(), tags)
         ids = set(library.embeddings(searcher.bundle_id)[0].tolist())
+        if tags:
+            ids &= set(library.filtered_ids(tags=tags))
         rows = [(i, row) for i, row in library.assets().items() if i in ids][:k]
         hits = [Hit(i, row["path"], row["format"], row["folder"], float("nan")) for i, row in rows]
-        return _results(searcher, hits, "")
+        return _results(searcher, hits, "", tags)
 
 
 @dataclass

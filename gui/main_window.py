@@ -11,8 +11,8 @@ from pathlib import Path
 
 from PySide6.QtCore import QItemSelectionModel, QSettings, QSize, QStringListModel, Qt, QThreadPool, Signal
 from PySide6.QtGui import QAction, QKeySequence, QShortcut
-from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
-                               QLineEdit, QListView, QMainWindow, QMessageBox, QProgressBar, QPushButton,
+from PySide6.QtWidgets import (QAbstractItemView, QCompleter, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout,
+                               QLabel, QLineEdit, QListView, QMainWindow, QMessageBox, QProgressBar, QPushButton,
                                QSplitter, QVBoxLayout, QWidget)
 
 from core.errors import Ulip2Error
@@ -132,6 +132,16 @@ class MainWindow(QMainWindow):
         row.addWidget(self.search_box)
         row.addWidget(QPushButton("Search", clicked=self.run_search))
         layout.addLayout(row)
+        self.tag_filter = QLineEdit()
+        self.tag_filter.setPlaceholderText("Only assets tagged… (comma-separated, all must match; Enter to apply)")
+        self.tag_filter.setToolTip("Your tags and suggested tags both count")
+        self.tag_filter.setClearButtonEnabled(True)
+        self.tag_filter.returnPressed.connect(self.run_search)
+        self.tag_labels = QStringListModel(self)  # filled by every search with the library's labels
+        completer = QCompleter(self.tag_labels, self.tag_filter)
+        completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+        self.tag_filter.setCompleter(completer)
+        layout.addWidget(self.tag_filter)
         self.results = ResultsModel(self)
         self.grid = QListView()
         self.grid.setModel(self.results)
@@ -300,7 +310,8 @@ class MainWindow(QMainWindow):
         self._search_serial += 1
         serial = self._search_serial
         self.statusBar().showMessage(f"Searching for {like and os.path.basename(like) or text or 'every asset'}…")
-        task = Task(jobs.run_search, self.db, self.bundle, self.device, text=text, like=like)
+        tags = [t.strip() for t in self.tag_filter.text().split(",") if t.strip()]
+        task = Task(jobs.run_search, self.db, self.bundle, self.device, text=text, like=like, tags=tags)
         self._start(task, lambda results: self._search_done(serial, results),
                     lambda message: self._search_failed(serial, message))
 
@@ -308,16 +319,18 @@ class MainWindow(QMainWindow):
         if serial != self._search_serial:
             return  # a newer search is on its way
         self.results.set_results(results)
+        self.tag_labels.setStringList(results.tag_labels)
         if results.hits:  # the best hit is current: its details show, the arrow keys start there
             self.grid.selectionModel().setCurrentIndex(self.results.index(0),
                                                        QItemSelectionModel.SelectionFlag.ClearAndSelect)
         else:
             self._show_details(None)
         count = len(results.hits)
+        tagged = f" tagged {', '.join(results.tags)}" if results.tags else ""
         if results.query:
-            self.statusBar().showMessage(f"{count} results for “{results.query}” ({results.space} space)")
+            self.statusBar().showMessage(f"{count} results for “{results.query}”{tagged} ({results.space} space)")
         else:
-            self.statusBar().showMessage(f"{count} assets in the library")
+            self.statusBar().showMessage(f"{count} assets{tagged} in the library")
         self.search_finished.emit(results)
 
     def _search_failed(self, serial: int, message: str) -> None:

@@ -132,6 +132,44 @@ def test_a_version_1_library_keeps_its_typed_tags(qtbot, tmp_path, make_window):
     assert window.tags_edit.text() == "oak"
 
 
+def search(qtbot, window, text=""):
+    window.search_box.setText(text)
+    with qtbot.waitSignal(window.search_finished, timeout=WAIT_MS) as searched:
+        qtbot.keyClick(window.search_box, Qt.Key.Key_Return)
+    return searched.args[0]
+
+
+def test_tag_filter_keeps_assets_with_every_tag(qtbot, tmp_path, make_window, tiny_bundle):
+    """Suggested tags come from core's tagger and the random-weight tiny bundle, so which asset
+    gets which label is arbitrary: the expected assets are read from the store."""
+    from core.library.tagging import tag_library
+
+    paths = write_meshes(tmp_path / "assets", 5)
+    window = make_window([tmp_path / "assets"])
+    index(qtbot, window)
+    (tmp_path / "vocab.txt").write_text("lamp\nchair\ntable\n")
+    with Library(tmp_path / "lib.sqlite") as library:
+        _, tags = tag_library(library, tiny_bundle.bundle, tmp_path / "vocab.txt", k=1)
+        label = tags[library.asset_id(str(paths[0]))][0][0]
+        expected = {library.assets([i])[i]["path"] for i, rows in tags.items() if rows[0][0] == label}
+    assert window.select_path(str(paths[0]))
+    window.tags_edit.setText("hero")
+    window.save_tags_button.click()
+
+    window.tag_filter.setText(label)
+    browsed = search(qtbot, window)
+    assert {h.path for h in browsed.hits} == expected and window.results.rowCount() == len(expected)
+    assert f"tagged {label}" in window.statusBar().currentMessage()
+    window.tag_filter.setText(f"hero, {label}")
+    assert [h.path for h in search(qtbot, window).hits] == [str(paths[0])]
+    window.tag_filter.setText("hero")
+    found = search(qtbot, window, "a box")
+    assert [h.path for h in found.hits] == [str(paths[0])] and -1 <= found.hits[0].score <= 1
+    assert {"hero", label} <= set(window.tag_labels.stringList()), "the filter completes known labels"
+    window.tag_filter.setText("no such tag")
+    assert search(qtbot, window).hits == [] and window.results.rowCount() == 0
+
+
 def test_indexing_can_be_cancelled_and_resumed(qtbot, tmp_path, make_window):
     write_meshes(tmp_path / "assets", 6)
     window = make_window([tmp_path / "assets"])
