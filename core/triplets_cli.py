@@ -12,13 +12,11 @@ import argparse
 import json
 import os
 import queue
-import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
-import zipfile
 from pathlib import Path
 
 from core.captioners import CAPTIONERS, DEFAULT_CAPTIONER, DEFAULT_K
@@ -206,76 +204,13 @@ def cmd_info(args) -> int:
 
 # -- blender build-extension ------------------------------------------------------------
 
-# core modules the extension needs inside an artist's Blender: numpy and the standard
-# library only. They travel as a wheel (how extensions ship Python packages), so the
-# extension imports the very same sampler and store code as the rest of ulip2.
-EXTENSION_CORE_MODULES = ("__init__.py", "errors.py", "paths.py", "sampling.py", "triplets.py")
-WHEEL_NAME = "ulip2_blender_core"
-
-
-def build_core_wheel(out_dir: Path, version: str) -> Path:
-    """A pure-Python wheel holding core's numpy-only modules."""
-    import base64
-    import hashlib
-
-    core_dir = Path(__file__).resolve().parent
-    wheel = out_dir / f"{WHEEL_NAME}-{version}-py3-none-any.whl"
-    dist_info = f"{WHEEL_NAME}-{version}.dist-info"
-    files = {f"core/{name}": (core_dir / name).read_bytes() for name in EXTENSION_CORE_MODULES}
-    files[f"{dist_info}/METADATA"] = (f"Metadata-Version: 2.1\nName: {WHEEL_NAME}\nVersion: {version}\n"
-                                      "Summary: ulip2 core modules used by the ulip2 Blender extension\n").encode()
-    files[f"{dist_info}/WHEEL"] = b"Wheel-Version: 1.0\nGenerator: ulip2\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
-    record = []
-    for name, data in files.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-        record.append(f"{name},sha256={digest},{len(data)}")
-    record.append(f"{dist_info}/RECORD,,")
-    files[f"{dist_info}/RECORD"] = ("\n".join(record) + "\n").encode()
-    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in files.items():
-            zf.writestr(name, data)
-    return wheel
-
-
-def blender_ext_tool() -> Path:
-    """Blender's own extension builder (the script behind `blender --command extension`), from bpy."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("bpy")
-    if spec is None or spec.origin is None:
-        raise Ulip2Error("building the extension needs bpy (Blender's builder ships inside it): "
-                         "pip install 'ulip2[blender]'")
-    tools = sorted(Path(spec.origin).parent.glob("*/scripts/addons_core/bl_pkg/cli/blender_ext.py"))
-    if not tools:
-        raise Ulip2Error(f"no extension builder (bl_pkg/cli/blender_ext.py) inside bpy at {Path(spec.origin).parent}")
-    return tools[-1]
-
-
-def build_extension(out: Path) -> Path:
-    """Build the installable extension zip into `out`; returns its path."""
-    import tomllib
-
-    source = Path(__file__).resolve().parent.parent / "blender_addon"
-    manifest = tomllib.loads((source / "blender_manifest.toml").read_text())
-    out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="ulip2-extension-") as tmp:
-        staging = Path(tmp) / "ulip2"
-        shutil.copytree(source, staging, ignore=shutil.ignore_patterns("__pycache__"))
-        (staging / "wheels").mkdir()
-        wheel = build_core_wheel(staging / "wheels", manifest["version"])
-        if f"./wheels/{wheel.name}" not in manifest.get("wheels", []):
-            raise Ulip2Error(f"blender_manifest.toml must list ./wheels/{wheel.name}")
-        result = subprocess.run([sys.executable, str(blender_ext_tool()), "build", "--source-dir", str(staging),
-                                 "--output-dir", str(out)], capture_output=True, text=True)
-        if result.returncode != 0:
-            raise Ulip2Error(f"Blender's extension builder failed:\n{result.stdout}{result.stderr}")
-    return out / f"{manifest['id']}-{manifest['version']}.zip"
-
-
 def cmd_build_extension(args) -> int:
+    from core.blender_extension import build_extension
     from core.cli import _print_json
 
-    _print_json({"extension": str(build_extension(args.out))})
+    zips = build_extension(args.out, platforms=args.platform, runtime_wheels=not args.no_runtime_wheels,
+                           wheels_from=args.wheels_from)
+    _print_json({"extension": str(zips[0]), "extensions": [{"path": str(z), "bytes": z.stat().st_size} for z in zips]})
     return 0
 
 
@@ -329,6 +264,18 @@ def register(sub) -> None:
 
     blender = sub.add_parser("blender", help="the ulip2 Blender extension")
     bsub = blender.add_subparsers(dest="blender_command", metavar="ACTION", required=True)
-    p = bsub.add_parser("build-extension", help="build the installable extension zip with Blender's own builder")
+    p = bsub.add_parser(
+        "build-extension", formatter_class=fmt, help="build the installable extension zip with Blender's own builder",
+        epilog="The zip carries core's numpy-only modules as a wheel, and onnxruntime and tokenizers (with what they\n"
+               "need, not numpy) for each --platform, downloaded from the package registry at the versions\n"
+               "installed here. One zip per platform. Offline: --wheels-from DIR, or --no-runtime-wheels.")
     p.add_argument("--out", type=Path, required=True, help="folder for the zip")
+    p.add_argument("--platform", action="append", metavar="PLATFORM",
+                   help="Blender platform to carry runtime wheels for, repeatable: linux-x64, linux-arm64, "
+                        "windows-x64, windows-arm64, macos-arm64, macos-x64 (default: this machine's)")
+    p.add_argument("--wheels-from", type=Path, metavar="DIR",
+                   help="take the runtime wheels from this folder instead of the package registry")
+    p.add_argument("--no-runtime-wheels", action="store_true",
+                   help="carry no onnxruntime/tokenizers, for a Blender whose Python already has them "
+                        "(one zip for every platform)")
     p.set_defaults(func=cmd_build_extension)
