@@ -5,7 +5,14 @@
     encoder.onnx       points (B, N, 6) -> L2-normalised embedding (B, dim), fp32
     encoder.fp16.onnx  the same in float16 (optional; for GPUs)
     encoder.safetensors  the torch weights (float16), for fine-tuning with ulip2 retrain
+    text/text.onnx     the space's text tower (optional): token ids (and attention mask)
+                       -> L2-normalised text embedding (B, dim), fp32, dynamic batch
+    text/tokenizer.json  its tokenizer for the HF `tokenizers` library, truncation and
+                       padding included
 
+With a text tower (bundle.json's optional "text" entry: "onnx", "tokenizer", and the
+space's text-cache key), the bundle embeds texts without torch
+(core.spaces.text_space_for_bundle); `ulip2 models add-text` adds one.
 Reading a bundle needs neither torch nor the space's weights.
 """
 
@@ -41,6 +48,22 @@ class Bundle:
     files: dict  # "fp32" / "fp16" -> ONNX file name, "weights" -> torch weights
     trained: bool
     provenance: dict
+    # "onnx", "tokenizer" -> file names; "cache_key" -> the space's text-cache key; None
+    # for a bundle without a text tower (the key is optional in bundle.json).
+    text: dict | None = None
+
+    @property
+    def has_text(self) -> bool:
+        return self.text is not None
+
+    def text_file(self, what: str) -> Path:
+        """The text tower's "onnx" or "tokenizer" file."""
+        if self.text is None:
+            raise BundleError(
+                f"bundle {self.path} has no text tower; make a copy with one: "
+                f"ulip2 models add-text {self.path} --out DIR"
+            )
+        return self.path / self.text[what]
 
     def onnx_path(self, precision: str = "fp32") -> Path:
         if precision not in self.files:
@@ -51,7 +74,7 @@ class Bundle:
         return self.path / self.files[precision]
 
     def to_json(self) -> dict:
-        return {
+        meta = {
             "format_version": FORMAT_VERSION,
             "space": {"name": self.space, "dim": self.dim},
             "encoder": self.config,
@@ -61,6 +84,9 @@ class Bundle:
             "trained": self.trained,
             "provenance": self.provenance,
         }
+        if self.text is not None:
+            meta["text"] = self.text
+        return meta
 
 
 def write_bundle(bundle: Bundle) -> Path:
@@ -70,6 +96,16 @@ def write_bundle(bundle: Bundle) -> Path:
     tmp.write_text(json.dumps(bundle.to_json(), indent=2) + "\n")
     os.replace(tmp, target)
     return target
+
+
+def _text_entry(text) -> dict | None:
+    """bundle.json's optional "text" entry, checked (KeyError/TypeError when malformed)."""
+    if text is None:
+        return None
+    text = dict(text)
+    if not (isinstance(text["onnx"], str) and isinstance(text["tokenizer"], str)):
+        raise TypeError('"text" needs "onnx" and "tokenizer" file names')
+    return text
 
 
 def read_bundle(path: str | os.PathLike, *, warn_untrained: bool = True) -> Bundle:
@@ -95,10 +131,12 @@ def read_bundle(path: str | os.PathLike, *, warn_untrained: bool = True) -> Bund
             files=dict(meta["files"]),
             trained=bool(meta["trained"]),
             provenance=dict(meta.get("provenance", {})),
+            text=_text_entry(meta.get("text")),
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise BundleError(f"{meta_file}: malformed bundle description ({type(exc).__name__}: {exc})") from exc
-    missing = [name for name in bundle.files.values() if not (bundle.path / name).is_file()]
+    needed = [*bundle.files.values(), *((bundle.text["onnx"], bundle.text["tokenizer"]) if bundle.text else ())]
+    missing = [name for name in needed if not (bundle.path / name).is_file()]
     if missing:
         raise BundleError(f"{path}: bundle is incomplete, missing {', '.join(missing)}; re-export it")
     if warn_untrained and not bundle.trained:

@@ -1,7 +1,8 @@
-"""Export the torch encoder to an ONNX model bundle (needs the `torch` extra)."""
+"""Export the torch encoder, and the space's text tower, to an ONNX model bundle (needs the `torch` extra)."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 import shutil
@@ -10,7 +11,7 @@ import warnings
 from pathlib import Path
 
 from . import __version__
-from .bundle import Bundle, write_bundle
+from .bundle import SHIPPED_BUNDLE, Bundle, read_bundle, write_bundle
 from .errors import BundleError
 from .paths import file_sha256
 
@@ -19,29 +20,41 @@ ONNX_OPSET = 17
 # point), so `ulip2 retrain --from BUNDLE` can fine-tune what the ONNX encoder runs.
 WEIGHTS_FILE = "encoder.safetensors"
 INPUT_NAME, OUTPUT_NAME = "points", "embedding"
+# The text tower's files inside a bundle (see core/bundle.py).
+TEXT_DIR, TEXT_ONNX, TEXT_TOKENIZER = "text", "text.onnx", "tokenizer.json"
+# Texts of different lengths that an exported text tower must embed as its torch model does.
+_TEXT_CHECK = ["a chair", "A wooden chair with two armrests, painted red; about 80 cm tall."]
+
+
+def export_module(module, inputs: dict, path: str | os.PathLike, dynamic_axes: dict) -> Path:
+    """Write `module`, called with the example tensors of `inputs` in order, as ONNX: inputs
+    named as in `inputs`, one output named OUTPUT_NAME."""
+    import torch
+
+    with warnings.catch_warnings():
+        # The TorchScript-based exporter is the one that honours FPS's hand-written ONNX
+        # form (see core/models/ops.py); it warns that a newer exporter exists.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module.eval(),
+            tuple(inputs.values()),
+            str(path),
+            dynamo=False,
+            input_names=list(inputs),
+            output_names=[OUTPUT_NAME],
+            dynamic_axes=dynamic_axes,
+            opset_version=ONNX_OPSET,
+        )
+    return Path(path)
 
 
 def export_onnx(model, path: str | os.PathLike, num_points: int) -> Path:
     """Write `model` (points (B, N, C) -> embedding) as ONNX with dynamic batch and point count."""
     import torch
 
-    model = model.eval()
     example = torch.rand(2, num_points, model.config.in_channels)
-    with warnings.catch_warnings():
-        # The TorchScript-based exporter is the one that honours FPS's hand-written ONNX
-        # form (see core/models/ops.py); it warns that a newer exporter exists.
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model,
-            (example,),
-            str(path),
-            dynamo=False,
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch", 1: "points"}, OUTPUT_NAME: {0: "batch"}},
-            opset_version=ONNX_OPSET,
-        )
-    return Path(path)
+    return export_module(model, {INPUT_NAME: example}, path,
+                         {INPUT_NAME: {0: "batch", 1: "points"}, OUTPUT_NAME: {0: "batch"}})
 
 
 def save_weights(model, path: str | os.PathLike, space: str) -> Path:
@@ -159,6 +172,7 @@ def export_bundle(
     space: str = "minilm",
     checkpoint: str | os.PathLike | None = None,
     fp16: bool = False,
+    text: bool = False,
     seed: int = 0,
     model=None,
     source: str | None = None,
@@ -168,7 +182,7 @@ def export_bundle(
     """Build (or take) an encoder for `space`, load `checkpoint` if given, and write a bundle to `out`.
 
     Without a checkpoint (and no `model`) the weights are random and the bundle says
-    `"trained": false`. `on_step(message)` is told as each stage starts. The bundle is written into a temporary folder and moved into
+    `"trained": false`. `text` adds the space's text tower (see add_text_tower). `on_step(message)` is told as each stage starts. The bundle is written into a temporary folder and moved into
     place, so an interrupted export never leaves a half bundle at `out`.
     """
     from .models import create_encoder
@@ -220,6 +234,9 @@ def export_bundle(
             provenance=provenance,
         )
         write_bundle(bundle)
+        if text:
+            step("exporting the text tower")
+            bundle = add_text_tower(staging)
         if out.exists():
             shutil.rmtree(out)
         os.replace(staging, out)
@@ -227,3 +244,48 @@ def export_bundle(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return Bundle(**{**bundle.__dict__, "path": out.resolve()})
+
+
+def add_text_tower(bundle_dir: str | os.PathLike) -> Bundle:
+    """Export the text tower of the bundle's space into the bundle (text/text.onnx and
+    text/tokenizer.json), so the bundle embeds texts with onnxruntime alone
+    (core.spaces.text_space_for_bundle). Loads the space with torch; replaces a text tower
+    already there; returns the bundle read again."""
+    from .runtime import OnnxTextSpace
+    from .spaces import load_space
+
+    bundle = read_bundle(bundle_dir, warn_untrained=False)
+    if bundle.path == SHIPPED_BUNDLE.resolve():
+        raise BundleError("the bundle shipped with ulip2 stays as installed; make a copy with a text tower: "
+                          "ulip2 models add-text default --out DIR")
+    space = load_space(bundle.space)
+    if space.dim != bundle.dim:
+        raise BundleError(f"space {bundle.space!r} embeds in {space.dim} dims but bundle {bundle.path} says {bundle.dim}")
+    staging = Path(tempfile.mkdtemp(prefix=f".{TEXT_DIR}.", dir=bundle.path))
+    staging.chmod(bundle.path.stat().st_mode & 0o777)  # readable by whoever reads the bundle
+    try:
+        space.export_text_tower(staging / TEXT_ONNX, staging / TEXT_TOKENIZER)
+        entry = {
+            "onnx": f"{TEXT_DIR}/{TEXT_ONNX}",
+            "tokenizer": f"{TEXT_DIR}/{TEXT_TOKENIZER}",
+            # the torch space's key, so both runtimes share cached text vectors
+            "cache_key": space.cache_key,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "ulip2_version": __version__,
+        }
+        staged = dataclasses.replace(bundle, path=staging.parent, text={
+            **entry, "onnx": f"{staging.name}/{TEXT_ONNX}", "tokenizer": f"{staging.name}/{TEXT_TOKENIZER}"})
+        # An export that traced the wrong path (a fixed shape, a dropped mask) is refused here.
+        got = OnnxTextSpace(staged, device="cpu")._encode_text(_TEXT_CHECK)
+        diff = float(abs(got - space._encode_text(_TEXT_CHECK)).max())
+        if diff > 1e-4:
+            raise BundleError(f"the exported text tower of {bundle.space!r} differs from its torch model by {diff:.2g}")
+        target = bundle.path / TEXT_DIR
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    write_bundle(dataclasses.replace(bundle, text=entry))
+    return read_bundle(bundle.path, warn_untrained=False)

@@ -1,4 +1,5 @@
-"""Run a model bundle's encoder with onnxruntime: CUDA where present, CPU otherwise."""
+"""Run a model bundle with onnxruntime (CUDA where present, CPU otherwise): its 3D encoder,
+and its text tower where it carries one. No torch is imported here."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 
 from .bundle import Bundle, default_bundle_path, read_bundle
 from .errors import BundleError
+from .spaces import Space
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -31,22 +33,24 @@ def choose_providers(device: str = "auto") -> list[str]:
     return ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
+def _session(path: os.PathLike, device: str, threads: int | None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=choose_providers(device))
+
+
 class PointEncoder:
     """A bundle's 3D encoder: points (B, N, C) or (N, C) -> unit embeddings (B, dim)."""
 
     def __init__(self, bundle: Bundle | str | os.PathLike | None = None, *, device: str = "auto",
                  precision: str = "fp32", threads: int | None = None):
-        import onnxruntime as ort
-
         if bundle is None:
             bundle = default_bundle_path()
         self.bundle = bundle if isinstance(bundle, Bundle) else read_bundle(bundle)
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(
-            str(self.bundle.onnx_path(precision)), options, providers=choose_providers(device)
-        )
+        self.session = _session(self.bundle.onnx_path(precision), device, threads)
         self.providers = self.session.get_providers()
         self._input = self.session.get_inputs()[0].name
 
@@ -80,3 +84,36 @@ class PointEncoder:
         for path in paths:
             points = load_points(path, self.num_points, seed=seed)
             yield os.fspath(path), self.embed_points(points, batch_size=batch_size)[0]
+
+
+# ONNX text-tower inputs -> the field of a `tokenizers` Encoding that feeds them.
+_TOKEN_FIELDS = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
+
+
+class OnnxTextSpace(Space):
+    """A bundle's space, text side, from the bundle's text tower: tokenised by the `tokenizers`
+    library (its tokenizer.json holds truncation and padding) and run by onnxruntime. Agrees
+    with the torch space to 1e-4 and shares its text-cache key. Made by
+    core.spaces.text_space_for_bundle."""
+
+    has_images = False
+
+    def __init__(self, bundle: Bundle, *, device: str = "auto", threads: int | None = None):
+        from tokenizers import Tokenizer
+
+        onnx_file = bundle.text_file("onnx")  # a BundleError that says how to add one
+        self.bundle = bundle
+        self.name, self.dim, self.cache_key = bundle.space, bundle.dim, bundle.text.get("cache_key")
+        self.tokenizer = Tokenizer.from_file(str(bundle.text_file("tokenizer")))
+        self.session = _session(onnx_file, device, threads)
+        self.providers = self.session.get_providers()
+        self._inputs = [i.name for i in self.session.get_inputs()]
+        unknown = [name for name in self._inputs if name not in _TOKEN_FIELDS]
+        if unknown:
+            raise BundleError(f"{onnx_file}: unknown text-tower inputs {unknown}; re-export it")
+
+    def _encode_text(self, texts: list[str]) -> np.ndarray:
+        encodings = self.tokenizer.encode_batch(texts)
+        feed = {name: np.array([getattr(e, _TOKEN_FIELDS[name]) for e in encodings], dtype=np.int64)
+                for name in self._inputs}
+        return self.session.run(None, feed)[0]

