@@ -1,28 +1,43 @@
-"""Headless bpy worker: `python -m blender_addon.worker` (the ulip2 CLI starts these).
+"""Headless bpy worker: `python -m blender_addon.worker` (core.blender_pool starts these).
 
-Reads one JSON job per line on stdin, {"path", "key", "store", "settings": {...}}, imports
-the file into an empty Blender, writes its triplet record (render + points) and answers
-one JSON line {"key", "ok", "reason"}. Blender prints its own progress on stdout, so the
-answers go to the stdout the parent reads and everything else is moved to stderr. A file
-that crashes Blender kills only this process; the parent records it as failed and starts
-a new worker.
+Reads one JSON job per line on stdin and answers one JSON line {"ok", "reason", ...}:
+
+    {"action": "assets", "path"}
+        -> "assets": names of the objects marked as assets in a .blend (those with
+           geometry); [] when there are none, and the whole file is then one asset.
+    {"action": "render", "path", "object": name | null, "out", "settings": {...}, "seed"}
+        -> "meta": the triplet record's fields. Views and points.npy are written into the
+           folder "out"; the parent commits it to the store (one writer per store).
+           object: a marked asset's name, or null for all the file's renderable objects.
+    {"action": "points", "path", "num_points", "seed", "thumbnail": pixels (0: none)}
+        -> "assets": [{"object", "points", "thumbnail"}] for the library index: one per
+           marked asset ("object" "" for a whole file), points as base64 float32
+           (num_points, 9), thumbnail as base64 PNG or null.
+
+Blender prints its own progress on stdout, so the answers go to the stdout the parent
+reads and everything else is moved to stderr. A file that crashes Blender kills only this
+process; the parent answers for it and starts a new worker.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 
 import bpy
+import numpy as np
 
 from core.errors import AssetError
-from core.triplets import TripletStore
+from core.sampling import sample_points
 
-from .render import ViewSettings
-from .triplets import write_triplet
+from .extract import GEOMETRY_TYPES
+from .render import ViewSettings, render_thumbnail
+from .triplets import geometry_of, render_triplet
 
 # Importer per file extension (operator path under bpy.ops, keyword arguments).
 IMPORTERS = {
@@ -34,10 +49,18 @@ IMPORTERS = {
 }
 
 
+def _last_line(exc: Exception) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[-1] if lines else type(exc).__name__
+
+
 def load_asset(path: Path) -> list:
     """Open or import `path` into an empty Blender; its renderable top-level objects."""
     if path.suffix.lower() == ".blend":
-        bpy.ops.wm.open_mainfile(filepath=str(path), load_ui=False)
+        try:
+            bpy.ops.wm.open_mainfile(filepath=str(path), load_ui=False)
+        except RuntimeError as exc:
+            raise AssetError(path, f"Blender could not open it: {_last_line(exc)}") from None
     else:
         bpy.ops.wm.read_factory_settings(use_empty=True)
         operator, kwargs = IMPORTERS[path.suffix.lower()]
@@ -45,25 +68,94 @@ def load_asset(path: Path) -> list:
         try:
             result = getattr(getattr(bpy.ops, group), name)(filepath=str(path), **kwargs)
         except RuntimeError as exc:  # importers report bad files as operator errors
-            raise AssetError(path, f"Blender could not import it: {str(exc).strip().splitlines()[-1]}") from None
+            raise AssetError(path, f"Blender could not import it: {_last_line(exc)}") from None
         if "FINISHED" not in result:
             raise AssetError(path, f"Blender's importer gave up ({', '.join(result)})")
     # Every object the file's scene renders (instancers bring their instances along).
     return [obj for obj in bpy.context.scene.objects if not obj.hide_render]
 
 
-def run_job(job: dict) -> dict:
+def marked_assets() -> list:
+    """Objects of the open file marked as assets that have geometry, by name. Marked
+    lights, cameras and empties that instance nothing are not 3D shapes, so not assets here."""
+    return sorted((obj for obj in bpy.data.objects if obj.asset_data is not None and
+                   (obj.type in GEOMETRY_TYPES or (obj.instance_type == "COLLECTION" and obj.instance_collection))),
+                  key=lambda obj: obj.name)
+
+
+def show(obj) -> None:
+    """Put a marked asset in the evaluated scene and the render, whatever its visibility in
+    the file (assets often live outside the scene, or hidden): only this process's copy changes."""
+    scene = bpy.context.scene
+    if obj.name not in scene.collection.objects:
+        scene.collection.objects.link(obj)
+    obj.hide_render = obj.hide_viewport = False
+    obj.hide_set(False)
+
+
+def units(path: Path, only: str | None = None) -> list[tuple[str, list]]:
+    """(asset name, objects) per asset of `path`: each marked asset, or ("", all) when none
+    is marked. only: just that marked asset."""
+    objects = load_asset(path)
+    marked = marked_assets() if path.suffix.lower() == ".blend" else []
+    if only is not None:
+        marked = [obj for obj in marked if obj.name == only]
+        if not marked:
+            raise AssetError(path, f"no object {only!r} marked as an asset with geometry (the file changed?)")
+    if not marked:
+        return [("", objects)]
+    for obj in marked:
+        show(obj)
+    return [(obj.name, [obj]) for obj in marked]
+
+
+def render_job(job: dict) -> dict:
     path = Path(job["path"])
+    ((name, objects),) = units(path, job.get("object"))
+    geometry = geometry_of(objects, source=str(path), name=name or path.stem)
+    points, meta = render_triplet(job["out"], objects, geometry, settings=ViewSettings(**job["settings"]),
+                                  source=str(path), name=name or path.stem, kind="asset" if name else "file",
+                                  seed=job.get("seed", 0))
+    np.save(Path(job["out"]) / "points.npy", points)
+    return {"meta": meta}
+
+
+def points_job(job: dict) -> dict:
+    path = Path(job["path"])
+    assets = []
+    with tempfile.TemporaryDirectory(prefix="ulip2-thumbnail-") as tmp:
+        for name, objects in units(path):
+            geometry = geometry_of(objects, source=str(path), name=name or path.stem)
+            points = sample_points(geometry.parts, job["num_points"], seed=job.get("seed", 0)).astype(np.float32)
+            thumbnail = None
+            if job.get("thumbnail"):
+                png = Path(tmp) / "thumbnail.png"
+                render_thumbnail(objects, geometry.world_vertices, str(png), job["thumbnail"])
+                thumbnail = base64.b64encode(png.read_bytes()).decode()
+            assets.append({"object": name, "points": base64.b64encode(points.tobytes()).decode(),
+                           "thumbnail": thumbnail})
+    return {"assets": assets}
+
+
+def assets_job(job: dict) -> dict:
+    path = Path(job["path"])
+    if path.suffix.lower() != ".blend":
+        return {"assets": []}
+    load_asset(path)
+    return {"assets": [obj.name for obj in marked_assets()]}
+
+
+ACTIONS = {"assets": assets_job, "render": render_job, "points": points_job}
+
+
+def run_job(job: dict) -> dict:
     try:
-        objects = load_asset(path)
-        write_triplet(TripletStore(job["store"]), objects, settings=ViewSettings(**job["settings"]),
-                      source=str(path), name=path.stem, key=job["key"], redo=True)
+        return {"ok": True, "reason": None, **ACTIONS[job["action"]](job)}
     except AssetError as exc:
-        return {"key": job["key"], "ok": False, "reason": exc.reason}
+        return {"ok": False, "reason": exc.reason}
     except Exception as exc:  # any other Python error in this file must not stop the batch
         traceback.print_exc()
-        return {"key": job["key"], "ok": False, "reason": f"{type(exc).__name__}: {exc}"}
-    return {"key": job["key"], "ok": True, "reason": None}
+        return {"ok": False, "reason": f"{type(exc).__name__}: {exc}"}
 
 
 def main() -> None:

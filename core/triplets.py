@@ -22,9 +22,12 @@ Format, version 1
         view_00.png ...       V renders (RGBA, transparent background), ring order
       tmp/                    records being written; anything here is garbage
 
-Keys are content hashes: for an asset file, the sha-256 of its bytes; for an object in a
-Blender scene, the sha-256 of its evaluated world-space geometry and its name (see
-`key_for_arrays`). The same content lands on the same key, so reruns skip it.
+Keys are content hashes: for an asset file, the sha-256 of its bytes; for an object marked
+as an asset in a .blend (each is its own record), the sha-256 of the file's key, a slash
+and the object's name (`key_for_asset`), so it changes whenever the file does; for an
+object in a Blender scene, the sha-256 of its evaluated world-space geometry and its name
+(see `key_for_arrays`). The same content lands on the same key, so reruns skip it. A .blend
+with no marked assets is one record of all its renderable objects, keyed as a file.
 
 Manifest events (the last event for a key decides its state):
 
@@ -35,7 +38,9 @@ Manifest events (the last event for a key decides its state):
 record.json::
 
     {"format_version": 1, "key": ..., "created": ...,
-     "source": {"path": str | null, "object": str, "kind": "file" | "scene"},
+     "source": {"path": str | null, "object": str, "kind": "file" | "asset" | "scene"},
+                                           file: all of a file's objects (object: the file's
+                                           stem); asset: one marked object of a .blend
      "points": {"file": "points.npy", "count": N, "columns": ["x","y","z","r","g","b"],
                 "dtype": "float16", "seed": int},
      "views": {"files": ["view_00.png", ...], "resolution": int, "engine": str,
@@ -97,6 +102,11 @@ class StoreError(Ulip2Error):
 def key_for_file(path: str | os.PathLike) -> str:
     """sha-256 of a file's bytes (the record key of an asset file)."""
     return file_sha256(path)
+
+
+def key_for_asset(file_key: str, name: str) -> str:
+    """Key of the object `name` marked as an asset in the .blend whose key is `file_key`."""
+    return hashlib.sha256(f"{file_key}/{name}".encode()).hexdigest()
 
 
 def key_for_arrays(name: str, arrays: Iterable[np.ndarray]) -> str:

@@ -1,30 +1,28 @@
 """`ulip2 triplets build|caption|info` and `ulip2 blender build-extension`.
 
-Rendering and sampling run in headless bpy worker processes (`python -m
-blender_addon.worker`), started by module name so core never imports bpy, and one per
-slot so a file that crashes Blender costs one worker, not the batch. Captioning runs here,
-in the ulip2 environment, after the views exist.
+Rendering and sampling run in headless bpy worker processes (core.blender_pool), one per
+slot so a file that crashes Blender costs one worker, not the batch; with `--engine ray`
+each work unit is a Ray task running that same worker on a farm's nodes. Either way this
+process alone writes the store: workers render into a folder, and it commits the record.
+Captioning runs here, in the ulip2 environment, after the views exist.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import queue
-import signal
-import subprocess
-import sys
 import tempfile
-import threading
+from collections.abc import Iterator
 from pathlib import Path
 
+from core.blender_pool import Worker, blender_available, run_jobs
 from core.captioners import CAPTIONERS, DEFAULT_CAPTIONER, DEFAULT_K
 from core.errors import Ulip2Error
-from core.triplets import ASSET_EXTENSIONS, CAPTIONED, DONE, TripletStore, key_for_file
+from core.triplets import (ASSET_EXTENSIONS, CAPTIONED, DONE, RecordWriter, TripletStore, key_for_asset,
+                           key_for_file)
 
-# Lines of a crashed worker's log quoted in its file's failure reason.
-LOG_TAIL_LINES = 3
+# Ray: results in flight per cluster CPU (each holds a record's views and points in memory).
+RAY_IN_FLIGHT_PER_CPU = 2
 
 
 # -- build ------------------------------------------------------------------------------
@@ -42,114 +40,144 @@ def asset_files(paths: list[Path]) -> list[Path]:
     return list(dict.fromkeys(p.resolve() for p in found))
 
 
-class Worker:
-    """One `python -m blender_addon.worker` process; restarted after it dies."""
+def run_units(store: TripletStore, jobs: list[dict], *, engine: str, workers: int,
+              timeout: float) -> Iterator[tuple[dict, dict, RecordWriter | None]]:
+    """(job, answer, record folder) per job as they complete. A render job's views and
+    points are in the record folder (in the store's tmp/), not yet committed."""
+    if engine == "ray":
+        yield from _run_ray(store, jobs, timeout)
+        return
 
-    def __init__(self, log: Path):
-        self.log, self.process = log, None
+    def task(worker: Worker, job: dict):
+        if job["action"] != "render":
+            return worker.run(job, timeout), None
+        record = RecordWriter(store, job["key"])
+        return worker.run({**job, "out": str(record.path)}, timeout), record
 
-    def run(self, job: dict, timeout: float) -> dict:
-        if self.process is None or self.process.poll() is not None:
-            with open(self.log, "ab") as log:
-                self.process = subprocess.Popen(
-                    [sys.executable, "-m", "blender_addon.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                    stderr=log, text=True, bufsize=1)
-        self.log_start = self.log.stat().st_size  # this file's output starts here
-        killed = threading.Event()
-        process = self.process
+    for job, (answer, record) in run_jobs(jobs, workers=workers, timeout=timeout, log_dir=store.root / "logs",
+                                          task=task):
+        yield job, answer, record
 
-        def kill() -> None:
-            killed.set()
-            process.kill()
 
-        timer = threading.Timer(timeout, kill)
-        timer.start()
+def ray_job(job: dict, timeout: float) -> dict:
+    """One job in a fresh worker on a Ray node; a render job's files come back in the answer
+    (the node may not see the store), as {name: bytes} under "files"."""
+    with tempfile.TemporaryDirectory(prefix="ulip2-ray-") as tmp:
+        out = Path(tmp) / "out"
+        out.mkdir()
+        worker = Worker(Path(tmp) / "worker.log")
         try:
-            self.process.stdin.write(json.dumps(job) + "\n")
-            answer = self.process.stdout.readline()
-        except BrokenPipeError:
-            answer = ""
-        finally:
-            timer.cancel()
-        if answer:
-            return json.loads(answer)
-        code = self.process.wait()
-        if killed.is_set():
-            reason = f"timed out after {timeout:.0f} s (the worker was killed)"
-        else:
-            how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-            reason = f"Blender crashed on this file ({how}); last output: {self._log_tail()}"
-        return {"key": job["key"], "ok": False, "reason": reason}
-
-    def _log_tail(self) -> str:
-        with open(self.log, "rb") as log:
-            log.seek(self.log_start)
-            text = log.read().decode(errors="replace")
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
-        return " | ".join(lines[-LOG_TAIL_LINES:])[-400:]
-
-    def close(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.stdin.close()
-            self.process.wait()
-
-
-def render_batch(store: TripletStore, jobs: list[dict], *, workers: int, timeout: float, progress) -> None:
-    """Run jobs on `workers` worker processes; failures are logged in the store as they come."""
-    pending: queue.Queue = queue.Queue()
-    for job in jobs:
-        pending.put(job)
-    logs = store.root / "logs"
-    logs.mkdir(exist_ok=True)
-
-    def slot(index: int) -> None:
-        worker = Worker(logs / f"worker-{index}.log")
-        try:
-            while True:
-                try:
-                    job = pending.get_nowait()
-                except queue.Empty:
-                    return
-                answer = worker.run(job, timeout)
-                if not answer["ok"]:
-                    store.fail(job["key"], job["path"], answer["reason"])
-                progress.update(1)
+            answer = worker.run({**job, "out": str(out)} if job["action"] == "render" else job, timeout)
         finally:
             worker.close()
+        if answer["ok"] and job["action"] == "render":
+            answer["files"] = {p.name: p.read_bytes() for p in out.iterdir()}
+        return answer
 
-    threads = [threading.Thread(target=slot, args=(i,), daemon=True) for i in range(max(1, workers))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+
+def _run_ray(store: TripletStore, jobs: list[dict], timeout: float):
+    try:
+        import ray
+    except ImportError:
+        raise Ulip2Error("--engine ray needs the ray extra: pip install 'ulip2[ray]'") from None
+    if not ray.is_initialized():
+        # $RAY_ADDRESS names a running cluster; without it Ray starts a local one.
+        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False)
+    remote = ray.remote(num_cpus=1, max_retries=0)(ray_job)
+    limit = max(1, int(ray.cluster_resources().get("CPU", 1)) * RAY_IN_FLIGHT_PER_CPU)
+    waiting = list(reversed(jobs))
+    running: dict = {}
+    while waiting or running:
+        while waiting and len(running) < limit:
+            job = waiting.pop()
+            running[remote.remote(job, timeout)] = job
+        (ref,), _ = ray.wait(list(running), num_returns=1)
+        job = running.pop(ref)
+        try:
+            answer = ray.get(ref)
+        except ray.exceptions.RayError as exc:  # the node or its Ray worker died
+            answer = {"ok": False, "reason": f"Ray task failed: {str(exc).strip().splitlines()[0][:300]}"}
+        record = None
+        if job["action"] == "render":
+            record = RecordWriter(store, job["key"])
+            for name, data in answer.pop("files", {}).items():
+                (record.path / name).write_bytes(data)
+        yield job, answer, record
+
+
+def plan_units(store: TripletStore, files: list[Path], *, engine: str, workers: int,
+               timeout: float) -> tuple[list[dict], int, set[str]]:
+    """Work units still to do: (units, how many are stored already, keys that failed here).
+
+    A file is one unit, except a .blend with objects marked as assets: each of those is
+    one, keyed by key_for_asset. Workers list the marked assets of .blend files first.
+    """
+    from core.cli import _progress
+
+    state = store.state()
+    stored = {key for key, event in state.items() if event.get("event") in (DONE, CAPTIONED)}
+    keys = {path: key_for_file(path) for path in _progress(files, desc="hashing", unit="file",
+                                                          disable=len(files) < 100)}
+    # A .blend stored as one record had no marked assets: no need to open it again.
+    to_list = [p for p in files if p.suffix.lower() == ".blend" and keys[p] not in stored]
+    listed: dict[Path, list[str]] = {}
+    failed = set()
+    if to_list:
+        jobs = [{"action": "assets", "path": str(p), "key": keys[p]} for p in to_list]
+        for job, answer, _ in run_units(store, jobs, engine=engine, workers=workers, timeout=timeout):
+            if answer["ok"]:
+                listed[Path(job["path"])] = answer["assets"]
+            else:
+                store.fail(job["key"], job["path"], answer["reason"])
+                failed.add(job["key"])
+    units, skipped, queued = [], 0, set()
+    for path in files:
+        if keys[path] in failed:
+            continue
+        names = listed.get(path) or [None]
+        for name in names:
+            key = keys[path] if name is None else key_for_asset(keys[path], name)
+            if key in stored or key in queued:  # stored, or a duplicate file
+                skipped += 1
+                continue
+            queued.add(key)
+            units.append({"action": "render", "path": str(path), "object": name, "key": key})
+    return units, skipped, failed
 
 
 def cmd_build(args) -> int:
     from core.cli import _print_json, _progress
 
+    import numpy as np
+
+    if not blender_available():
+        raise Ulip2Error("triplets build renders in Blender: pip install 'ulip2[blender]'")
     files = asset_files(args.paths)
     captioning = _captioning(args) if not args.no_caption else None  # fails here, before any work
     store = TripletStore(args.store, create=not (args.store / "store.json").is_file())
-    state = store.state()
     settings = {"count": args.views, "elevation_deg": args.elevation, "resolution": args.resolution,
                 "engine": args.render_engine, "samples": args.samples}
-    jobs, skipped, queued = [], 0, set()
-    for path in _progress(files, desc="hashing", unit="file", disable=len(files) < 100):
-        key = key_for_file(path)
-        if state.get(key, {}).get("event") in (DONE, CAPTIONED) or key in queued:  # stored, or a duplicate file
-            skipped += 1
-            continue
-        queued.add(key)
-        jobs.append({"path": str(path), "key": key, "store": str(store.root), "settings": settings})
-    with _progress(total=len(jobs), desc="rendering", unit="object") as bar:
-        render_batch(store, jobs, workers=args.workers, timeout=args.timeout, progress=bar)
+    run = {"engine": args.engine, "workers": args.workers, "timeout": args.timeout}
+    units, skipped, failed = plan_units(store, files, **run)
+    for unit in units:
+        unit["settings"] = settings
+    with _progress(total=len(units), desc="rendering", unit="object") as bar:
+        for job, answer, record in run_units(store, units, **run):
+            try:
+                if answer["ok"]:
+                    record.commit(np.load(record.path / "points.npy"), answer["meta"])
+                else:
+                    store.fail(job["key"], job["path"], answer["reason"])
+                    failed.add(job["key"])
+            finally:
+                record.discard()
+            bar.update(1)
     if captioning is not None:
         caption_store(store, *captioning, k=args.k)
     info = store.info()
-    keys = {job["key"] for job in jobs}
-    failed = [f for f in info["failures"] if f["key"] in keys]
     _print_json({"store": info["store"], "files": len(files), "skipped_done": skipped,
-                 "written": len(jobs) - len(failed), "failed": failed,
+                 "written": len(units) - len(failed & {u["key"] for u in units}),
+                 "failed": [f for f in info["failures"] if f["key"] in failed],
                  "records": info["records"], "captioned": info["captioned"]})
     return 1 if failed else 0
 
@@ -245,7 +273,10 @@ def register(sub) -> None:
     p.add_argument("--render-engine", choices=("CYCLES", "BLENDER_WORKBENCH"), default="CYCLES",
                    help="Cycles on CPU (default) or Workbench (needs EGL: libegl1 libegl-mesa0 libgl1-mesa-dri)")
     p.add_argument("--samples", type=int, default=8, help="Cycles samples per pixel, denoised (default 8)")
-    p.add_argument("--workers", type=int, default=1, help="parallel Blender workers (default 1)")
+    p.add_argument("--workers", type=int, default=1, help="parallel Blender workers (default 1; --engine local)")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local worker processes (default), or Ray tasks on the cluster at $RAY_ADDRESS (a local "
+                        "Ray without it); every node needs ulip2[blender] and must see the asset paths")
     p.add_argument("--timeout", type=float, default=600, help="seconds per file before its worker is killed")
     p.add_argument("--no-caption", action="store_true", help="render and sample only; caption later")
     _caption_args(p)

@@ -1,5 +1,6 @@
 """Headless batch: good files done, a corrupt file and one that crashes Blender recorded
-with reasons, a rerun skips what is done. Workers are real bpy processes."""
+with reasons, a rerun skips what is done; each object marked as an asset in a .blend is its
+own record. Workers are real bpy processes."""
 
 import ctypes.util
 import json
@@ -13,7 +14,7 @@ from PIL import Image
 pytest.importorskip("bpy")
 
 from core.cli import main  # noqa: E402
-from core.triplets import TripletStore  # noqa: E402
+from core.triplets import TripletStore, key_for_asset, key_for_file  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 FAST = ["--views", "2", "--resolution", "32", "--samples", "2"]
@@ -80,3 +81,35 @@ def test_workbench_engine(assets, tmp_path, capsys):
     assert record.meta["views"]["engine"] == "BLENDER_WORKBENCH"
     alpha = np.asarray(Image.open(record.view_paths()[0]))[..., 3]
     assert 0.05 < (alpha > 127).mean() < 0.9
+
+
+def test_each_marked_asset_of_a_blend_is_its_own_record(tmp_path, capsys):
+    from blender_files import MARKED, write_blend_files
+
+    blend, fbx = write_blend_files(tmp_path / "assets")
+    store = tmp_path / "store"
+    code, summary = run(capsys, "build", str(tmp_path / "assets"), "--store", str(store), "--no-caption", *FAST)
+    assert code == 0 and (summary["files"], summary["written"]) == (2, 3)
+    records = {r.meta["source"]["object"]: r for r in TripletStore(store).records()}
+    assert sorted(records) == [*MARKED, "cone"], "two marked assets + the .fbx; the unmarked Cone is no record"
+    for name in MARKED:
+        record = records[name]
+        assert record.key == key_for_asset(key_for_file(blend), name)
+        assert record.meta["source"] == {"path": str(blend), "object": name, "kind": "asset"}
+        assert record.meta["facts"]["object_names"] == [name], "only the asset's own geometry is sampled"
+        assert np.abs(record.points()[:, :3]).max() <= 1.001
+    assert records["cone"].meta["source"]["kind"] == "file"
+    code, summary = run(capsys, "build", str(tmp_path / "assets"), "--store", str(store), "--no-caption", *FAST)
+    assert (summary["skipped_done"], summary["written"]) == (3, 0), "a rerun skips every stored asset"
+
+
+def test_a_blend_without_marked_assets_is_one_record(tmp_path, capsys):
+    from blender_files import write_blend_files
+
+    write_blend_files(tmp_path / "assets", mark=False, fbx=False)
+    code, summary = run(capsys, "build", str(tmp_path / "assets"), "--store", str(tmp_path / "store"),
+                        "--no-caption", *FAST)
+    assert code == 0 and summary["written"] == 1
+    (record,) = TripletStore(tmp_path / "store").records()
+    assert record.meta["source"]["kind"] == "file"
+    assert sorted(record.meta["facts"]["object_names"]) == ["Ball", "Cone", "Crate"]
