@@ -158,3 +158,91 @@ def test_no_torch_in_the_process(minilm_bundle, minilm, no_text_cache):
     result = json.loads(out.stdout)
     assert result["type"] == "OnnxTextSpace" and result["loaded"] == []
     assert np.abs(np.array(result["vectors"]) - minilm.embed_text(texts)).max() <= 1e-4
+
+
+# -- open_clip -------------------------------------------------------------------------
+
+CLIP_TEXTS = [
+    "a chair", "A Wooden CHAIR, with arm-rests!!", "it's they're we've I'm you'll he'd", "don\u2019t \u201cquote\u201d me",
+    "Caf\u00e9 cr\u00e8me br\u00fbl\u00e9e", "cafe\u0301 (decomposed)", "\u00dcn\u00efc\u00f6d\u00e9 \u00c0\u00c9\u00ce Stra\u00dfe \u0130stanbul",
+    "\uff2c\uff2f\uff35\uff24\u3000\uff2e\uff2f\uff29\uff33\uff25\uff33", "\ufb01ne \ufb02owers", "\u65e5\u672c\u8a9e\u306e\u30c6\u30ad\u30b9\u30c8",
+    "\u0395\u03bb\u03bb\u03b7\u03bd\u03b9\u03ba\u03ac \u041a\u0438\u0440\u0438\u043b\u043b\u0438\u0446\u0430 \u0639\u0631\u0628\u0649",
+    "emoji \U0001fa91\U0001f697 ok", "tabs\tand\nnew lines   and  spaces ", "", "   ", "1234567 3.14 $5 50% #1",
+    "Tom &amp; Jerry &lt;b&gt;", "CamelCaseWords snake_case_names mixed-123-numbers4you", "a\x00b\ufeffc",
+    "x" * 300, " ".join(["a wooden chair"] * 60),
+]
+
+
+def test_clip_tokenizer_matches_open_clip(tmp_path):
+    """The tokenizer.json written for open_clip spaces gives open_clip's ids: cleaning,
+    capitals, unicode, punctuation, and long texts cut to 77 with eot last."""
+    import open_clip
+    from tokenizers import Tokenizer
+
+    from core.spaces.openclip import clip_tokenizer
+
+    reference = open_clip.get_tokenizer("ViT-B-32")
+    clip_tokenizer("ViT-B-32", reference).save(str(tmp_path / "tokenizer.json"))
+    fast = Tokenizer.from_file(str(tmp_path / "tokenizer.json"))  # what the runtime reads
+    got = np.array([e.ids for e in fast.encode_batch(CLIP_TEXTS)])
+    expected = reference(CLIP_TEXTS).numpy()
+    np.testing.assert_array_equal(got, expected)
+    assert got.shape == (len(CLIP_TEXTS), 77)
+    sot, eot = reference.sot_token_id, reference.eot_token_id
+    assert (got[:, 0] == sot).all()
+    assert got[-1, -1] == eot and got[-2, -1] == eot  # truncated: eot kept last
+    assert got[0, 3] == eot and (got[0, 4:] == 0).all()  # "a chair": sot a chair eot, then padding 0
+
+
+def test_clip_tokenizer_refuses_other_tokenizers():
+    from open_clip.tokenizer import SimpleTokenizer
+
+    from core.errors import SpaceError
+    from core.spaces.openclip import clip_tokenizer
+
+    with pytest.raises(SpaceError, match="'some-arch'.*cannot be exported"):
+        clip_tokenizer("some-arch", SimpleTokenizer(clean="canonicalize"))
+
+
+TINY_CLIP = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+CLIP_SPACE = "openclip:ulip2-test-tiny-text:none"
+
+
+@pytest.fixture(scope="module")
+def clip_bundle(tmp_path_factory):
+    """A bundle in a tiny open_clip space with RANDOM weights (seeded), its text tower exported
+    by export_bundle(text=True) from the space object this process loaded, so torch and ONNX
+    share the weights: parity and plumbing, no meaning."""
+    import open_clip
+    import torch
+
+    from core.export import export_bundle
+    from core.models import create_encoder
+
+    config = tmp_path_factory.mktemp("clip-configs") / "ulip2-test-tiny-text.json"
+    config.write_text(json.dumps(TINY_CLIP))
+    open_clip.add_model_config(config)
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match="untrained"):
+        space = load_space(CLIP_SPACE)
+    out = tmp_path_factory.mktemp("text-bundles") / "clip"
+    bundle = export_bundle(out, model=create_encoder("pointbert-tiny", embed_dim=32, seed=0), space=CLIP_SPACE, text=True)
+    return bundle, space
+
+
+def test_openclip_random_weights_onnx_matches_torch(clip_bundle):
+    bundle, torch_space = clip_bundle
+    assert bundle.has_text and read_bundle(bundle.path, warn_untrained=False).text == bundle.text
+    assert bundle.text["cache_key"] is None  # random weights are never cached, in either runtime
+    onnx = text_space_for_bundle(bundle.path, device="cpu")
+    assert isinstance(onnx, OnnxTextSpace) and onnx.cache_key is None and onnx.dim == 32
+    assert [i.name for i in onnx.session.get_inputs()] == ["input_ids"]
+    got, expected = onnx.embed_text(CLIP_TEXTS), torch_space.embed_text(CLIP_TEXTS)
+    assert got.shape == (len(CLIP_TEXTS), 32)
+    assert np.abs(got - expected).max() <= 1e-4
+    assert np.abs(got[0] - got[1]).max() > 1e-3
+    assert np.abs(onnx.embed_text(CLIP_TEXTS[:1]) - expected[:1]).max() <= 1e-4  # batch 1
