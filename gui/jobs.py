@@ -26,6 +26,7 @@ class Results:
     query: str = ""  # what was asked, as the status bar says it
     tags: list[str] = field(default_factory=list)  # the tag filter these results passed
     tag_labels: list[str] = field(default_factory=list)  # every label a tag filter can use now
+    text_only: bool = False  # an image query met a space with no image tower: nothing was searched
 
 
 @dataclass
@@ -71,15 +72,23 @@ def _results(searcher, hits: list[Hit], query: str, tags: Sequence[str]) -> Resu
 
 
 def run_search(db: str, bundle: str | None, device: str, *, text: str = "", like: str | None = None,
-               tags: Sequence[str] = (), k: int = RESULTS_K) -> Results:
+               image: str | None = None, tags: Sequence[str] = (), k: int = RESULTS_K) -> Results:
     """Text search, "find similar" (`like`: an asset's path; the asset itself is left out),
-    or, with neither, the library's assets in path order (browsing, no scores); only assets
-    carrying every one of `tags` (core's tag filter: zero-shot tags and a person's own)."""
+    search by an image file (spaces with an image tower), or, with none, the library's assets
+    in path order (browsing, no scores); only assets carrying every one of `tags` (core's tag
+    filter: zero-shot tags and a person's own)."""
     from core.library.search import Searcher
     from core.library.store import Library
+    from core.spaces import load_space
 
     with Library(db, create=False) as library:
         searcher = Searcher(library, bundle, device=device)
+        if image is not None:
+            query = f"image {os.path.basename(image)}"
+            if not load_space(searcher.bundle.space).has_images:
+                return Results([], bundle_id=searcher.bundle_id, space=searcher.bundle.space, query=query,
+                               tags=list(tags), text_only=True)
+            return _results(searcher, searcher.search(searcher.image_vector(image), k, tags=tags), query, tags)
         if like is not None:
             vector, exclude = searcher.like_vector(like)
             return _results(searcher, searcher.search(vector, k, tags=tags, exclude=exclude),

@@ -11,15 +11,20 @@ from pathlib import Path
 
 from PySide6.QtCore import QItemSelectionModel, QSettings, QSize, QStringListModel, Qt, QThreadPool, Signal
 from PySide6.QtGui import QAction, QKeySequence, QShortcut
-from PySide6.QtWidgets import (QAbstractItemView, QCompleter, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout,
-                               QLabel, QLineEdit, QListView, QMainWindow, QMessageBox, QProgressBar, QPushButton,
-                               QSplitter, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QAbstractItemView, QCompleter, QFileDialog, QFormLayout, QFrame, QGroupBox,
+                               QHBoxLayout, QLabel, QLineEdit, QListView, QMainWindow, QMessageBox, QProgressBar,
+                               QPushButton, QSplitter, QVBoxLayout, QWidget)
 
 from core.errors import Ulip2Error
 from gui import jobs
 from gui.models import HitRole, ResultsModel
 from gui.settings_dialog import SettingsDialog
 from gui.workers import Task, readable_error
+
+
+#: Image files a drop or the picker accepts as a query (what PIL, behind the space's image tower, reads).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+IMAGE_HINT = "Drop an image on the window to search by it"
 
 
 def default_database() -> str:
@@ -67,6 +72,7 @@ class MainWindow(QMainWindow):
 
         self.setWindowTitle("ulip2")
         self.resize(1180, 720)
+        self.setAcceptDrops(True)  # an image dropped anywhere on the window is a query
         self._build_menu()
         splitter = QSplitter()
         splitter.addWidget(self._build_library_panel(folders))
@@ -129,6 +135,7 @@ class MainWindow(QMainWindow):
         self.search_box.setPlaceholderText("Search by text (Ctrl+F, Enter to run; empty lists every asset)")
         self.search_box.setClearButtonEnabled(True)
         self.search_box.returnPressed.connect(self.run_search)
+        self.search_box.setAcceptDrops(False)  # an image dropped here searches by it, not by its file name
         row.addWidget(self.search_box)
         row.addWidget(QPushButton("Search", clicked=self.run_search))
         layout.addLayout(row)
@@ -142,6 +149,14 @@ class MainWindow(QMainWindow):
         completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
         self.tag_filter.setCompleter(completer)
         layout.addWidget(self.tag_filter)
+        row = QHBoxLayout()
+        self.image_zone = QLabel(IMAGE_HINT)
+        self.image_zone.setFrameShape(QFrame.Shape.StyledPanel)
+        self.image_zone.setWordWrap(True)
+        row.addWidget(self.image_zone, 1)
+        self.image_button = QPushButton("Search by image…", clicked=self.pick_image)
+        row.addWidget(self.image_button)
+        layout.addLayout(row)
         self.results = ResultsModel(self)
         self.grid = QListView()
         self.grid.setModel(self.results)
@@ -295,6 +310,33 @@ class MainWindow(QMainWindow):
     def run_search(self) -> None:
         self._search(text=self.search_box.text())
 
+    def pick_image(self) -> None:
+        pattern = " ".join(f"*{suffix}" for suffix in IMAGE_SUFFIXES)
+        path, _ = QFileDialog.getOpenFileName(self, "Search by image", "", f"Images ({pattern})")
+        if path:
+            self.search_image(path)
+
+    def search_image(self, path: str) -> None:
+        self.image_zone.setText(f"Searching by {os.path.basename(path)}…")
+        self._search(image=path)
+
+    @staticmethod
+    def _dropped_image(event) -> str | None:
+        urls = event.mimeData().urls() if event.mimeData().hasUrls() else []
+        if len(urls) == 1 and urls[0].isLocalFile() and urls[0].toLocalFile().lower().endswith(IMAGE_SUFFIXES):
+            return urls[0].toLocalFile()
+        return None
+
+    def dragEnterEvent(self, event) -> None:
+        if self._dropped_image(event):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:
+        path = self._dropped_image(event)
+        if path:
+            event.acceptProposedAction()
+            self.search_image(path)
+
     def find_similar(self) -> None:
         hit = self.current_hit()
         if hit is None:
@@ -302,22 +344,30 @@ class MainWindow(QMainWindow):
             return
         self._search(like=hit.path)
 
-    def _search(self, *, text: str = "", like: str | None = None) -> None:
+    def _search(self, *, text: str = "", like: str | None = None, image: str | None = None) -> None:
         if not Path(self.db).is_file():
             self.statusBar().showMessage("No library yet: add a folder and press Index")
             self.search_finished.emit(None)
             return
         self._search_serial += 1
         serial = self._search_serial
-        self.statusBar().showMessage(f"Searching for {like and os.path.basename(like) or text or 'every asset'}…")
+        query = like or image
+        self.statusBar().showMessage(f"Searching for {query and os.path.basename(query) or text or 'every asset'}…")
         tags = [t.strip() for t in self.tag_filter.text().split(",") if t.strip()]
-        task = Task(jobs.run_search, self.db, self.bundle, self.device, text=text, like=like, tags=tags)
+        task = Task(jobs.run_search, self.db, self.bundle, self.device, text=text, like=like, image=image, tags=tags)
         self._start(task, lambda results: self._search_done(serial, results),
                     lambda message: self._search_failed(serial, message))
 
     def _search_done(self, serial: int, results: jobs.Results) -> None:
         if serial != self._search_serial:
             return  # a newer search is on its way
+        if results.text_only:  # said where the image went; the grid keeps what it showed
+            self.image_zone.setText(f"This model's space ({results.space}) has no image tower, so it cannot "
+                                    "search by image; use an openclip bundle (File → Settings)")
+            self.statusBar().showMessage(f"No image search in the {results.space} space")
+            self.search_finished.emit(results)
+            return
+        self.image_zone.setText(IMAGE_HINT)
         self.results.set_results(results)
         self.tag_labels.setStringList(results.tag_labels)
         if results.hits:  # the best hit is current: its details show, the arrow keys start there
@@ -335,6 +385,7 @@ class MainWindow(QMainWindow):
 
     def _search_failed(self, serial: int, message: str) -> None:
         if serial == self._search_serial:
+            self.image_zone.setText(IMAGE_HINT)
             self.show_error("Search failed", message)
             self.search_finished.emit(None)
 

@@ -16,9 +16,9 @@ import pytest
 pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import QSettings, Qt  # noqa: E402
-from PySide6.QtGui import QImage  # noqa: E402
-from PySide6.QtWidgets import QMessageBox  # noqa: E402
+from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QUrl  # noqa: E402
+from PySide6.QtGui import QDragEnterEvent, QDropEvent, QImage  # noqa: E402
+from PySide6.QtWidgets import QApplication, QMessageBox  # noqa: E402
 
 from core.library.store import Library  # noqa: E402
 from gui.main_window import MainWindow  # noqa: E402
@@ -168,6 +168,73 @@ def test_tag_filter_keeps_assets_with_every_tag(qtbot, tmp_path, make_window, ti
     assert {"hero", label} <= set(window.tag_labels.stringList()), "the filter completes known labels"
     window.tag_filter.setText("no such tag")
     assert search(qtbot, window).hits == [] and window.results.rowCount() == 0
+
+
+def drop(window, path) -> bool:
+    """Drags `path` onto the window and drops it there; False when the window refused it."""
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(path))])
+    args = (Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    point = QPointF(20, 20)
+    enter = QDragEnterEvent(point, *args)
+    QApplication.sendEvent(window, enter)
+    if not enter.isAccepted():
+        return False
+    QApplication.sendEvent(window, QDropEvent(point, *args))
+    return True
+
+
+def write_image(path):
+    image = QImage(40, 30, QImage.Format.Format_RGB32)
+    image.fill(0x3366CC)
+    assert image.save(str(path))
+    return path
+
+
+def test_an_image_in_a_text_only_space_gets_an_inline_note(qtbot, tmp_path, make_window):
+    """The tiny bundle is in the minilm space, which has no image tower."""
+    write_meshes(tmp_path / "assets", 3)
+    window = make_window([tmp_path / "assets"])
+    index(qtbot, window)
+    assert not drop(window, tmp_path / "assets" / "mesh_000.glb"), "only image files are queries"
+    with qtbot.waitSignal(window.search_finished, timeout=WAIT_MS) as searched:
+        assert drop(window, write_image(tmp_path / "photo.png"))
+    assert searched.args[0].text_only
+    note = window.image_zone.text()
+    assert "minilm" in note and "no image tower" in note and "openclip" in note
+    assert window.findChildren(QMessageBox) == [], "a note in place, not an error box"
+    assert window.results.rowCount() == 3, "the grid keeps what it showed"
+
+
+def test_an_image_dropped_on_the_window_searches_by_it(qtbot, tmp_path, make_window):
+    """A pointbert-tiny bundle in a tiny open_clip space, both with random weights: the test
+    checks that the image reaches core's image search and its hits come back, not meaning."""
+    import json
+
+    import open_clip
+
+    from core.export import export_bundle
+    from core.models import create_encoder
+
+    config = tmp_path / "ulip2-gui-tiny-vit.json"
+    config.write_text(json.dumps({
+        "embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}))
+    open_clip.add_model_config(config)
+    bundle = tmp_path / "clip-bundle"
+    export_bundle(bundle, model=create_encoder("pointbert-tiny", embed_dim=32, seed=0).eval(),
+                  space="openclip:ulip2-gui-tiny-vit:none")
+    write_meshes(tmp_path / "assets", 3)
+    window = make_window([tmp_path / "assets"], bundle=bundle)
+    index(qtbot, window)
+    with qtbot.waitSignal(window.search_finished, timeout=WAIT_MS) as searched:
+        assert drop(window, write_image(tmp_path / "photo.png"))
+    results = searched.args[0]
+    assert results is not None, window.statusBar().currentMessage()
+    assert not results.text_only and results.query == "image photo.png"
+    assert len(results.hits) == 3 and all(-1 <= h.score <= 1 for h in results.hits)
+    assert window.results.rowCount() == 3 and "“image photo.png”" in window.statusBar().currentMessage()
+    assert window.image_zone.text().startswith("Drop an image")
 
 
 def test_indexing_can_be_cancelled_and_resumed(qtbot, tmp_path, make_window):
