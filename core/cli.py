@@ -30,6 +30,7 @@ examples:
   ulip2 train triplets --out runs/a --bundle bundles/mine
   ulip2 retrain studio-assets/ --out bundles/studio  fine-tune the default model on your assets
   ulip2 models pull ulip2-pointbert-10k --out ulip2-bundle      (needs network once)
+  ulip2 models add-text default --out bundles/default-text     texts without torch (Blender)
 
 'ulip2 COMMAND --help' explains each command.
 """
@@ -98,7 +99,7 @@ def _export(out, **kwargs) -> int:
 
 def cmd_export(args) -> int:
     return _export(args.out, config=args.config, space=args.space, checkpoint=args.checkpoint,
-                   fp16=args.fp16, seed=args.seed, overwrite=args.overwrite)
+                   fp16=args.fp16, text=args.text, seed=args.seed, overwrite=args.overwrite)
 
 
 def cmd_models_list(args) -> int:
@@ -118,7 +119,7 @@ def cmd_models_import(args) -> int:
     from .spaces import ULIP2_SPACE
 
     return _export(args.out, config="ulip2-pointbert", space=args.space or ULIP2_SPACE,
-                   checkpoint=args.checkpoint, fp16=args.fp16, overwrite=args.overwrite)
+                   checkpoint=args.checkpoint, fp16=args.fp16, text=args.text, overwrite=args.overwrite)
 
 
 def cmd_models_pull(args) -> int:
@@ -133,7 +134,41 @@ def cmd_models_pull(args) -> int:
         print(f"fetching space {release.space} ...", file=sys.stderr)
         load_space(release.space)
     return _export(args.out, config=release.config, space=release.space, checkpoint=checkpoint,
-                   fp16=args.fp16, overwrite=args.overwrite)
+                   fp16=args.fp16, text=args.text, overwrite=args.overwrite)
+
+
+def cmd_models_add_text(args) -> int:
+    import os
+    import shutil
+    import tempfile
+
+    from .bundle import default_bundle_path, read_bundle
+    from .errors import BundleError
+    from .export import add_text_tower
+
+    source = read_bundle(default_bundle_path() if str(args.bundle) == "default" else args.bundle, warn_untrained=False)
+    out = args.out.expanduser()
+    print(f"exporting the text tower of {source.space} ...", file=sys.stderr)
+    if out.resolve() == source.path:
+        bundle = add_text_tower(out)
+    else:
+        if out.exists() and any(out.iterdir()) and not args.overwrite:
+            raise BundleError(f"{out} exists and is not empty; pick a new folder or pass --overwrite")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        # Built beside --out and moved into place: a failed export leaves no half bundle there.
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        try:
+            shutil.copytree(source.path, staging, dirs_exist_ok=True)
+            add_text_tower(staging)
+            if out.exists():
+                shutil.rmtree(out)
+            os.replace(staging, out)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        bundle = read_bundle(out, warn_untrained=False)
+    _print_json(bundle.to_json() | {"path": str(bundle.path)})
+    return 0
 
 
 def cmd_info(args) -> int:
@@ -150,6 +185,10 @@ def cmd_info(args) -> int:
     print(f"encoder    {cfg['name']}: {cfg['depth']} blocks x {cfg['trans_dim']}, {cfg['num_group']} groups of {cfg['group_size']}")
     print(f"input      {bundle.num_points} points x {bundle.channels} channels (xyz, rgb)")
     print(f"files      {', '.join(f'{k}: {v}' for k, v in bundle.files.items())}")
+    if bundle.has_text:
+        print(f"text tower {bundle.text['onnx']} + {bundle.text['tokenizer']} (texts embed without torch)")
+    else:
+        print(f"text tower none (texts need torch; add one: ulip2 models add-text {args.bundle} --out DIR)")
     print(f"trained    {'yes' if bundle.trained else 'NO (random weights: embeddings carry no meaning)'}")
     print(f"provenance {json.dumps(bundle.provenance)}")
     return 0
@@ -188,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--config", default="pointbert-small",
                            help="encoder config (see 'ulip2 models list'; default pointbert-small)")
         p.add_argument("--fp16", action="store_true", help="also write a float16 encoder (for GPUs)")
+        p.add_argument("--text", action="store_true",
+                       help="also write the space's text tower (ONNX + tokenizer; minilm: about 90 MB), "
+                            "so texts embed without torch, as in Blender")
         p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
 
     p = add("export", cmd_export, "export a 3D encoder to an ONNX model bundle",
@@ -213,6 +255,16 @@ def build_parser() -> argparse.ArgumentParser:
     export_args(m, config=False)
     m.add_argument("--no-space", action="store_true", help="do not fetch the space's weights now")
     m.set_defaults(func=cmd_models_pull)
+    help_text = ("copy a bundle and add its space's text tower (ONNX + tokenizer), "
+                 "so texts embed without torch (the Blender panels need it)")
+    m = msub.add_parser("add-text", help=help_text, description=help_text,
+                        epilog="BUNDLE 'default' is the bundle used when none is named (the shipped one, which\n"
+                               "stays as installed). Needs the torch extra once, to export; minilm adds about 90 MB.",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    m.add_argument("bundle", type=Path, metavar="BUNDLE", help="bundle folder, or 'default'")
+    m.add_argument("--out", type=Path, required=True, help="folder for the copy (BUNDLE itself: add in place)")
+    m.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
+    m.set_defaults(func=cmd_models_add_text)
 
     p = add("info", cmd_info, "describe a model bundle")
     p.add_argument("bundle", type=Path, metavar="BUNDLE")

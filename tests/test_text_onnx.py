@@ -246,3 +246,35 @@ def test_openclip_random_weights_onnx_matches_torch(clip_bundle):
     assert np.abs(got - expected).max() <= 1e-4
     assert np.abs(got[0] - got[1]).max() > 1e-3
     assert np.abs(onnx.embed_text(CLIP_TEXTS[:1]) - expected[:1]).max() <= 1e-4  # batch 1
+
+
+# -- the command line ------------------------------------------------------------------
+
+def test_cli_models_add_text_copies_the_default(tmp_path, capsys, monkeypatch, minilm, no_text_cache):
+    from core.cli import main
+
+    monkeypatch.delenv("ULIP2_BUNDLE", raising=False)
+    out = tmp_path / "default-text"
+    assert main(["models", "add-text", "default", "--out", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["path"] == str(out.resolve()) and printed["text"]["onnx"] == "text/text.onnx"
+    assert not (core.bundle.SHIPPED_BUNDLE / "text").exists()
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [p.name for p in core.bundle.SHIPPED_BUNDLE.iterdir()] + ["text"])
+    vectors = text_space_for_bundle(out).embed_text(TEXTS[:2])
+    assert np.abs(vectors - minilm.embed_text(TEXTS[:2])).max() <= 1e-4
+    assert main(["info", str(out)]) == 0
+    assert "text tower text/text.onnx + text/tokenizer.json" in capsys.readouterr().out
+    assert main(["models", "add-text", "default", "--out", str(out)]) == 2  # not over a bundle unasked
+    assert "not empty" in capsys.readouterr().err
+
+
+def test_cli_export_with_text(clip_bundle, tmp_path, capsys):
+    from core.cli import main
+
+    out = tmp_path / "b"
+    assert main(["export", "--out", str(out), "--config", "pointbert-tiny", "--space", CLIP_SPACE, "--text"]) == 0
+    assert json.loads(capsys.readouterr().out)["text"]["tokenizer"] == "text/tokenizer.json"
+    assert read_bundle(out, warn_untrained=False).has_text
+    assert main(["info", str(core.bundle.SHIPPED_BUNDLE)]) == 0
+    assert "text tower none" in capsys.readouterr().out
