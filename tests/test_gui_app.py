@@ -20,7 +20,7 @@ from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QUrl  # noqa: E402
 from PySide6.QtGui import QDragEnterEvent, QDropEvent, QImage  # noqa: E402
 from PySide6.QtWidgets import QApplication, QMessageBox  # noqa: E402
 
-from core.library.store import Library  # noqa: E402
+from core.library.store import SCHEMA_VERSION, Library  # noqa: E402
 from gui.main_window import MainWindow  # noqa: E402
 from meshes import write_meshes  # noqa: E402
 
@@ -125,7 +125,7 @@ def test_a_version_1_library_keeps_its_typed_tags(qtbot, tmp_path, make_window):
             INSERT INTO tags VALUES ({first}, 'lvis', 'lamp', 0.3, 'an-old-bundle');
             INSERT INTO tags VALUES ({second}, 'user', 'oak', 1.0, 'another-bundle');""")
     with Library(tmp_path / "lib.sqlite") as library:
-        assert library.get_meta("schema_version") == "2"
+        assert library.get_meta("schema_version") == str(SCHEMA_VERSION)
         assert library.user_tags() == {first: ["hero prop"], second: ["oak"]}
         assert library.labels("tags", "an-old-bundle") == {first: [("lamp", 0.3)]}
     assert window.select_path(str(paths[1]))
