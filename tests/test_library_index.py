@@ -1,7 +1,9 @@
 """Library indexing with real SQLite and a real bundle (the session's pointbert-tiny bundle:
 random weights, so these tests check mechanics, never meaning): incremental re-index,
-changed and deleted files, bundle changes, a kill -9 mid-run, and a corpus of bad files."""
+changed and deleted files, bundle changes, a kill -9 mid-run, a corpus of bad files,
+.blend/.fbx files through real Blender workers, and schema migration."""
 
+import io
 import os
 import shutil
 import signal
@@ -14,9 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import trimesh
+from PIL import Image
 
+from core.blender_pool import NEEDS_BLENDER
 from core.library.indexer import bundle_id, index_paths
-from core.library.store import Library
+from core.library.store import AssetRecord, Library
+from core.library.thumbnails import THUMBNAIL_SIZE
 from core.runtime import PointEncoder
 from meshes import write_meshes
 
@@ -182,3 +187,97 @@ def test_bad_input_corpus_is_recorded_and_the_run_completes(tmp_path, encoder):
     assert (again.failed, again.known_errors, again.added) == ([], len(failed), 0), "known bad files are not retried"
     shutil.rmtree(tmp_path / "bad corpus" / "dossier été")
     assert run([tmp_path / "bad corpus"], db, encoder).removed == 1
+
+
+def test_blender_formats_index_through_the_worker(tmp_path, encoder):
+    """A .blend with two marked assets (and one unmarked object), an .fbx and a .glb: four
+    assets; the Blender ones sampled and thumbnailed (Workbench) in real bpy workers."""
+    pytest.importorskip("bpy")
+    from blender_files import MARKED, write_blend_files
+    from core.library.search import Searcher
+
+    blend, fbx = write_blend_files(tmp_path / "assets")
+    shutil.copy(REPO / "examples" / "chair.glb", tmp_path / "assets" / "chair.glb")
+    db = tmp_path / "lib.sqlite"
+    report = run([tmp_path / "assets"], db, encoder)
+    assert report.failed == [] and (report.seen, report.added) == (3, 4)
+    with Library(db) as library:
+        assets = {(Path(a["path"]).name, a["object"]): i for i, a in library.assets().items()}
+        assert sorted(assets) == [("chair.glb", ""), ("cone.fbx", ""), *[("scene.blend", name) for name in MARKED]]
+        for key in [("cone.fbx", ""), *[("scene.blend", name) for name in MARKED]]:
+            png = Image.open(io.BytesIO(library.thumbnail(assets[key])))
+            assert (png.format, png.size, png.mode) == ("PNG", (THUMBNAIL_SIZE, THUMBNAIL_SIZE), "RGBA"), key
+            covered = (np.asarray(png)[..., 3] > 127).mean()
+            assert 0.05 < covered < 0.9, (key, covered)  # a framed object on a transparent background
+        searcher = Searcher(library, encoder.bundle, device="cpu")
+        hits = searcher.search(searcher.text_vector("a ball"), k=10)
+        assert sorted((Path(h.path).name, h.object) for h in hits) == sorted(assets)
+        ids, vectors = library.embeddings(bundle_id(encoder.bundle))
+        for name in MARKED:  # each marked asset is its own vector: it finds itself first
+            vector = vectors[list(ids).index(assets[("scene.blend", name)])]
+            assert searcher.search(vector, k=1)[0].object == name
+    again = run([tmp_path / "assets"], db, encoder)
+    assert (again.added, again.updated, again.unchanged) == (0, 0, 3), "a re-index redoes nothing"
+
+    # The file saved again with no marked assets: one whole-file asset replaces the two.
+    write_blend_files(tmp_path / "assets", mark=False, fbx=False)
+    changed = run([tmp_path / "assets"], db, encoder)
+    assert changed.failed == [] and (changed.added, changed.updated) == (0, 1)
+    with Library(db) as library:
+        assert sorted(a["object"] for a in library.assets().values() if a["path"] == str(blend)) == [""]
+        assert library.integrity_check() == "ok"
+
+
+def test_without_bpy_blender_files_say_what_to_install(tmp_path, encoder, monkeypatch):
+    """bpy is installed here, so the probe is made to answer as on a machine without it."""
+    import core.library.indexer as indexer
+    from blender_files import write_blend_files
+
+    write_blend_files(tmp_path / "assets")
+    write_meshes(tmp_path / "assets", 1)
+    monkeypatch.setattr(indexer, "blender_available", lambda: False)
+    db = tmp_path / "lib.sqlite"
+    report = run([tmp_path / "assets"], db, encoder)
+    assert report.added == 1, "the rest indexes"
+    assert sorted((Path(f["path"]).name, f["reason"]) for f in report.failed) == [
+        ("cone.fbx", NEEDS_BLENDER), ("scene.blend", NEEDS_BLENDER)]
+    assert "pip install 'ulip2[blender]'" in NEEDS_BLENDER
+    with Library(db) as library:
+        assert library.errors() == [], "not remembered: once bpy is installed the files are read"
+    assert len(run([tmp_path / "assets"], db, encoder).failed) == 2, "and said again on the next run"
+
+
+def test_a_version_1_library_migrates_keeping_its_rows(tmp_path):
+    """A file written by schema 1 (one asset per path) opens as the current schema: assets,
+    ids, embeddings and a person's tags kept, and a path may now hold several assets."""
+    db = tmp_path / "old.sqlite"
+    with sqlite3.connect(db) as conn:
+        conn.executescript("""
+            CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+            INSERT INTO meta VALUES ('schema_version', '1');
+            CREATE TABLE assets (id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE, folder TEXT NOT NULL,
+                format TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL,
+                indexed_at REAL NOT NULL);
+            CREATE TABLE embeddings (asset_id INTEGER NOT NULL REFERENCES assets(id) ON DELETE CASCADE,
+                bundle TEXT NOT NULL, space TEXT NOT NULL, dim INTEGER NOT NULL, vec BLOB NOT NULL,
+                PRIMARY KEY (asset_id, bundle));
+            CREATE TABLE tags (asset_id INTEGER NOT NULL REFERENCES assets(id) ON DELETE CASCADE,
+                vocab TEXT NOT NULL, label TEXT NOT NULL, score REAL NOT NULL, bundle TEXT NOT NULL,
+                PRIMARY KEY (asset_id, vocab, label));
+            INSERT INTO assets VALUES (7, '/lib/a.blend', '/lib', 'blend', 10, 1, 'aa', 0);
+            INSERT INTO embeddings VALUES (7, 'b1', 'minilm', 2, x'0000803f00000000');
+            INSERT INTO tags VALUES (7, 'user', 'hero prop', 1.0, 'b1');
+        """)
+    with Library(db) as library:
+        assert library.get_meta("schema_version") == "3"
+        assert library.assets() == {7: dict(path="/lib/a.blend", object="", folder="/lib", format="blend", size=10,
+                                            sha256="aa")}
+        ids, vectors = library.embeddings("b1")
+        assert ids.tolist() == [7] and vectors.tolist() == [[1.0, 0.0]]
+        assert library.user_tags() == {7: ["hero prop"]}
+        library.write_batch("b1", "minilm", [AssetRecord("/lib/a.blend", 10, 1, "aa", np.ones(2), None, "Crate")],
+                            [], [])
+        assert sorted(a["object"] for a in library.assets().values()) == ["Crate"], \
+            "marked assets replace the whole-file asset"
+        assert library.user_tags() == {}, "its rows went with it (foreign keys are on again)"
+        assert library.integrity_check() == "ok"

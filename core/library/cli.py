@@ -79,8 +79,8 @@ def cmd_search(args) -> int:
     elif not hits:
         print("no matches (check the filters)")
     else:
-        _table([[rank, f"{h.score:.3f}", h.format, h.path] for rank, h in enumerate(hits, 1)],
-               ["#", "score", "format", "path"])
+        _table([[rank, f"{h.score:.3f}", h.format, h.path + (f" ({h.object})" if h.object else "")]
+                for rank, h in enumerate(hits, 1)], ["#", "score", "format", "path"])
     return 0
 
 

@@ -3,23 +3,33 @@ embed in batches, commit batch by batch.
 
 A file is work when it is new, its size or mtime changed and its content hash did too,
 or it has no embedding from the current bundle. Loading (hash, read, sample, thumbnail)
-runs in a pool of processes, because trimesh parsing holds the GIL; encoding runs here
-with onnxruntime in batches. Each batch is one transaction, so killing the run at any
-moment keeps every batch before it and the next run picks up the rest.
+runs in a pool of processes, because trimesh parsing holds the GIL; .blend, .fbx and .usd*
+files go to the crash-isolated Blender workers instead (core.blender_pool), which sample
+with the same sampler and render the thumbnail. Encoding runs here with onnxruntime in
+batches. Each batch is one transaction, so killing the run at any moment keeps every batch
+before it and the next run picks up the rest.
+
+A file is one asset, except a .blend with objects marked as assets: each of those is an
+asset of its own (the library tells them apart by object name), written in one batch.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import sys
+import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import chain
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
+from core.blender_pool import NEEDS_BLENDER, blender_available, needs_blender, run_jobs
 from core.bundle import Bundle
 from core.errors import AssetError
 from core.library.keys import bundle_id  # noqa: F401 (callers import it from here too)
@@ -27,11 +37,12 @@ from core.library.store import AssetRecord, Library
 from core.meshio import BLENDER_EXTENSIONS, SUPPORTED_EXTENSIONS, load_points
 from core.paths import file_sha256
 
-#: What a walk picks up. Blender formats are recorded with load_points' "needs the Blender
-#: worker" reason, so a user sees them listed instead of silently missing.
+#: What a walk picks up: trimesh's formats, and Blender's (read by the Blender workers).
 ASSET_EXTENSIONS = SUPPORTED_EXTENSIONS + BLENDER_EXTENSIONS
 # Fewer jobs than this are loaded in-process: starting a pool costs more than it saves.
 _POOL_MIN_JOBS = 8
+#: Seconds a Blender worker may spend on one file before it is killed and the file failed.
+BLENDER_TIMEOUT_S = 600.0
 
 
 def walk(roots: Iterable[str | os.PathLike]) -> list[str]:
@@ -60,44 +71,101 @@ class _Job:
 
 
 @dataclass
+class _Asset:
+    object: str  # the marked object's name in a .blend; "" for a whole file
+    points: np.ndarray
+    thumbnail: bytes | None
+
+
+@dataclass
 class _Loaded:
     path: str
     size: int
     mtime_ns: int
     sha256: str = ""
-    points: np.ndarray | None = None
-    thumbnail: bytes | None = None
+    assets: list[_Asset] = field(default_factory=list)
     error: str | None = None  # set when the file cannot become points
+    # False for a problem of this environment, not of the file (bpy missing): reported on
+    # every run but not remembered, so the file is read once the environment is fixed.
+    remember_error: bool = True
 
     @property
     def unchanged(self) -> bool:
-        return self.points is None and self.error is None
+        return not self.assets and self.error is None
 
 
-def _load(job: _Job) -> _Loaded:
-    """Hash, then (if the content is new to the store) read, sample and preview one file.
-    Runs in a loader process; every failure becomes a reason, never an exception."""
+def _hashed(job: _Job) -> tuple[_Loaded, bool]:
+    """(the file's facts, whether its content needs loading)."""
     try:
         stat = os.stat(job.path)
         out = _Loaded(job.path, stat.st_size, stat.st_mtime_ns)
         out.sha256 = file_sha256(job.path)
     except OSError as exc:
-        return _Loaded(job.path, 0, 0, error=f"cannot read: {exc.strerror or exc}")
-    if out.sha256 == job.known_sha and job.embedded:
-        return out  # touched, not changed: a copy, a checkout, a save without edits
+        return _Loaded(job.path, 0, 0, error=f"cannot read: {exc.strerror or exc}"), False
+    # Same hash: touched, not changed (a copy, a checkout, a save without edits).
+    return out, not (out.sha256 == job.known_sha and job.embedded)
+
+
+def _load(job: _Job) -> _Loaded:
+    """Hash, then (if the content is new to the store) read, sample and preview one file.
+    Runs in a loader process; every failure becomes a reason, never an exception."""
+    out, new = _hashed(job)
+    if not new:
+        return out
     try:
-        out.points = load_points(job.path, job.num_points, seed=job.seed)
+        points = load_points(job.path, job.num_points, seed=job.seed)
+        thumbnail = None
         if job.thumbnails:
             from core.library.thumbnails import thumbnail_png
 
-            out.thumbnail = thumbnail_png(out.points)
+            thumbnail = thumbnail_png(points)
+        out.assets = [_Asset("", points, thumbnail)]
     except AssetError as exc:
-        out.points, out.error = None, exc.reason
+        out.error = exc.reason
     except MemoryError:
-        out.points, out.error = None, "out of memory while loading (too many faces or too large a texture?)"
+        out.error = "out of memory while loading (too many faces or too large a texture?)"
     except Exception as exc:  # a loader bug on one odd file must not stop a library-wide run
-        out.points, out.error = None, f"unexpected {type(exc).__name__} while loading: {str(exc)[:200]}"
+        out.error = f"unexpected {type(exc).__name__} while loading: {str(exc)[:200]}"
     return out
+
+
+def _points(text: str, count: int) -> np.ndarray:
+    """A worker's base64 float32 points back to (count, 9)."""
+    return np.frombuffer(base64.b64decode(text), np.float32).reshape(count, -1)
+
+
+def _blender_loaded(jobs: list[_Job], workers: int | None, timeout: float) -> Iterator[_Loaded]:
+    """_load for the files only Blender reads, through the Blender workers: each answers with
+    every asset of its file (points sampled by core's sampler, a rendered thumbnail)."""
+    if not jobs:
+        return
+    new = []
+    for job in jobs:
+        out, needed = _hashed(job)
+        if needed and out.error is None and not blender_available():
+            out.error, out.remember_error = NEEDS_BLENDER, False
+        if not needed or out.error is not None:
+            yield out
+        else:
+            new.append((job, out))
+    if not new:
+        return
+    from core.library.thumbnails import THUMBNAIL_SIZE
+
+    loaded = {job.path: out for job, out in new}
+    requests = [{"action": "points", "path": job.path, "num_points": job.num_points, "seed": job.seed,
+                 "thumbnail": THUMBNAIL_SIZE if job.thumbnails else 0} for job, _ in new]
+    with tempfile.TemporaryDirectory(prefix="ulip2-index-") as logs:
+        count = (os.cpu_count() or 1) if workers is None else max(1, workers)
+        for request, answer in run_jobs(requests, workers=count, timeout=timeout, log_dir=Path(logs)):
+            out = loaded.pop(request["path"])
+            if not answer["ok"]:
+                out.error = answer["reason"]
+            else:
+                out.assets = [_Asset(a["object"], _points(a["points"], request["num_points"]),
+                                     base64.b64decode(a["thumbnail"]) if a["thumbnail"] else None)
+                              for a in answer["assets"]]
+            yield out
 
 
 @dataclass
@@ -118,11 +186,14 @@ class IndexReport:
 def index_paths(roots: Sequence[str | os.PathLike], library: Library, encoder, *, batch_size: int = 16,
                 workers: int | None = None, seed: int = 0, thumbnails: bool = True,
                 progress: bool = True, on_batch: Callable[[int, int], None] | None = None,
-                should_stop: Callable[[], bool] | None = None) -> IndexReport:
+                should_stop: Callable[[], bool] | None = None,
+                blender_timeout: float = BLENDER_TIMEOUT_S) -> IndexReport:
     """Bring `library` up to date with the asset files under `roots`, embedding with
     `encoder` (a core.runtime.PointEncoder). Returns what was done.
 
-    workers: loader processes (default: the CPU count; 0 loads in this process).
+    workers: loader processes (default: the CPU count; 0 loads in this process), and as
+        many Blender workers (at least one) for the files only Blender reads.
+    added and updated count assets (a .blend may hold several); seen counts files.
     on_batch: called with (files processed, files to process) before the first batch and
         after each commit, for a progress bar.
     should_stop: asked after each commit; True ends the run there (every committed batch
@@ -161,10 +232,11 @@ def index_paths(roots: Sequence[str | os.PathLike], library: Library, encoder, *
     points: list[np.ndarray] = []
     touched: list[tuple[str, int, int]] = []
     failed: list[tuple[str, int, int, str]] = []
-    done = 0
+    unremembered: list[dict] = []  # failures of this environment, not of the file
+    done = files = 0  # files processed, files in the batch being gathered
 
     def flush() -> None:
-        nonlocal done
+        nonlocal done, files
         if points:
             vectors = encoder.embed_points(np.stack(points), batch_size=batch_size)
             for record, vec in zip(records, vectors):
@@ -176,9 +248,9 @@ def index_paths(roots: Sequence[str | os.PathLike], library: Library, encoder, *
             else:
                 report.added += 1
         report.unchanged += len(touched)
-        report.failed += [{"path": p, "reason": r} for p, _, _, r in failed]
-        done += len(records) + len(touched) + len(failed)
-        for pending in (records, points, touched, failed):
+        report.failed += [{"path": p, "reason": r} for p, _, _, r in failed] + unremembered
+        done, files = done + files, 0
+        for pending in (records, points, touched, failed, unremembered):
             pending.clear()
         if on_batch is not None:
             on_batch(done, len(jobs))
@@ -189,17 +261,25 @@ def index_paths(roots: Sequence[str | os.PathLike], library: Library, encoder, *
               disable=not progress or not jobs) as bar:
         if on_batch is not None:
             on_batch(0, len(jobs))
-        for item in _loaded(jobs, workers):
+        in_blender = [job for job in jobs if needs_blender(job.path)]
+        in_trimesh = [job for job in jobs if not needs_blender(job.path)]
+        for item in chain(_loaded(in_trimesh, workers), _blender_loaded(in_blender, workers, blender_timeout)):
+            files += 1
             if item.error is not None:
-                failed.append((item.path, item.size, item.mtime_ns, item.error))
+                if item.remember_error:
+                    failed.append((item.path, item.size, item.mtime_ns, item.error))
+                else:
+                    unremembered.append({"path": item.path, "reason": item.error})
                 bar.write(f"error: {item.path}: {item.error}", file=sys.stderr)
             elif item.unchanged:
                 touched.append((item.path, item.size, item.mtime_ns))
             else:
-                records.append(AssetRecord(item.path, item.size, item.mtime_ns, item.sha256, None, item.thumbnail))
-                points.append(item.points)
+                for asset in item.assets:  # a file's assets always land in the same batch
+                    records.append(AssetRecord(item.path, item.size, item.mtime_ns, item.sha256, None,
+                                               asset.thumbnail, asset.object))
+                    points.append(asset.points)
             bar.update(1)
-            if len(records) + len(touched) + len(failed) >= batch_size:
+            if len(records) + len(touched) + len(failed) + len(unremembered) >= batch_size:
                 flush()
                 if should_stop is not None and should_stop():
                     break

@@ -32,6 +32,7 @@ class Hit:
     format: str
     folder: str
     score: float  # cosine similarity in the bundle's space
+    object: str = ""  # the marked object's name, for an asset inside a .blend
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -135,7 +136,7 @@ class Searcher:
     def _hits(self, pairs: list[tuple[int, float]], k: int, exclude: int | None) -> list[Hit]:
         pairs = [(i, s) for i, s in pairs if i != exclude][:k]
         rows = self.library.assets([i for i, _ in pairs])
-        return [Hit(i, rows[i]["path"], rows[i]["format"], rows[i]["folder"], round(float(s), 6))
+        return [Hit(i, rows[i]["path"], rows[i]["format"], rows[i]["folder"], round(float(s), 6), rows[i]["object"])
                 for i, s in pairs if i in rows]
 
 

@@ -24,24 +24,30 @@ import numpy as np
 
 from core.errors import Ulip2Error
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DB_ENV = "ULIP2_DB"
 DEFAULT_DB_NAME = "ulip2-library.sqlite"
 _TIMEOUT_S = 60.0
 _CHUNK = 500  # rows per IN (...) query, under SQLite's host-parameter limit
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS assets (
+# One row per asset: a file, or an object marked as an asset inside a .blend (several rows
+# share the file's path then, told apart by `object`). Written once, used by the schema and
+# by the migration that rebuilds the table.
+_ASSETS_TABLE = """CREATE TABLE IF NOT EXISTS {name} (
     id INTEGER PRIMARY KEY,
-    path TEXT NOT NULL UNIQUE,      -- absolute path
+    path TEXT NOT NULL,             -- absolute path of the file
+    object TEXT NOT NULL DEFAULT '',  -- the marked object's name in a .blend, '' for a whole file
     folder TEXT NOT NULL,           -- its parent folder, for --folder filters
     format TEXT NOT NULL,           -- extension without the dot, lower case
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
-    sha256 TEXT NOT NULL,
-    indexed_at REAL NOT NULL
-);
+    sha256 TEXT NOT NULL,           -- of the file
+    indexed_at REAL NOT NULL,
+    UNIQUE (path, object)
+);"""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS embeddings (
     asset_id INTEGER NOT NULL REFERENCES assets(id) ON DELETE CASCADE,
     bundle TEXT NOT NULL,           -- bundle id (see core.library.indexer.bundle_id)
@@ -86,7 +92,7 @@ CREATE TABLE IF NOT EXISTS errors (
     reason TEXT NOT NULL,
     at REAL NOT NULL
 );
-"""
+""" + _ASSETS_TABLE.format(name="assets")
 
 #: Statements that bring a file of schema version N - 1 to N, run in one transaction.
 _MIGRATIONS = {
@@ -94,6 +100,15 @@ _MIGRATIONS = {
     # bundle current when they were typed, so another bundle hid them: they move to user_tags.
     2: ("INSERT OR IGNORE INTO user_tags (asset_id, label) SELECT asset_id, label FROM tags WHERE vocab = 'user'",
         "DELETE FROM tags WHERE vocab = 'user'"),
+    # Version 2 had one asset per path; objects marked as assets in a .blend are assets of
+    # their own, so `assets` gains `object` and is unique per (path, object). SQLite cannot
+    # change a UNIQUE constraint in place: the table is rebuilt with its ids (every other
+    # table refers to them) and existing rows become whole-file assets (object '').
+    3: (_ASSETS_TABLE.format(name="assets_v3"),
+        "INSERT INTO assets_v3 (id, path, object, folder, format, size, mtime_ns, sha256, indexed_at) "
+        "SELECT id, path, '', folder, format, size, mtime_ns, sha256, indexed_at FROM assets",
+        "DROP TABLE assets",
+        "ALTER TABLE assets_v3 RENAME TO assets"),
 }
 
 
@@ -110,16 +125,17 @@ def default_db_path() -> Path:
 class Known:
     """What the store remembers of one path, to decide whether it needs work."""
 
-    asset_id: int | None
+    asset_id: int | None  # (the first asset's, for a .blend of several)
     size: int
     mtime_ns: int
     sha256: str | None  # None for a file remembered as an error
-    embedded: bool  # has an embedding from the current bundle
+    embedded: bool  # every asset of the file has an embedding from the current bundle
 
 
 @dataclass
 class AssetRecord:
-    """One asset ready to be written: file facts, embedding, thumbnail."""
+    """One asset ready to be written: file facts, embedding, thumbnail. A file's assets
+    (several for a .blend with marked assets) are written in one batch."""
 
     path: str
     size: int
@@ -127,6 +143,7 @@ class AssetRecord:
     sha256: str
     vec: np.ndarray
     thumbnail: bytes | None
+    object: str = ""  # the marked object's name in a .blend; "" for a whole file
 
 
 class Library:
@@ -142,8 +159,10 @@ class Library:
             self.conn.execute("PRAGMA journal_mode=WAL")
             # FULL: a committed batch survives power loss too, not only a killed process.
             self.conn.execute("PRAGMA synchronous=FULL")
-            self.conn.execute("PRAGMA foreign_keys=ON")
+            # Foreign keys go on after migrating: a migration that rebuilds a table drops the
+            # old one, which with them on would cascade-delete every row that refers to it.
             self._migrate()
+            self.conn.execute("PRAGMA foreign_keys=ON")
         except sqlite3.DatabaseError as exc:
             raise LibraryError(f"{self.path}: not a ulip2 library or corrupt ({exc})") from exc
 
@@ -162,6 +181,8 @@ class Library:
             for step in range(version + 1, SCHEMA_VERSION + 1):
                 for statement in _MIGRATIONS[step]:
                     self.conn.execute(statement)
+            if version < SCHEMA_VERSION and self.conn.execute("PRAGMA foreign_key_check").fetchone() is not None:
+                raise LibraryError(f"{self.path}: migrating to schema {SCHEMA_VERSION} broke row references")
             self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
@@ -212,7 +233,9 @@ class Library:
                 f"LEFT JOIN embeddings e ON e.asset_id = a.id AND e.bundle = ? WHERE a.path IN ({marks})",
                 [bundle, *chunk],
             ):
-                found[path] = Known(asset_id, size, mtime, sha, bool(embedded))
+                earlier = found.get(path)
+                found[path] = Known(asset_id, size, mtime, sha, bool(embedded)) if earlier is None else \
+                    Known(earlier.asset_id, size, mtime, sha, earlier.embedded and bool(embedded))
             for path, size, mtime in self.conn.execute(
                 f"SELECT path, size, mtime_ns FROM errors WHERE path IN ({marks})", chunk
             ):
@@ -227,22 +250,31 @@ class Library:
         (their asset, if any, removed: its rows described content that is gone)."""
         now = time.time()
         records, touched, failed = list(records), list(touched), list(failed)
+        objects: dict[str, list[str]] = {}
+        for r in records:
+            objects.setdefault(r.path, []).append(r.object)
         with self.transaction() as conn:
+            for path, names in objects.items():
+                # Assets the file no longer holds (unmarked or renamed in a .blend, or the
+                # whole-file asset of a .blend that now has marked ones) go with all their rows.
+                conn.execute(f"DELETE FROM assets WHERE path = ? AND object NOT IN ({','.join('?' * len(names))})",
+                             (path, *names))
             for r in records:
                 path = r.path
                 folder, extension = os.path.dirname(path), os.path.splitext(path)[1].lower().lstrip(".")
-                before = conn.execute("SELECT id, sha256 FROM assets WHERE path = ?", (path,)).fetchone()
+                before = conn.execute("SELECT id, sha256 FROM assets WHERE path = ? AND object = ?",
+                                      (path, r.object)).fetchone()
                 if before is not None and before[1] != r.sha256:
                     # New content: every bundle's embedding, tags, captions and thumbnail are stale
                     # (a person's own tags stay: they name the asset, not what a model saw in it).
                     for table in ("embeddings", "tags", "captions", "thumbnails"):
                         conn.execute(f"DELETE FROM {table} WHERE asset_id = ?", (before[0],))
                 asset_id = conn.execute(
-                    "INSERT INTO assets (path, folder, format, size, mtime_ns, sha256, indexed_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET "
+                    "INSERT INTO assets (path, object, folder, format, size, mtime_ns, sha256, indexed_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path, object) DO UPDATE SET "
                     "size = excluded.size, mtime_ns = excluded.mtime_ns, sha256 = excluded.sha256, "
                     "indexed_at = excluded.indexed_at RETURNING id",
-                    (path, folder, extension, r.size, r.mtime_ns, r.sha256, now),
+                    (path, r.object, folder, extension, r.size, r.mtime_ns, r.sha256, now),
                 ).fetchone()[0]
                 vec = np.ascontiguousarray(r.vec, dtype=np.float32).reshape(-1)
                 conn.execute("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?, ?)",
@@ -294,10 +326,11 @@ class Library:
             "SELECT bundle, space, COUNT(*) FROM embeddings GROUP BY bundle, space")}
 
     def assets(self, ids: Sequence[int] | None = None) -> dict[int, dict]:
-        """{id: {path, folder, format, size, sha256}} for `ids` (every asset when None)."""
-        cols = "id, path, folder, format, size, sha256"
+        """{id: {path, object, folder, format, size, sha256}} for `ids` (every asset when None).
+        object: the marked object's name for an asset inside a .blend, else ""."""
+        cols = "id, path, folder, format, size, sha256, object"
         if ids is None:
-            rows = self.conn.execute(f"SELECT {cols} FROM assets ORDER BY path").fetchall()
+            rows = self.conn.execute(f"SELECT {cols} FROM assets ORDER BY path, object").fetchall()
         else:
             rows = []
             ids = list(ids)
@@ -305,7 +338,7 @@ class Library:
                 chunk = ids[start:start + _CHUNK]
                 rows += self.conn.execute(f"SELECT {cols} FROM assets WHERE id IN ({','.join('?' * len(chunk))})",
                                           chunk).fetchall()
-        return {r[0]: dict(path=r[1], folder=r[2], format=r[3], size=r[4], sha256=r[5]) for r in rows}
+        return {r[0]: dict(path=r[1], object=r[6], folder=r[2], format=r[3], size=r[4], sha256=r[5]) for r in rows}
 
     def filtered_ids(self, *, formats: Sequence[str] = (), folder: str | None = None,
                      tags: Sequence[str] = ()) -> list[int]:
@@ -326,8 +359,9 @@ class Library:
         sql = "SELECT id FROM assets" + (" WHERE " + " AND ".join(where) if where else "")
         return [r[0] for r in self.conn.execute(sql, params)]
 
-    def asset_id(self, path: str) -> int | None:
-        row = self.conn.execute("SELECT id FROM assets WHERE path = ?", (path,)).fetchone()
+    def asset_id(self, path: str, object: str = "") -> int | None:
+        """The asset of a whole file, or of the object marked as an asset `object` in it."""
+        row = self.conn.execute("SELECT id FROM assets WHERE path = ? AND object = ?", (path, object)).fetchone()
         return None if row is None else row[0]
 
     def errors(self) -> list[dict]:

@@ -1,7 +1,9 @@
 """Thumbnails: a software-rasterised preview of an asset's sampled, coloured points.
 
-Used when no Blender render exists. Pure numpy + Pillow (PNG encoding), so it runs in the
-indexer's loader processes next to the sampler.
+Assets the Blender workers read (.blend, .fbx, .usd*) get a Workbench render instead
+(blender_addon.render.thumbnail_settings, same size); this preview is for the rest and the
+fallback. Pure numpy + Pillow (PNG encoding), so it runs in the indexer's loader processes
+next to the sampler.
 """
 
 from __future__ import annotations
