@@ -273,7 +273,7 @@ def add_text_tower(bundle_dir: str | os.PathLike) -> Bundle:
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "ulip2_version": __version__,
         }
-        staged = dataclasses.replace(bundle, path=staging.parent, text={
+        staged = dataclasses.replace(bundle, text={
             **entry, "onnx": f"{staging.name}/{TEXT_ONNX}", "tokenizer": f"{staging.name}/{TEXT_TOKENIZER}"})
         # An export that traced the wrong path (a fixed shape, a dropped mask) is refused here.
         got = OnnxTextSpace(staged, device="cpu")._encode_text(_TEXT_CHECK)
