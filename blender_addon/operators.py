@@ -8,7 +8,12 @@ import bpy
 from core.errors import AssetError, Ulip2Error
 from core.triplets import TripletStore
 
-from .preferences import get
+from .append import place_asset
+from .inference import models_for
+from .labels import Outcome, label_objects
+from .library_search import search_library
+from .preferences import get, vocabulary_source
+from .progress import StepOperator
 from .render import ViewSettings
 from .triplets import write_triplet
 
@@ -70,4 +75,115 @@ def caption_later(python: str, store: Path, captioner: str) -> None:
                           "--captioner", captioner], stdout=log, stderr=subprocess.STDOUT)
 
 
-classes = (ULIP2_OT_generate_triplets,)
+class _LabelSelected(StepOperator):
+    """Shared by auto-tag and caption: the selected objects' labels, as steps (progress, Esc)."""
+
+    tags = True
+
+    def begin(self, context):
+        prefs = get(context)
+        self.models = models_for(bpy.path.abspath(prefs.bundle), prefs.device)
+        objects = list(context.selected_objects)
+        if not objects:
+            raise Ulip2Error("select the objects to label first")
+        self.outcome = Outcome()
+        return label_objects(context.evaluated_depsgraph_get(), self.models, objects, self.outcome,
+                             vocabulary=vocabulary_source(prefs) if self.tags else None,
+                             k=prefs.tags_per_object, caption=self.caption)
+
+    def end(self, context, stopped):
+        outcome = self.outcome
+        done = len(outcome.labelled)
+        message = f"{'stopped: ' if stopped else ''}{done} of {outcome.total} objects labelled"
+        if outcome.skipped:
+            message += f"; no surface to sample: {', '.join(outcome.skipped)}"
+        if done == 1:
+            tags, caption = next(iter(outcome.labelled.values()))
+            message += f": {', '.join(tags)}" if tags else ""
+            message += f' "{caption}"' if caption else ""
+        self.report({"INFO"}, message + self.models.note)
+
+
+class ULIP2_OT_auto_tag(_LabelSelected, bpy.types.Operator):
+    """Zero-shot tags (vocabulary from the preferences) and a retrieval caption for each selected object: the asset's tags and description when it is marked as an asset, else custom properties"""
+
+    bl_idname = "ulip2.auto_tag"
+    bl_label = "Auto-tag selected"
+    bl_options = {"REGISTER", "UNDO"}
+
+    caption: bpy.props.BoolProperty(name="Caption", default=True,
+                                    description="Also write the retrieval caption (asset description)")
+
+
+class ULIP2_OT_caption(_LabelSelected, bpy.types.Operator):
+    """The nearest sentence of the caption bank for each selected object, stored as its description (assets) or custom property"""
+
+    bl_idname = "ulip2.caption"
+    bl_label = "Caption selected"
+    bl_options = {"REGISTER", "UNDO"}
+
+    tags = False
+    caption = True
+
+
+class ULIP2_OT_search_library(bpy.types.Operator):
+    """Search the index database by text; results with their previews"""
+
+    bl_idname = "ulip2.search_library"
+    bl_label = "Search library"
+    bl_options = {"REGISTER"}
+
+    query: bpy.props.StringProperty(name="Search", description="Default: the panel's search field")
+
+    def execute(self, context):
+        prefs = get(context)
+        state = context.window_manager.ulip2_search
+        query = self.query or state.query
+        try:
+            models = models_for(bpy.path.abspath(prefs.bundle), prefs.device)
+            results = search_library(models, prefs.library, query, state.count)
+        except Ulip2Error as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        state.query = query
+        state.results.clear()
+        for result in results:
+            item = state.results.add()
+            item.name, item.path, item.format = Path(result.path).name, result.path, result.format
+            item.score, item.thumbnail = result.score, result.thumbnail
+        state.active = 0
+        self.report({"INFO"}, f"{len(results)} results for '{query}'" + models.note)
+        return {"FINISHED"}
+
+
+class ULIP2_OT_append_result(bpy.types.Operator):
+    """Append (or link, for .blend files) a library asset into the scene at the 3D cursor"""
+
+    bl_idname = "ulip2.append_result"
+    bl_label = "Append"
+    bl_options = {"REGISTER", "UNDO"}
+
+    path: bpy.props.StringProperty(name="File", subtype="FILE_PATH",
+                                   description="Default: the active search result")
+    link: bpy.props.BoolProperty(name="Link", description="Link from the .blend file instead of copying")
+
+    def execute(self, context):
+        path = self.path
+        if not path:
+            state = context.window_manager.ulip2_search
+            if not 0 <= state.active < len(state.results):
+                self.report({"ERROR"}, "search the library and pick a result first")
+                return {"CANCELLED"}
+            path = state.results[state.active].path
+        try:
+            objects = place_asset(context, path, link=self.link)
+        except Ulip2Error as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"{'linked' if self.link else 'appended'} {Path(path).name}: "
+                              f"{', '.join(obj.name for obj in objects)} at the 3D cursor")
+        return {"FINISHED"}
+
+
+classes = (ULIP2_OT_generate_triplets, ULIP2_OT_auto_tag, ULIP2_OT_caption, ULIP2_OT_search_library,
+           ULIP2_OT_append_result)

@@ -1,4 +1,5 @@
-"""Extension preferences: where triplets go and which ulip2 environment captions them."""
+"""Extension preferences: the model bundle, index database, device and vocabulary the
+panels use; where triplets go and which ulip2 environment captions them."""
 
 import bpy
 
@@ -7,11 +8,36 @@ CAPTIONERS = [
     ("blip", "BLIP", "smaller BLIP captioning model (needs its weights)"),
     ("metadata", "Metadata (not a vision model)", "sentences from names, measured colours and size; offline"),
 ]
+# The names core.runtime.choose_providers takes.
+DEVICES = [
+    ("auto", "Auto", "CUDA when onnxruntime-gpu sees a GPU, else the CPU"),
+    ("cpu", "CPU", "onnxruntime's CPU provider"),
+    ("cuda", "CUDA", "onnxruntime's CUDA provider (needs onnxruntime-gpu and an NVIDIA GPU)"),
+]
+# The shipped vocabularies of core.library.tagging, or a file of the user's.
+VOCABULARIES = [
+    ("lvis", "LVIS", "Objaverse-LVIS: 1,156 categories"),
+    ("modelnet40", "ModelNet40", "40 categories of furniture, vehicles and objects"),
+    ("shapenet55", "ShapeNet", "ShapeNet's 55 categories"),
+    ("FILE", "My file", "a text file of labels, one per line"),
+]
 
 
 class ULIP2_AP_preferences(bpy.types.AddonPreferences):
     bl_idname = __package__
 
+    bundle: bpy.props.StringProperty(
+        name="Model bundle", subtype="DIR_PATH",
+        description="Folder of a ulip2 model bundle with its text tower (ulip2 models add-text BUNDLE --out DIR)")
+    library: bpy.props.StringProperty(
+        name="Index database", subtype="FILE_PATH",
+        description="The library file made by 'ulip2 index FOLDER --db FILE' (SQLite)")
+    device: bpy.props.EnumProperty(name="Device", items=DEVICES, default="auto")
+    vocabulary: bpy.props.EnumProperty(name="Vocabulary", items=VOCABULARIES, default="lvis",
+                                       description="Labels that auto-tag chooses from")
+    vocabulary_file: bpy.props.StringProperty(name="Vocabulary file", subtype="FILE_PATH",
+                                              description="Text file of labels, one per line")
+    tags_per_object: bpy.props.IntProperty(name="Tags per object", default=5, min=1, max=50)
     store: bpy.props.StringProperty(name="Triplet store", subtype="DIR_PATH",
                                     description="Folder of the triplet store (created if new)")
     ulip2_python: bpy.props.StringProperty(
@@ -21,12 +47,27 @@ class ULIP2_AP_preferences(bpy.types.AddonPreferences):
     captioner: bpy.props.EnumProperty(name="Captioner", items=CAPTIONERS, default="blip2")
 
     def draw(self, context):
+        layout = self.layout
+        column = layout.column(heading="Models")
+        for name in ("bundle", "device", "library"):
+            column.prop(self, name)
+        column = layout.column(heading="Tags")
+        column.prop(self, "vocabulary")
+        if self.vocabulary == "FILE":
+            column.prop(self, "vocabulary_file")
+        column.prop(self, "tags_per_object")
+        column = layout.column(heading="Triplets")
         for name in ("store", "ulip2_python", "captioner"):
-            self.layout.prop(self, name)
+            column.prop(self, name)
 
 
 def get(context):
     return context.preferences.addons[__package__].preferences
+
+
+def vocabulary_source(prefs) -> str:
+    """What core.library.tagging.load_vocabulary takes: a shipped name or a file path."""
+    return bpy.path.abspath(prefs.vocabulary_file) if prefs.vocabulary == "FILE" else prefs.vocabulary
 
 
 classes = (ULIP2_AP_preferences,)

@@ -1,0 +1,276 @@
+"""The artist-facing panels in a clean Blender: the built extension zip installs into a fresh
+bpy (BLENDER_USER_RESOURCES under tmp_path), then auto-tag, caption, library search and
+append run there, with onnxruntime only: torch is never imported in that process.
+
+The bundle is pointbert-tiny with RANDOM weights (tests/conftest.py) and the real minilm
+text tower exported into it, so tags and captions here carry no meaning: the tests check
+structure (k tags from the vocabulary, no duplicates, a caption from the bank, one undo
+step), not that a cube is called a box.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("bpy")
+
+from core.blender_extension import build_extension  # noqa: E402
+from core.library.tagging import load_bank  # noqa: E402
+
+HERE = Path(__file__).parent
+VOCABULARY = ["chair", "table", "lamp", "sofa", "vase", "bottle", "car", "airplane"]
+K = 3
+
+
+@pytest.fixture(scope="session")
+def text_bundle(tiny_bundle, tmp_path_factory):
+    """A copy of the session's tiny bundle with the minilm text tower (about 90 MB): exported
+    once per test session."""
+    from core.export import add_text_tower
+
+    path = tmp_path_factory.mktemp("panel-bundles") / "tiny-with-text"
+    shutil.copytree(tiny_bundle.path, path)
+    return add_text_tower(path)
+
+
+@pytest.fixture(scope="session")
+def extension_zip(tmp_path_factory):
+    """The extension as users install it; no runtime wheels: this bpy's Python has onnxruntime and tokenizers."""
+    return build_extension(tmp_path_factory.mktemp("extension"), runtime_wheels=False)[0]
+
+
+@pytest.fixture(scope="session")
+def library(text_bundle, tmp_path_factory):
+    """A library of four small meshes (glb, ply, obj, stl) indexed with the text bundle, thumbnails included."""
+    from core.library.indexer import index_paths
+    from core.library.store import Library
+    from core.runtime import PointEncoder
+
+    from meshes import write_meshes
+
+    root = tmp_path_factory.mktemp("library")
+    paths = write_meshes(root / "assets", 8)
+    db = root / "library.sqlite"
+    with Library(db) as lib:
+        index_paths([root / "assets"], lib, PointEncoder(text_bundle, device="cpu"), workers=0, progress=False)
+    return db, sorted(str(p.resolve()) for p in paths)
+
+
+def run_bpy(tmp_path, *args, timeout=600):
+    """A fresh Python with bpy, outside the checkout (so core comes from the extension's
+    wheel, not this environment), with Blender's user folder and caches under tmp_path."""
+    env = {**os.environ, "BLENDER_USER_RESOURCES": str(tmp_path / "blender-user"),
+           "ULIP2_CACHE_DIR": str(tmp_path / "cache"), "ULIP2_TEXT_CACHE": "1"}
+    done = subprocess.run([sys.executable, *args], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=timeout)
+    assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+SCENE = r"""
+import json, sys
+import bpy
+
+zip_path, bundle, db, vocabulary, blend_asset = sys.argv[1:6]
+assert bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default",
+                                                enable_on_install=True) == {"FINISHED"}
+prefs = bpy.context.preferences.addons["bl_ext.user_default.ulip2"].preferences
+prefs.bundle, prefs.library, prefs.device = bundle, db, "cpu"
+prefs.vocabulary, prefs.vocabulary_file, prefs.tags_per_object = "FILE", vocabulary, %(k)d
+out = {}
+
+# A .blend holding one marked asset away from the origin, for append and link.
+bpy.ops.wm.read_homefile(use_empty=True)  # keeps the preferences
+bpy.ops.mesh.primitive_cylinder_add(location=(5, 5, 0))
+stool = bpy.context.active_object
+stool.name = "Stool"
+stool.asset_mark()
+bpy.data.libraries.write(blend_asset, {stool})
+
+# The artist's scene: two marked assets, a plain object, and a light (nothing to sample).
+bpy.ops.wm.read_homefile(use_empty=True)  # keeps the preferences
+bpy.ops.mesh.primitive_cube_add(location=(0, 0, 0))
+bpy.context.active_object.name = "Crate"
+bpy.context.active_object.asset_mark()
+bpy.context.active_object.asset_data.tags.new("mine")  # an artist's own tag survives
+bpy.ops.mesh.primitive_uv_sphere_add(location=(3, 0, 0))
+bpy.context.active_object.name = "Ball"
+bpy.context.active_object.asset_mark()
+bpy.ops.mesh.primitive_cone_add(location=(0, 4, 0))
+bpy.context.active_object.name = "Cone"
+bpy.ops.object.light_add(location=(0, 0, 5))
+bpy.ops.object.select_all(action="SELECT")
+
+def labels():
+    objects = bpy.data.objects
+    return {"Crate": [t.name for t in objects["Crate"].asset_data.tags], "Crate.d": objects["Crate"].asset_data.description,
+            "Ball": [t.name for t in objects["Ball"].asset_data.tags], "Ball.d": objects["Ball"].asset_data.description,
+            "Cone": list(objects["Cone"].get("ulip2_tags", [])), "Cone.d": objects["Cone"].get("ulip2_caption")}
+
+bpy.ops.ed.undo_push(message="before auto-tag")
+out["before"] = labels()
+# (EXEC_DEFAULT, undo=True): the way a button press runs it, pushing the operator's undo step.
+out["tag"] = sorted(bpy.ops.ulip2.auto_tag("EXEC_DEFAULT", True))
+out["first"] = labels()
+bpy.ops.ed.undo()
+out["undone"] = labels()
+bpy.ops.ed.redo()
+out["redone"] = labels()
+bpy.ops.object.select_all(action="SELECT")
+bpy.ops.ulip2.auto_tag("EXEC_DEFAULT", True)
+out["second"] = labels()
+
+bpy.ops.object.select_all(action="DESELECT")
+bpy.data.objects["Cone"].select_set(True)
+del bpy.data.objects["Cone"]["ulip2_caption"]
+out["caption"] = sorted(bpy.ops.ulip2.caption())
+out["cone_caption"] = bpy.data.objects["Cone"].get("ulip2_caption")
+
+search = bpy.context.window_manager.ulip2_search
+search.query, search.count = "a wooden box", 3
+out["search"] = sorted(bpy.ops.ulip2.search_library())
+from bl_ext.user_default.ulip2.library_search import preview
+out["results"] = [{"path": r.path, "score": r.score, "thumbnail": r.thumbnail,
+                   "preview": list(preview(r.thumbnail).image_size)} for r in search.results]
+
+def placed(before):
+    new = [o for o in bpy.data.objects if o.name not in before and (o.parent is None or o.parent.name in before)]
+    return [{"name": o.name, "at": [round(v, 4) for v in o.matrix_world.translation], "linked": o.library is not None,
+             "instance": o.instance_collection.name if o.instance_collection else None,
+             "instanced_linked": [x.library is not None for x in o.instance_collection.objects]
+                                 if o.instance_collection else []} for o in new]
+
+bpy.context.scene.cursor.location = (2.0, -3.0, 1.5)
+before = {o.name for o in bpy.data.objects}
+out["append"] = sorted(bpy.ops.ulip2.append_result())  # the active search result
+out["appended"] = placed(before)
+before = {o.name for o in bpy.data.objects}
+out["append_blend"] = sorted(bpy.ops.ulip2.append_result(path=blend_asset))
+out["appended_blend"] = placed(before)
+before = {o.name for o in bpy.data.objects}
+out["link_blend"] = sorted(bpy.ops.ulip2.append_result(path=blend_asset, link=True))
+out["linked_blend"] = placed(before)
+
+import core.runtime
+out["core"] = core.runtime.__file__
+out["onnxruntime"] = "onnxruntime" in sys.modules
+out["torch"] = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers", "open_clip"))
+print(json.dumps(out))
+""" % {"k": K}
+
+
+def test_auto_tag_caption_search_append_in_clean_blender_without_torch(extension_zip, text_bundle, library,
+                                                                       tmp_path):
+    """Random weights (see the module docstring): structure, not meaning."""
+    db, indexed = library
+    vocabulary = tmp_path / "vocabulary.txt"
+    vocabulary.write_text("\n".join(VOCABULARY) + "\n")
+    script = tmp_path / "scene.py"
+    script.write_text(SCENE)
+    out = run_bpy(tmp_path, str(script), str(extension_zip), str(text_bundle.path), str(db), str(vocabulary),
+                  str(tmp_path / "stool.blend"))
+    bank = set(load_bank()[1])
+
+    # Auto-tag: k tags from the vocabulary on each asset (beside the artist's own), the
+    # caption in the asset's description; custom properties on the plain object.
+    assert out["tag"] == ["FINISHED"]
+    assert out["before"] == {"Crate": ["mine"], "Crate.d": "", "Ball": [], "Ball.d": "", "Cone": [], "Cone.d": None}
+    first = out["first"]
+    assert first["Crate"][0] == "mine" and len(first["Crate"]) == 1 + K
+    for name in ("Crate", "Ball", "Cone"):
+        tags = [t for t in first[name] if t != "mine"]
+        assert len(tags) == K and set(tags) <= set(VOCABULARY) and len(set(tags)) == K, (name, first[name])
+        assert first[f"{name}.d"] in bank, (name, first[f"{name}.d"])
+    # One undo step takes all of it back, on every object at once; redo brings it again.
+    assert out["undone"] == out["before"]
+    assert out["redone"] == first
+    # A second run adds no duplicate.
+    assert out["second"] == first
+
+    assert out["caption"] == ["FINISHED"] and out["cone_caption"] in bank
+
+    # Search: results from the library, best first, with their thumbnails as previews.
+    assert out["search"] == ["FINISHED"]
+    results = out["results"]
+    assert len(results) == 3 and all(r["path"] in indexed for r in results)
+    assert [r["score"] for r in results] == sorted((r["score"] for r in results), reverse=True)
+    for result in results:
+        assert Path(result["thumbnail"]).is_file()
+        assert Path(result["thumbnail"]).is_relative_to(tmp_path / "blender-user")
+        assert Path(result["thumbnail"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert result["preview"] == [128, 128]  # loaded by bpy.utils.previews (icon ids exist only with a UI)
+
+    # Append: the active result (a mesh file, through Blender's importer) at the 3D cursor.
+    cursor = [2.0, -3.0, 1.5]
+    assert out["append"] == ["FINISHED"]
+    assert len(out["appended"]) >= 1
+    at = [sum(o["at"][i] for o in out["appended"]) / len(out["appended"]) for i in range(3)]
+    assert at == pytest.approx(cursor, abs=1e-3)
+    # A .blend: its marked asset, appended as a local copy at the cursor, or linked and
+    # placed by a collection instance at the cursor.
+    assert out["append_blend"] == ["FINISHED"]
+    assert [(o["name"].startswith("Stool"), o["at"], o["linked"]) for o in out["appended_blend"]] == [(True, cursor, False)]
+    assert out["link_blend"] == ["FINISHED"]
+    [instance] = out["linked_blend"]
+    assert instance["at"] == cursor and instance["instance"] and instance["instanced_linked"] == [True]
+
+    # Inference ran through onnxruntime from the extension's own core, with no torch loaded.
+    assert Path(out["core"]).is_relative_to(tmp_path / "blender-user")
+    assert out["onnxruntime"] is True
+    assert out["torch"] == []
+
+
+MAKE_BLEND = r"""
+import sys, bpy
+bpy.ops.wm.read_factory_settings(use_empty=True)
+for add, name, location in ((bpy.ops.mesh.primitive_cube_add, "Crate", (0, 0, 0)),
+                            (bpy.ops.mesh.primitive_torus_add, "Ring", (3, 0, 0)),
+                            (bpy.ops.mesh.primitive_monkey_add, "Suzanne", (0, 3, 0))):
+    add(location=location)
+    bpy.context.active_object.name = name
+    if name != "Suzanne":
+        bpy.context.active_object.asset_mark()
+bpy.ops.wm.save_as_mainfile(filepath=sys.argv[1])
+print("{}")
+"""
+
+READ_BLEND = r"""
+import json, sys, bpy
+bpy.ops.wm.open_mainfile(filepath=sys.argv[1])
+print(json.dumps({o.name: {"asset": o.asset_data is not None,
+                           "tags": [t.name for t in o.asset_data.tags] if o.asset_data else None,
+                           "description": o.asset_data.description if o.asset_data else None,
+                           "custom": sorted(k for k in o.keys() if k.startswith("ulip2"))}
+                  for o in bpy.data.objects}))
+"""
+
+
+def test_script_auto_tags_the_assets_of_a_blend_and_saves_them(extension_zip, text_bundle, tmp_path):
+    """tests/blender_autotag_blend.py in a clean bpy: install, open, auto-tag, save; the tags
+    are in the saved file when it is opened again. Random weights: structure only."""
+    source, saved = tmp_path / "assets.blend", tmp_path / "assets-tagged.blend"
+    vocabulary = tmp_path / "vocabulary.txt"
+    vocabulary.write_text("\n".join(VOCABULARY) + "\n")
+    (tmp_path / "make.py").write_text(MAKE_BLEND)
+    (tmp_path / "read.py").write_text(READ_BLEND)
+    run_bpy(tmp_path, str(tmp_path / "make.py"), str(source))
+
+    printed = run_bpy(tmp_path, str(HERE / "blender_autotag_blend.py"), str(extension_zip), str(source), str(saved),
+                      "--bundle", str(text_bundle.path), "--vocabulary", str(vocabulary), "--k", str(K))
+    assert sorted(printed) == ["Crate", "Ring"]
+
+    reopened = run_bpy(tmp_path, str(tmp_path / "read.py"), str(saved))
+    bank = set(load_bank()[1])
+    for name in ("Crate", "Ring"):
+        tags = reopened[name]["tags"]
+        assert tags == printed[name] and len(tags) == K and set(tags) <= set(VOCABULARY)
+        assert reopened[name]["description"] in bank
+    # Not an asset and not selected: untouched.
+    assert reopened["Suzanne"] == {"asset": False, "tags": None, "description": None, "custom": []}
+    original = run_bpy(tmp_path, str(tmp_path / "read.py"), str(source))
+    assert original["Crate"]["tags"] == [] and original["Crate"]["description"] == ""
