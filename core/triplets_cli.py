@@ -80,29 +80,35 @@ def _run_ray(store: TripletStore, jobs: list[dict], timeout: float):
         import ray
     except ImportError:
         raise Ulip2Error("--engine ray needs the ray extra: pip install 'ulip2[ray]'") from None
-    if not ray.is_initialized():
+    started = not ray.is_initialized()
+    if started:
         # $RAY_ADDRESS names a running cluster; without it Ray starts a local one.
         ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False)
-    remote = ray.remote(num_cpus=1, max_retries=0)(ray_job)
-    limit = max(1, int(ray.cluster_resources().get("CPU", 1)) * RAY_IN_FLIGHT_PER_CPU)
-    waiting = list(reversed(jobs))
-    running: dict = {}
-    while waiting or running:
-        while waiting and len(running) < limit:
-            job = waiting.pop()
-            running[remote.remote(job, timeout)] = job
-        (ref,), _ = ray.wait(list(running), num_returns=1)
-        job = running.pop(ref)
-        try:
-            answer = ray.get(ref)
-        except ray.exceptions.RayError as exc:  # the node or its Ray worker died
-            answer = {"ok": False, "reason": f"Ray task failed: {str(exc).strip().splitlines()[0][:300]}"}
-        record = None
-        if job["action"] == "render":
-            record = RecordWriter(store, job["key"])
-            for name, data in answer.pop("files", {}).items():
-                (record.path / name).write_bytes(data)
-        yield job, answer, record
+    try:
+        # No retries: a file that kills its worker would only kill the next one too.
+        remote = ray.remote(num_cpus=1, max_retries=0)(ray_job)
+        limit = max(1, int(ray.cluster_resources().get("CPU", 1)) * RAY_IN_FLIGHT_PER_CPU)
+        waiting = list(reversed(jobs))
+        running: dict = {}
+        while waiting or running:
+            while waiting and len(running) < limit:
+                job = waiting.pop()
+                running[remote.remote(job, timeout)] = job
+            (ref,), _ = ray.wait(list(running), num_returns=1)
+            job = running.pop(ref)
+            try:
+                answer = ray.get(ref)
+            except ray.exceptions.RayError as exc:  # the node or its Ray worker died
+                answer = {"ok": False, "reason": f"Ray task failed: {str(exc).strip().splitlines()[0][:300]}"}
+            record = None
+            if job["action"] == "render":
+                record = RecordWriter(store, job["key"])
+                for name, data in answer.pop("files", {}).items():
+                    (record.path / name).write_bytes(data)
+            yield job, answer, record
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def plan_units(store: TripletStore, files: list[Path], *, engine: str, workers: int,

@@ -113,3 +113,39 @@ def test_a_blend_without_marked_assets_is_one_record(tmp_path, capsys):
     (record,) = TripletStore(tmp_path / "store").records()
     assert record.meta["source"]["kind"] == "file"
     assert sorted(record.meta["facts"]["object_names"]) == ["Ball", "Cone", "Crate"]
+
+
+@pytest.fixture
+def local_ray(monkeypatch):
+    """A one-CPU local Ray; its session files go to a short temporary folder (Ray's socket
+    paths must stay under the OS limit) that is removed afterwards."""
+    ray = pytest.importorskip("ray", reason="the ray extra: pip install 'ulip2[ray]'")
+    import tempfile
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # no token written to the home folder
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    folder = tempfile.mkdtemp(prefix="ray")
+    ray.init(num_cpus=1, include_dashboard=False, _temp_dir=folder)
+    yield ray
+    ray.shutdown()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_ray_engine_runs_the_same_units(local_ray, tmp_path, capsys):
+    """--engine ray: each asset (both marked assets of the .blend, the .glb) is a Ray task
+    running the crash-isolated worker; the crashing file is recorded; the driver writes."""
+    from blender_files import MARKED, write_blend_files
+
+    write_blend_files(tmp_path / "assets", fbx=False)
+    shutil.copy(EXAMPLES / "chair.glb", tmp_path / "assets" / "chair.glb")
+    (tmp_path / "assets" / "crash.ply").write_text(CRASHING_PLY)
+    store = tmp_path / "store"
+    code, summary = run(capsys, "build", str(tmp_path / "assets"), "--store", str(store), "--engine", "ray",
+                        "--no-caption", *FAST)
+    assert code == 1 and summary["written"] == 3
+    assert [(Path(f["source"]).name, "crashed" in f["reason"]) for f in summary["failed"]] == [("crash.ply", True)]
+    records = {r.meta["source"]["object"]: r for r in TripletStore(store).records()}
+    assert sorted(records) == [*MARKED, "chair"]
+    assert all(len(r.view_paths()) == 2 and r.points().shape == (10_000, 6) for r in records.values())
+    assert not any((store / "tmp").iterdir()), "every record folder was committed or removed"
+    assert local_ray.is_initialized(), "a Ray the caller started is left running"
