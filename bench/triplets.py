@@ -6,7 +6,7 @@ worker: import an example asset, render 12 views at 224x224, sample 10k points, 
 record. The first object warms Cycles up (kernels, shaders) and is not counted. Ends with
 one JSON line of the figures.
 
-    python bench/triplets.py [--objects 6] [--samples 8]
+    python bench/triplets.py [--objects 6] [--samples N]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ ENGINES = {"cycles": "CYCLES", "workbench": "BLENDER_WORKBENCH"}
 VIEWS, RESOLUTION = 12, 224
 
 
-def child(engine: str, objects: int, samples: int) -> None:
+def child(engine: str, objects: int, samples: int | None) -> None:
     """In a bpy process: per-object seconds for `objects` timed objects after one warm-up."""
     from blender_addon.render import ViewSettings
     from blender_addon.triplets import write_triplet
@@ -34,7 +34,9 @@ def child(engine: str, objects: int, samples: int) -> None:
     from core.triplets import TripletStore
 
     assets = sorted(EXAMPLES.glob("*.glb"))
-    settings = ViewSettings(count=VIEWS, resolution=RESOLUTION, engine=engine, samples=samples)
+    settings = ViewSettings(count=VIEWS, resolution=RESOLUTION, engine=engine)
+    if samples is not None:
+        settings.samples = samples
     with tempfile.TemporaryDirectory() as tmp:
         store = TripletStore(Path(tmp) / "store", create=True)
         times = []
@@ -44,12 +46,13 @@ def child(engine: str, objects: int, samples: int) -> None:
             write_triplet(store, load_asset(path), settings=settings, source=str(path), name=path.stem,
                           key=f"{i:064x}")
             times.append(time.perf_counter() - start)
-    print(json.dumps({"per_object": times[1:], "warm_up": times[0]}))
+    print(json.dumps({"per_object": times[1:], "warm_up": times[0], "samples": settings.samples}))
 
 
-def measure(engine: str, objects: int, samples: int) -> dict:
-    done = subprocess.run([sys.executable, __file__, "--child", engine, "--objects", str(objects),
-                           "--samples", str(samples)], capture_output=True, text=True)
+def measure(engine: str, objects: int, samples: int | None) -> dict:
+    extra = [] if samples is None else ["--samples", str(samples)]
+    done = subprocess.run([sys.executable, __file__, "--child", engine, "--objects", str(objects), *extra],
+                          capture_output=True, text=True)
     if done.returncode != 0:
         tail = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
         return {"error": f"exit code {done.returncode}: {tail}"}
@@ -59,14 +62,14 @@ def measure(engine: str, objects: int, samples: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--objects", type=int, default=6, help="timed objects per engine (after one warm-up)")
-    parser.add_argument("--samples", type=int, default=8, help="Cycles samples (default 8, the product default)")
+    parser.add_argument("--samples", type=int, help="Cycles samples per pixel (default: the product's, ViewSettings.samples)")
     parser.add_argument("--child", choices=ENGINES.values(), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child, args.objects, args.samples)
         return
 
-    figures = {"views": VIEWS, "resolution": RESOLUTION, "samples": args.samples, "cpus": os.cpu_count()}
+    figures = {"views": VIEWS, "resolution": RESOLUTION, "cpus": os.cpu_count()}
     for name, engine in ENGINES.items():
         result = measure(engine, args.objects, args.samples)
         if "error" in result:
@@ -81,6 +84,8 @@ def main() -> None:
         figures[f"s_per_object_{VIEWS}_views_{name}"] = round(per_object, 3)
         figures[f"s_per_view_{name}"] = round(per_object / VIEWS, 4)
         figures[f"objects_per_minute_{name}"] = round(60 / per_object, 2)
+        if engine == "CYCLES":
+            figures["samples"] = result["samples"]
     print(json.dumps(figures))
 
 
