@@ -64,6 +64,23 @@ def run_index(folders: Sequence[str], db: str, bundle: str | None, device: str, 
                         cancelled=done < total, done=done, total=total)
 
 
+#: The two kinds of labels core stores, named as its exporter writes them.
+TAG, CAPTION = "tag", "caption"
+
+
+def run_labelling(db: str, bundle: str | None, kind: str, source: str, k: int) -> tuple[str, int]:
+    """Tag (`source`: a vocabulary) or caption (`source`: a caption bank) every asset the bundle
+    embedded, through core's tagger; (the source's name, assets labelled)."""
+    from core.bundle import default_bundle_path, read_bundle
+    from core.library.store import Library
+    from core.library.tagging import caption_library, tag_library
+
+    label = tag_library if kind == TAG else caption_library
+    with Library(db, create=False) as library:
+        name, labels = label(library, read_bundle(bundle or default_bundle_path()), source, k=k)
+    return name, len(labels)
+
+
 def _results(searcher, hits: list[Hit], query: str, tags: Sequence[str]) -> Results:
     library = searcher.library
     thumbnails = {h.asset_id: png for h in hits if (png := library.thumbnail(h.asset_id)) is not None}

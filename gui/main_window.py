@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QCompleter, QFileDialog, QForm
 
 from core.errors import Ulip2Error
 from gui import jobs
+from gui.label_dialog import LabelDialog
 from gui.models import HitRole, ResultsModel
 from gui.settings_dialog import SettingsDialog
 from gui.workers import Task, readable_error
@@ -53,6 +54,8 @@ class MainWindow(QMainWindow):
     index_finished = Signal(object)
     #: Emitted when a search ends: its jobs.Results, or None when it failed.
     search_finished = Signal(object)
+    #: Emitted when tagging or captioning ends: (source name, assets labelled), or None when it failed.
+    labelling_finished = Signal(object)
 
     def __init__(self, settings: QSettings, *, folders: list[str] | None = None, db: str | None = None,
                  bundle: str | None = None, device: str | None = None):
@@ -88,10 +91,20 @@ class MainWindow(QMainWindow):
     # -- layout --------------------------------------------------------------------------
     def _build_menu(self) -> None:
         menu = self.menuBar().addMenu("&File")
-        settings = QAction("&Settings…", self, triggered=self.edit_settings)
-        menu.addAction(settings)
+        menu.addAction(QAction("&Settings…", self, triggered=self.edit_settings))
         menu.addSeparator()
         menu.addAction(QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit, triggered=self.close))
+        menu = self.menuBar().addMenu("&Library")
+        self.label_actions = [QAction("&Tag assets…", self, triggered=lambda: self.ask_labelling(jobs.TAG)),
+                              QAction("&Caption assets…", self, triggered=lambda: self.ask_labelling(jobs.CAPTION))]
+        menu.addActions(self.label_actions)
+        # Tagging has no batches to count (one matrix product after the texts are embedded):
+        # a busy bar says it runs.
+        self.busy = QProgressBar()
+        self.busy.setRange(0, 0)
+        self.busy.setMaximumWidth(160)
+        self.busy.hide()
+        self.statusBar().addPermanentWidget(self.busy)
 
     def _build_library_panel(self, folders: list[str] | None) -> QWidget:
         box = QGroupBox("Library folders")
@@ -428,8 +441,8 @@ class MainWindow(QMainWindow):
         self.size_label.setText(human_size(details.size))
         self.tags_edit.setText(", ".join(details.user_tags))
         self.suggested_label.setText(", ".join(f"{t} ({s:.2f})" for t, s in details.suggested_tags)
-                                     or "none yet (run: ulip2 tag)")
-        self.caption_label.setText(details.caption or "none yet (run: ulip2 caption)")
+                                     or "none yet (Library → Tag assets)")
+        self.caption_label.setText(details.caption or "none yet (Library → Caption assets)")
         if not math.isnan(hit.score):
             self.statusBar().showMessage(f"{os.path.basename(details.path)}: similarity {hit.score:.3f}")
 
@@ -448,6 +461,52 @@ class MainWindow(QMainWindow):
         self.tags_edit.setText(", ".join(saved))
         self.statusBar().showMessage(f"Saved {len(saved)} tag{'s' * (len(saved) != 1)} "
                                      f"for {os.path.basename(self._details.path)}")
+
+    # -- tagging and captioning ---------------------------------------------------------
+    def _has_library(self) -> bool:
+        if Path(self.db).is_file():
+            return True
+        self.show_error("No library yet", "add a folder and press Index first")
+        return False
+
+    def ask_labelling(self, kind: str) -> None:
+        from core.library.tagging import DEFAULT_VOCABULARY, SHIPPED_BANK, VOCABULARIES
+
+        if kind == jobs.TAG:
+            dialog = LabelDialog("Tag assets", "vocabulary", VOCABULARIES, DEFAULT_VOCABULARY, 5, self)
+        else:
+            dialog = LabelDialog("Caption assets", "caption bank", (SHIPPED_BANK,), SHIPPED_BANK, 1, self)
+        if dialog.exec() == LabelDialog.DialogCode.Accepted:
+            self.label_assets(kind, dialog.source.currentText().strip(), dialog.k.value())
+
+    def label_assets(self, kind: str, source: str, k: int) -> None:
+        """Tag or caption every asset (core.library.tagging) on the pool; the details follow."""
+        if not self._has_library():
+            self.labelling_finished.emit(None)
+            return
+        for action in self.label_actions:
+            action.setEnabled(False)
+        self.busy.show()
+        doing = "Tagging" if kind == jobs.TAG else "Captioning"
+        self.statusBar().showMessage(f"{doing} every asset from {source}…")
+
+        def done(outcome: tuple[str, int]) -> None:
+            self._labelling_ended()
+            self.statusBar().showMessage(f"{doing} done: {outcome[1]} assets from {outcome[0]}")
+            self._show_details(self.grid.currentIndex())
+            self.labelling_finished.emit(outcome)
+
+        def failed(message: str) -> None:
+            self._labelling_ended()
+            self.show_error(f"{doing} failed", message)
+            self.labelling_finished.emit(None)
+
+        self._start(Task(jobs.run_labelling, self.db, self.bundle, kind, source, k), done, failed)
+
+    def _labelling_ended(self) -> None:
+        for action in self.label_actions:
+            action.setEnabled(True)
+        self.busy.hide()
 
     # -- settings and closing ------------------------------------------------------------
     def edit_settings(self) -> None:

@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QUrl  # noqa: E402
+from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QTimer, QUrl  # noqa: E402
 from PySide6.QtGui import QDragEnterEvent, QDropEvent, QImage  # noqa: E402
 from PySide6.QtWidgets import QApplication, QMessageBox  # noqa: E402
 
@@ -235,6 +235,54 @@ def test_an_image_dropped_on_the_window_searches_by_it(qtbot, tmp_path, make_win
     assert len(results.hits) == 3 and all(-1 <= h.score <= 1 for h in results.hits)
     assert window.results.rowCount() == 3 and "“image photo.png”" in window.statusBar().currentMessage()
     assert window.image_zone.text().startswith("Drop an image")
+
+
+LABEL_WAIT_MS = 120_000  # the first use of the minilm space loads it (seconds on a busy machine)
+
+
+def test_tag_and_caption_from_the_library_menu(qtbot, tmp_path, make_window):
+    """With the random-weight tiny bundle which label wins is arbitrary: the details must show
+    what core's tagger stored, and the dialog must offer core's vocabularies."""
+    from core.library.tagging import VOCABULARIES
+
+    paths = write_meshes(tmp_path / "assets", 3)
+    window = make_window([tmp_path / "assets"])
+    index(qtbot, window)
+    assert window.select_path(str(paths[1]))
+    assert "none yet" in window.suggested_label.text()
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("lamp\nchair\ntable\nsofa\n")
+    offered = []
+
+    def fill_dialog():
+        dialog = QApplication.activeModalWidget()
+        offered.extend(dialog.source.itemText(i) for i in range(dialog.source.count()))
+        dialog.source.setCurrentText(str(vocab))
+        dialog.k.setValue(2)
+        dialog.accept()
+
+    QTimer.singleShot(0, fill_dialog)
+    with qtbot.waitSignal(window.labelling_finished, timeout=LABEL_WAIT_MS) as tagged:
+        window.label_actions[0].trigger()
+    assert offered == list(VOCABULARIES)
+    assert tagged.args[0] == (str(vocab.resolve()), 3)
+    assert all(action.isEnabled() for action in window.label_actions) and window.busy.isHidden()
+    with Library(tmp_path / "lib.sqlite") as library:
+        stored = library.labels("tags", window.results.results.bundle_id)[library.asset_id(str(paths[1]))]
+    assert 1 <= len(stored) <= 2, "k=2, and tags under the 0.0 threshold are dropped"
+    assert window.suggested_label.text() == ", ".join(f"{t} ({s:.2f})" for t, s in stored)
+
+    bank = tmp_path / "bank.txt"
+    bank.write_text("A red lamp.\nA wooden chair.\n")
+    with qtbot.waitSignal(window.labelling_finished, timeout=LABEL_WAIT_MS) as captioned:
+        window.label_assets("caption", str(bank), 1)
+    assert captioned.args[0] == (str(bank.resolve()), 3)
+    assert window.caption_label.text() in ("A red lamp.", "A wooden chair.")
+
+    with qtbot.waitSignal(window.labelling_finished, timeout=LABEL_WAIT_MS) as failed:
+        window.label_assets("tag", str(tmp_path / "no-such-vocab.txt"), 2)
+    assert failed.args[0] is None
+    assert "no vocabulary" in window.findChildren(QMessageBox)[-1].text()
 
 
 def test_indexing_can_be_cancelled_and_resumed(qtbot, tmp_path, make_window):
