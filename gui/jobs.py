@@ -81,6 +81,20 @@ def run_labelling(db: str, bundle: str | None, kind: str, source: str, k: int) -
     return name, len(labels)
 
 
+def export_labels(db: str, bundle: str | None, kind: str, out: str) -> int:
+    """Every asset's tags (a person's first, then the bundle's zero-shot ones) or captions
+    written to a .csv or .json file by core's exporter; the number of assets written."""
+    from core.library.search import Searcher
+    from core.library.store import Library
+    from core.library.tagging import export_labels as write
+
+    with Library(db, create=False) as library:
+        bundle_id = Searcher(library, bundle).bundle_id
+        labels = library.asset_tags(bundle_id) if kind == TAG else library.labels("captions", bundle_id)
+        write(library, labels, out, kind=kind)
+    return len(labels)
+
+
 def _results(searcher, hits: list[Hit], query: str, tags: Sequence[str]) -> Results:
     library = searcher.library
     thumbnails = {h.asset_id: png for h in hits if (png := library.thumbnail(h.asset_id)) is not None}

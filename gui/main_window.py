@@ -56,6 +56,8 @@ class MainWindow(QMainWindow):
     search_finished = Signal(object)
     #: Emitted when tagging or captioning ends: (source name, assets labelled), or None when it failed.
     labelling_finished = Signal(object)
+    #: Emitted when an export ends: the file written, or None when it failed.
+    export_finished = Signal(object)
 
     def __init__(self, settings: QSettings, *, folders: list[str] | None = None, db: str | None = None,
                  bundle: str | None = None, device: str | None = None):
@@ -91,6 +93,9 @@ class MainWindow(QMainWindow):
     # -- layout --------------------------------------------------------------------------
     def _build_menu(self) -> None:
         menu = self.menuBar().addMenu("&File")
+        menu.addAction(QAction("Export &tags…", self, triggered=lambda: self.export(jobs.TAG)))
+        menu.addAction(QAction("Export &captions…", self, triggered=lambda: self.export(jobs.CAPTION)))
+        menu.addSeparator()
         menu.addAction(QAction("&Settings…", self, triggered=self.edit_settings))
         menu.addSeparator()
         menu.addAction(QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit, triggered=self.close))
@@ -462,7 +467,7 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Saved {len(saved)} tag{'s' * (len(saved) != 1)} "
                                      f"for {os.path.basename(self._details.path)}")
 
-    # -- tagging and captioning ---------------------------------------------------------
+    # -- tagging, captioning, export ----------------------------------------------------
     def _has_library(self) -> bool:
         if Path(self.db).is_file():
             return True
@@ -507,6 +512,30 @@ class MainWindow(QMainWindow):
         for action in self.label_actions:
             action.setEnabled(True)
         self.busy.hide()
+
+    def export(self, kind: str) -> None:
+        path, chosen = QFileDialog.getSaveFileName(self, f"Export {kind}s", f"{kind}s.csv",
+                                                   "CSV (*.csv);;JSON (*.json)")
+        if path:
+            if not path.lower().endswith((".csv", ".json")):
+                path += ".json" if chosen.startswith("JSON") else ".csv"
+            self.export_to(kind, path)
+
+    def export_to(self, kind: str, path: str) -> None:
+        """Write every asset's tags or captions to `path` (.csv or .json) with core's exporter."""
+        if not self._has_library():
+            self.export_finished.emit(None)
+            return
+
+        def done(count: int) -> None:
+            self.statusBar().showMessage(f"Wrote the {kind}s of {count} assets to {path}")
+            self.export_finished.emit(path)
+
+        def failed(message: str) -> None:
+            self.show_error("Export failed", message)
+            self.export_finished.emit(None)
+
+        self._start(Task(jobs.export_labels, self.db, self.bundle, kind, path), done, failed)
 
     # -- settings and closing ------------------------------------------------------------
     def edit_settings(self) -> None:

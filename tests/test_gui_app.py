@@ -285,6 +285,44 @@ def test_tag_and_caption_from_the_library_menu(qtbot, tmp_path, make_window):
     assert "no vocabulary" in window.findChildren(QMessageBox)[-1].text()
 
 
+def test_tags_and_captions_export_to_csv_and_json(qtbot, tmp_path, make_window):
+    """Random-weight tiny bundle: the files must hold what the store holds, a typed tag first."""
+    import csv
+    import json
+
+    paths = write_meshes(tmp_path / "assets", 3)
+    window = make_window([tmp_path / "assets"])
+    index(qtbot, window)
+    (tmp_path / "vocab.txt").write_text("lamp\nchair\ntable\n")
+    (tmp_path / "bank.txt").write_text("A red lamp.\nA wooden chair.\n")
+    for kind, source in (("tag", "vocab.txt"), ("caption", "bank.txt")):
+        with qtbot.waitSignal(window.labelling_finished, timeout=LABEL_WAIT_MS):
+            window.label_assets(kind, str(tmp_path / source), 1)
+    assert window.select_path(str(paths[0]))
+    window.tags_edit.setText("hero")
+    window.save_tags_button.click()
+
+    with qtbot.waitSignal(window.export_finished, timeout=WAIT_MS) as exported:
+        window.export_to("tag", str(tmp_path / "tags.csv"))
+    assert exported.args[0] == str(tmp_path / "tags.csv"), window.statusBar().currentMessage()
+    with open(tmp_path / "tags.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {r["path"] for r in rows} == {str(p) for p in paths}
+    first = [r for r in rows if r["path"] == str(paths[0])]
+    assert [(r["rank"], r["tag"], float(r["score"])) for r in first][0] == ("1", "hero", 1.0)
+    assert len(first) == 2 and first[1]["tag"] in ("lamp", "chair", "table")
+
+    with qtbot.waitSignal(window.export_finished, timeout=WAIT_MS):
+        window.export_to("caption", str(tmp_path / "captions.json"))
+    captions = json.loads((tmp_path / "captions.json").read_text())
+    assert set(captions) == {str(p) for p in paths}
+    assert all(len(c) == 1 and c[0]["caption"] in ("A red lamp.", "A wooden chair.") for c in captions.values())
+
+    with qtbot.waitSignal(window.export_finished, timeout=WAIT_MS) as refused:
+        window.export_to("tag", str(tmp_path / "tags.txt"))
+    assert refused.args[0] is None and ".csv or .json" in window.findChildren(QMessageBox)[-1].text()
+
+
 def test_indexing_can_be_cancelled_and_resumed(qtbot, tmp_path, make_window):
     write_meshes(tmp_path / "assets", 6)
     window = make_window([tmp_path / "assets"])
