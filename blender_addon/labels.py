@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import bpy
+
 from core.errors import AssetError
 from core.library.tagging import nearest_texts
 
@@ -28,10 +30,13 @@ class Outcome:
     stopped: bool = False
 
 
-def label_objects(depsgraph, models, objects, outcome: Outcome, *, vocabulary: str | None = None, k: int = 5,
+def label_objects(models, objects, outcome: Outcome, *, vocabulary: str | None = None, k: int = 5,
                   caption: bool = True) -> Iterator[tuple[int, int, str]]:
     """Steps (done, total, message): embed the vocabulary (when tagging) and the caption
-    bank (when captioning), then each object in turn, writing its tags and caption."""
+    bank (when captioning), then each object in turn, writing its tags and caption.
+
+    The depsgraph is taken afresh for each object: in a modal run the scene is evaluated
+    again between steps."""
     if vocabulary is not None:
         yield from models.vocabulary(vocabulary)
     if caption:
@@ -41,11 +46,15 @@ def label_objects(depsgraph, models, objects, outcome: Outcome, *, vocabulary: s
     objects = list(objects)
     outcome.total = len(objects)
     for done, obj in enumerate(objects):
-        yield done, len(objects), f"labelling {obj.name}"
         try:
-            vector = models.embed_objects(depsgraph, [obj])
+            name = obj.name
+        except ReferenceError:  # deleted while a modal run waited between steps
+            continue
+        yield done, len(objects), f"labelling {name}"
+        try:
+            vector = models.embed_objects(bpy.context.evaluated_depsgraph_get(), [obj])
         except AssetError:
-            outcome.skipped.append(obj.name)  # lights, cameras, empties without instances
+            outcome.skipped.append(name)  # lights, cameras, empties without instances
             continue
         labels = [text for text, _ in nearest_texts(vector, tags.vectors, tags.texts, k)[0]] if tags else []
         text = nearest_texts(vector, bank.vectors, bank.texts, 1)[0][0][0] if bank else None
@@ -53,7 +62,7 @@ def label_objects(depsgraph, models, objects, outcome: Outcome, *, vocabulary: s
             write_tags(obj, labels)
         if text is not None:
             write_caption(obj, text)
-        outcome.labelled[obj.name] = (labels, text)
+        outcome.labelled[name] = (labels, text)
 
 
 def write_tags(obj, labels) -> None:

@@ -87,7 +87,7 @@ class _LabelSelected(StepOperator):
         if not objects:
             raise Ulip2Error("select the objects to label first")
         self.outcome = Outcome()
-        return label_objects(context.evaluated_depsgraph_get(), self.models, objects, self.outcome,
+        return label_objects(self.models, objects, self.outcome,
                              vocabulary=vocabulary_source(prefs) if self.tags else None,
                              k=prefs.tags_per_object, caption=self.caption)
 

@@ -76,13 +76,25 @@ SCENE = r"""
 import json, sys
 import bpy
 
-zip_path, bundle, db, vocabulary, blend_asset = sys.argv[1:6]
+zip_path, bundle, db, vocabulary, blend_asset, no_text_bundle = sys.argv[1:7]
 assert bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default",
                                                 enable_on_install=True) == {"FINISHED"}
 prefs = bpy.context.preferences.addons["bl_ext.user_default.ulip2"].preferences
 prefs.bundle, prefs.library, prefs.device = bundle, db, "cpu"
 prefs.vocabulary, prefs.vocabulary_file, prefs.tags_per_object = "FILE", vocabulary, %(k)d
 out = {}
+
+def error_of(operator, **properties):
+    try:
+        operator(**properties)
+    except RuntimeError as exc:  # an operator's ERROR report, raised to the script
+        return str(exc)
+
+prefs.bundle, library = no_text_bundle, prefs.library
+out["no_text"] = error_of(bpy.ops.ulip2.auto_tag)
+prefs.bundle, prefs.library = bundle, ""
+out["no_library"] = error_of(bpy.ops.ulip2.search_library, query="a chair")
+prefs.library = library
 
 # A .blend holding one marked asset away from the origin, for append and link.
 bpy.ops.wm.read_homefile(use_empty=True)  # keeps the preferences
@@ -156,6 +168,19 @@ before = {o.name for o in bpy.data.objects}
 out["link_blend"] = sorted(bpy.ops.ulip2.append_result(path=blend_asset, link=True))
 out["linked_blend"] = placed(before)
 
+# Stopping (Esc in the modal operator) closes the steps between two objects: the objects
+# done keep their labels, the rest are not touched.
+from bl_ext.user_default.ulip2.inference import models_for
+from bl_ext.user_default.ulip2.labels import Outcome, label_objects
+outcome = Outcome()
+steps = label_objects(models_for(bundle, "cpu"),
+                      [bpy.data.objects[n] for n in ("Crate", "Ball", "Cone")], outcome, vocabulary=vocabulary, k=2)
+for done, total, message in steps:
+    if message.startswith("labelling") and done == 1:
+        break
+steps.close()
+out["stopped"] = [sorted(outcome.labelled), outcome.total]
+
 import core.runtime
 out["core"] = core.runtime.__file__
 out["onnxruntime"] = "onnxruntime" in sys.modules
@@ -165,7 +190,7 @@ print(json.dumps(out))
 
 
 def test_auto_tag_caption_search_append_in_clean_blender_without_torch(extension_zip, text_bundle, library,
-                                                                       tmp_path):
+                                                                       tiny_bundle, tmp_path):
     """Random weights (see the module docstring): structure, not meaning."""
     db, indexed = library
     vocabulary = tmp_path / "vocabulary.txt"
@@ -173,8 +198,11 @@ def test_auto_tag_caption_search_append_in_clean_blender_without_torch(extension
     script = tmp_path / "scene.py"
     script.write_text(SCENE)
     out = run_bpy(tmp_path, str(script), str(extension_zip), str(text_bundle.path), str(db), str(vocabulary),
-                  str(tmp_path / "stool.blend"))
+                  str(tmp_path / "stool.blend"), str(tiny_bundle.path))
     bank = set(load_bank()[1])
+    # A bundle without a text tower, or no library set: the error says what to do.
+    assert f"ulip2 models add-text {tiny_bundle.path}" in out["no_text"], out["no_text"]
+    assert "no index database set" in out["no_library"] and "ulip2 index FOLDER --db FILE" in out["no_library"]
 
     # Auto-tag: k tags from the vocabulary on each asset (beside the artist's own), the
     # caption in the asset's description; custom properties on the plain object.
@@ -218,6 +246,8 @@ def test_auto_tag_caption_search_append_in_clean_blender_without_torch(extension
     assert out["link_blend"] == ["FINISHED"]
     [instance] = out["linked_blend"]
     assert instance["at"] == cursor and instance["instance"] and instance["instanced_linked"] == [True]
+
+    assert out["stopped"] == [["Crate"], 3]
 
     # Inference ran through onnxruntime from the extension's own core, with no torch loaded.
     assert Path(out["core"]).is_relative_to(tmp_path / "blender-user")
