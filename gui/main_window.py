@@ -9,14 +9,14 @@ import os
 import sqlite3
 from pathlib import Path
 
-from PySide6.QtCore import QItemSelectionModel, QSettings, QSize, QStringListModel, Qt, QThreadPool, Signal
-from PySide6.QtGui import QAction, QKeySequence, QShortcut
+from PySide6.QtCore import QItemSelectionModel, QSettings, QSize, QStringListModel, Qt, QThreadPool, QUrl, Signal
+from PySide6.QtGui import QAction, QDesktopServices, QKeySequence, QShortcut
 from PySide6.QtWidgets import (QAbstractItemView, QCompleter, QFileDialog, QFormLayout, QFrame, QGroupBox,
                                QHBoxLayout, QLabel, QLineEdit, QListView, QMainWindow, QMessageBox, QProgressBar,
                                QPushButton, QSplitter, QVBoxLayout, QWidget)
 
 from core.errors import Ulip2Error
-from gui import jobs
+from gui import desktop, jobs
 from gui.label_dialog import LabelDialog
 from gui.models import HitRole, ResultsModel
 from gui.settings_dialog import SettingsDialog
@@ -68,6 +68,7 @@ class MainWindow(QMainWindow):
         self.db = str(db or settings.value("database", "") or default_database())
         self.bundle = bundle or settings.value("bundle", "") or None  # None: core's default bundle
         self.device = device or settings.value("device", "auto")
+        self.blender = settings.value("blender", "")  # "": found on PATH or in the usual places
         self.index_batch_size = 16  # files per committed batch: the granularity of cancel and resume
         self.index_workers: int | None = None  # loader processes (None: one per core)
         self.pool = QThreadPool(self)
@@ -188,6 +189,8 @@ class MainWindow(QMainWindow):
         self.grid.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.grid.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.grid.selectionModel().currentChanged.connect(lambda current, _: self._show_details(current))
+        self.grid.activated.connect(self.open_in_blender)  # Enter or double-click
+        self.grid.setToolTip("Arrow keys move; Enter or double-click opens the asset in Blender")
         layout.addWidget(self.grid)
         return panel
 
@@ -206,6 +209,9 @@ class MainWindow(QMainWindow):
         self.tags_edit.returnPressed.connect(self.save_tags)
         self.save_tags_button = QPushButton("Save tags", clicked=self.save_tags)
         self.similar_button = QPushButton("Find similar", clicked=self.find_similar)
+        self.reveal_button = QPushButton("Reveal in folder", clicked=self.reveal_in_folder)
+        self.blender_button = QPushButton("Open in Blender", clicked=self.open_in_blender)
+        self.blender_button.setToolTip("Opens a .blend, imports other formats into an empty scene (Enter in the grid)")
         form.addRow("Path", self.path_label)
         form.addRow("Format", self.format_label)
         form.addRow("Size", self.size_label)
@@ -214,6 +220,8 @@ class MainWindow(QMainWindow):
         form.addRow("Suggested tags", self.suggested_label)
         form.addRow("Caption", self.caption_label)
         form.addRow(self.similar_button)
+        form.addRow(self.reveal_button)
+        form.addRow(self.blender_button)
         return box
 
     # -- messages ------------------------------------------------------------------------
@@ -433,7 +441,8 @@ class MainWindow(QMainWindow):
             except (Ulip2Error, sqlite3.Error) as exc:
                 self.show_error("Cannot show the asset", readable_error(exc))
         self._details = details
-        for widget in (self.tags_edit, self.save_tags_button, self.similar_button):
+        for widget in (self.tags_edit, self.save_tags_button, self.similar_button, self.reveal_button,
+                       self.blender_button):
             widget.setEnabled(details is not None)
         if details is None:
             for label in (self.path_label, self.format_label, self.size_label, self.suggested_label,
@@ -466,6 +475,37 @@ class MainWindow(QMainWindow):
         self.tags_edit.setText(", ".join(saved))
         self.statusBar().showMessage(f"Saved {len(saved)} tag{'s' * (len(saved) != 1)} "
                                      f"for {os.path.basename(self._details.path)}")
+
+    # -- handing the asset to the desktop ---------------------------------------------------
+    def reveal_in_folder(self) -> None:
+        if self._details is None:
+            return
+        argv = desktop.reveal_command(self._details.path)
+        if argv is None:
+            folder = QUrl.fromLocalFile(os.path.dirname(self._details.path))
+            if not QDesktopServices.openUrl(folder):
+                self.show_error("Cannot show the folder", f"no file manager answered; the folder is "
+                                f"{os.path.dirname(self._details.path)}")
+            return
+        self._hand_over(argv, f"Showing {os.path.basename(self._details.path)} in its folder")
+
+    def open_in_blender(self) -> None:
+        if self._details is None:
+            return
+        try:
+            argv = desktop.blender_command(desktop.find_blender(self.blender), self._details.path)
+        except desktop.DesktopError as exc:
+            self.show_error("Cannot open in Blender", str(exc))
+            return
+        self._hand_over(argv, f"Opening {os.path.basename(self._details.path)} in {argv[0]}")
+
+    def _hand_over(self, argv: list[str], message: str) -> None:
+        try:
+            desktop.launch(argv)
+        except desktop.DesktopError as exc:
+            self.show_error("Cannot start it", str(exc))
+            return
+        self.statusBar().showMessage(message)
 
     # -- tagging, captioning, export ----------------------------------------------------
     def _has_library(self) -> bool:
@@ -539,13 +579,15 @@ class MainWindow(QMainWindow):
 
     # -- settings and closing ------------------------------------------------------------
     def edit_settings(self) -> None:
-        dialog = SettingsDialog(self.bundle or "", self.device, self.db, self)
+        dialog = SettingsDialog(self.bundle or "", self.device, self.db, self.blender, self)
         if dialog.exec() != SettingsDialog.DialogCode.Accepted:
             return
         self.bundle = dialog.bundle.text().strip() or None
         self.device = dialog.device.currentText()
         self.db = dialog.database.text().strip() or default_database()
-        for key, value in (("bundle", self.bundle or ""), ("device", self.device), ("database", self.db)):
+        self.blender = dialog.blender.text().strip()
+        for key, value in (("bundle", self.bundle or ""), ("device", self.device), ("database", self.db),
+                           ("blender", self.blender)):
             self.settings.setValue(key, value)
         self.results.set_results(jobs.Results([]))
         self._show_details(None)

@@ -1,4 +1,5 @@
-"""File > Settings: the model bundle, the device the encoder runs on, and the library file."""
+"""File > Settings: the model bundle, the device the encoder runs on, the library file, and
+the Blender that opens assets."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ DEVICES = ("auto", "cpu", "cuda")
 
 
 class SettingsDialog(QDialog):
-    def __init__(self, bundle: str, device: str, database: str, parent=None):
+    def __init__(self, bundle: str, device: str, database: str, blender: str, parent=None):
         super().__init__(parent)
         self.setWindowTitle("Settings")
         self.bundle = QLineEdit(bundle)
@@ -18,10 +19,13 @@ class SettingsDialog(QDialog):
         self.device.addItems(DEVICES)
         self.device.setCurrentText(device if device in DEVICES else "auto")
         self.database = QLineEdit(database)
+        self.blender = QLineEdit(blender)
+        self.blender.setPlaceholderText("blender on PATH, else the usual install places")
         form = QFormLayout(self)
         form.addRow("Model bundle", self._with_browse(self.bundle, self._pick_bundle))
         form.addRow("Device", self.device)
         form.addRow("Library file", self._with_browse(self.database, self._pick_database))
+        form.addRow("Blender", self._with_browse(self.blender, self._pick_blender))
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
@@ -48,3 +52,8 @@ class SettingsDialog(QDialog):
                                               options=QFileDialog.Option.DontConfirmOverwrite)
         if path:
             self.database.setText(path)
+
+    def _pick_blender(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Blender program", self.blender.text())
+        if path:
+            self.blender.setText(path)

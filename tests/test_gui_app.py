@@ -323,6 +323,75 @@ def test_tags_and_captions_export_to_csv_and_json(qtbot, tmp_path, make_window):
     assert refused.args[0] is None and ".csv or .json" in window.findChildren(QMessageBox)[-1].text()
 
 
+@pytest.fixture
+def fake_programs(tmp_path, monkeypatch):
+    """`blender` and `xdg-open` scripts first on PATH, each writing the arguments it was
+    started with to NAME.args in tmp_path (whole, by a rename), instead of opening anything."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    for name in ("blender", "xdg-open"):
+        out = tmp_path / f"{name}.args"
+        (folder / name).write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > "{out}.tmp" && mv "{out}.tmp" "{out}"\n')
+        (folder / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    return folder
+
+
+def started_with(qtbot, tmp_path, name):
+    out = tmp_path / f"{name}.args"
+    qtbot.waitUntil(out.exists, timeout=WAIT_MS)
+    return out.read_text().splitlines()
+
+
+def test_finding_blender_and_the_command_that_opens_an_asset(tmp_path, fake_programs, monkeypatch):
+    from gui.desktop import DesktopError, blender_command, find_blender
+
+    assert find_blender() == str(fake_programs / "blender"), "blender on PATH"
+    assert find_blender(str(fake_programs / "blender")) == str(fake_programs / "blender"), "the setting first"
+    with pytest.raises(DesktopError, match="File → Settings is not a program"):
+        find_blender(str(tmp_path / "no-blender"))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    for version in ("4.1", "4.2"):
+        (tmp_path / "apps" / f"blender-{version}").mkdir(parents=True)
+        shutil.copy(fake_programs / "blender", tmp_path / "apps" / f"blender-{version}" / "blender")
+    assert find_blender(candidates=[str(tmp_path / "apps" / "blender-*" / "blender")]) == \
+        str(tmp_path / "apps" / "blender-4.2" / "blender"), "the usual places, newest first"
+    with pytest.raises(DesktopError, match="Blender was not found: set its program in File → Settings"):
+        find_blender(candidates=[])
+
+    assert blender_command("blender", "/a/scene.blend") == ["blender", "/a/scene.blend"]
+    argv = blender_command("blender", "/a/l'amp.OBJ")
+    assert argv[:2] == ["blender", "--python-expr"]
+    assert "bpy.ops.wm.obj_import(filepath=\"/a/l'amp.OBJ\")" in argv[2], "the path quoted as a Python string"
+    with pytest.raises(DesktopError, match="no importer for .off"):
+        blender_command("blender", "/a/cube.off")
+
+
+def test_arrows_move_enter_opens_in_blender_and_reveal_shows_the_folder(qtbot, tmp_path, make_window,
+                                                                      fake_programs):
+    paths = write_meshes(tmp_path / "assets", 4)
+    window = make_window([tmp_path / "assets"])
+    index(qtbot, window)
+    assert window.grid.currentIndex().row() == 0 and window.path_label.text() == str(paths[0])
+    qtbot.keyClick(window.grid, Qt.Key.Key_Right)
+    assert window.grid.currentIndex().row() == 1 and window.path_label.text() == str(paths[1])
+    qtbot.keyClick(window.grid, Qt.Key.Key_Left)
+    assert window.path_label.text() == str(paths[0])
+
+    qtbot.keyClick(window.grid, Qt.Key.Key_Return)
+    argv = started_with(qtbot, tmp_path, "blender")
+    assert argv[0] == "--python-expr" and f"bpy.ops.import_scene.gltf(filepath='{paths[0]}')" in argv[1]
+    assert "Opening mesh_000.glb in" in window.statusBar().currentMessage()
+
+    window.reveal_button.click()
+    assert started_with(qtbot, tmp_path, "xdg-open") == [str(tmp_path / "assets")]
+
+    window.blender = str(tmp_path / "no-blender")
+    window.blender_button.click()
+    boxes = window.findChildren(QMessageBox)
+    assert len(boxes) == 1 and "is not a program" in boxes[0].text()
+
+
 def test_indexing_can_be_cancelled_and_resumed(qtbot, tmp_path, make_window):
     write_meshes(tmp_path / "assets", 6)
     window = make_window([tmp_path / "assets"])
