@@ -304,3 +304,40 @@ def test_script_auto_tags_the_assets_of_a_blend_and_saves_them(extension_zip, te
     assert reopened["Suzanne"] == {"asset": False, "tags": None, "description": None, "custom": []}
     original = run_bpy(tmp_path, str(tmp_path / "read.py"), str(source))
     assert original["Crate"]["tags"] == [] and original["Crate"]["description"] == ""
+
+
+CARRIED = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])  # the extension's site-packages, before this environment's
+import numpy as np
+import core, onnxruntime, tokenizers
+from core.runtime import PointEncoder
+from core.spaces import text_space_for_bundle
+bundle = sys.argv[2]
+text = text_space_for_bundle(bundle, device="cpu").embed_text(["a wooden chair"])
+points = PointEncoder(bundle, device="cpu").embed_points(np.random.default_rng(0).normal(size=(256, 6)))
+print(json.dumps({"files": [m.__file__ for m in (core, onnxruntime, tokenizers)], "text": list(text.shape),
+                  "points": list(points.shape), "torch": "torch" in sys.modules}))
+"""
+
+
+def test_carried_runtime_wheels_run_the_bundle(text_bundle, tmp_path):
+    """The zip for this platform, with onnxruntime and tokenizers from the registry (CI has it),
+    installs in a clean bpy; then core, onnxruntime and tokenizers as Blender extracted them
+    embed a text and a cloud with no torch. Random weights: shapes only."""
+    from core.blender_extension import this_platform
+
+    probe = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                            "--dest", str(tmp_path / "probe"), "flatbuffers"], capture_output=True, timeout=120)
+    if probe.returncode != 0:
+        pytest.skip("the package registry is not reachable from here")
+    [zip_path] = build_extension(tmp_path / "dist", platforms=[this_platform()])
+    (tmp_path / "install.py").write_text(
+        "import sys, bpy\nassert bpy.ops.extensions.package_install_files(filepath=sys.argv[1], repo='user_default', "
+        "enable_on_install=True) == {'FINISHED'}\nprint('{}')\n")
+    run_bpy(tmp_path, str(tmp_path / "install.py"), str(zip_path))
+    site = tmp_path / "blender-user" / "extensions" / ".local" / "lib" / "python3.11" / "site-packages"
+    (tmp_path / "carried.py").write_text(CARRIED)
+    out = run_bpy(tmp_path, str(tmp_path / "carried.py"), str(site), str(text_bundle.path))
+    assert all(Path(f).is_relative_to(site) for f in out["files"]), out["files"]
+    assert out["text"] == [1, 384] and out["points"] == [1, 384] and out["torch"] is False
