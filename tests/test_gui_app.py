@@ -8,8 +8,11 @@ import os
 os.environ["QT_QPA_PLATFORM"] = "offscreen"  # before any Qt import: no display needed
 
 import shutil
+import signal
+import sqlite3
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -409,6 +412,40 @@ def test_indexing_can_be_cancelled_and_resumed(qtbot, tmp_path, make_window):
     assert (second.cancelled, second.added, second.unchanged) == (False, 4, 2), "the rest, not all again"
     with Library(tmp_path / "lib.sqlite") as library:
         assert len(library.assets()) == 6
+
+
+def test_index_finishes_what_a_killed_index_run_left(qtbot, tmp_path, make_window, tiny_bundle):
+    """`ulip2 index` in another process, killed with SIGKILL mid-run; the app's Index then
+    embeds the rest: every file once, nothing lost, nothing done twice."""
+    paths = write_meshes(tmp_path / "assets", 48, subdivisions=4)
+    db = tmp_path / "lib.sqlite"
+    proc = subprocess.Popen([sys.executable, "-m", "core.cli", "index", str(tmp_path / "assets"), "--db", str(db),
+                             "--bundle", str(tiny_bundle.path), "--batch-size", "4", "--workers", "0", "--quiet"],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    committed, deadline = 0, time.monotonic() + 60
+    while committed < 8 and proc.poll() is None and time.monotonic() < deadline:
+        try:
+            with sqlite3.connect(db, timeout=1) as conn:
+                committed = conn.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
+        except sqlite3.Error:
+            pass  # the schema is not there yet
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    with Library(db) as library:
+        survived = len(library.assets())
+    assert 8 <= survived < 48, f"the kill must land mid-run ({survived} of 48 committed)"
+
+    window = make_window([tmp_path / "assets"])
+    outcome = index(qtbot, window)
+    assert (outcome.added, outcome.unchanged, outcome.failed) == (48 - survived, survived, [])
+    with Library(db) as library:
+        assert library.integrity_check() == "ok"
+        rows = [r[0] for r in library.conn.execute("SELECT path FROM assets")]
+        assert sorted(rows) == sorted(str(p) for p in paths), "no asset lost or duplicated"
+        assert library.conn.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0] == 48
+    assert window.results.rowCount() == 48
 
 
 def test_a_bad_file_shows_a_readable_message_and_the_rest_indexes(qtbot, tmp_path, make_window):
