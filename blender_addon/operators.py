@@ -34,7 +34,7 @@ class ULIP2_OT_generate_triplets(bpy.types.Operator):
     engine: bpy.props.EnumProperty(name="Engine", items=[
         ("CYCLES", "Cycles", "CPU, low samples"), ("BLENDER_WORKBENCH", "Workbench", "fast, flat shading")],
         default="CYCLES")
-    samples: bpy.props.IntProperty(name="Samples", default=8, min=1, max=4096)
+    samples: bpy.props.IntProperty(name="Samples", default=ViewSettings.samples, min=1, max=4096)
     store: bpy.props.StringProperty(name="Store", description="Triplet store folder (default: preferences)")
     redo: bpy.props.BoolProperty(name="Redo", description="Rewrite records that are already stored")
 

@@ -50,11 +50,10 @@ class ViewSettings:
 def thumbnail_settings(size: int) -> ViewSettings:
     """A library thumbnail: one three-quarter view from the front right and above, the way
     asset browsers show assets. Workbench renders it in tens of milliseconds; headless it
-    needs EGL and aborts the process without it, so there Cycles at few samples stands in."""
+    needs EGL and aborts the process without it, so there Cycles (1 guided sample) stands in."""
     engine = "BLENDER_WORKBENCH" if ctypes.util.find_library("EGL") else "CYCLES"
     # Blender's front is -Y: azimuth -55 degrees puts the camera in front, a little right.
-    return ViewSettings(count=1, elevation_deg=25.0, resolution=size, engine=engine, samples=4,
-                        start_azimuth_deg=-55.0)
+    return ViewSettings(count=1, elevation_deg=25.0, resolution=size, engine=engine, start_azimuth_deg=-55.0)
 
 
 def render_thumbnail(objects, world_vertices: np.ndarray, path: str, size: int) -> None:

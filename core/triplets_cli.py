@@ -162,7 +162,9 @@ def cmd_build(args) -> int:
     captioning = _captioning(args) if not args.no_caption else None  # fails here, before any work
     store = TripletStore(args.store, create=not (args.store / "store.json").is_file())
     settings = {"count": args.views, "elevation_deg": args.elevation, "resolution": args.resolution,
-                "engine": args.render_engine, "samples": args.samples}
+                "engine": args.render_engine}
+    if args.samples is not None:  # else the renderer's own default (blender_addon.render.ViewSettings)
+        settings["samples"] = args.samples
     run = {"engine": args.engine, "workers": args.workers, "timeout": args.timeout}
     units, skipped, failed = plan_units(store, files, **run)
     for unit in units:
@@ -278,7 +280,9 @@ def register(sub) -> None:
     p.add_argument("--resolution", type=int, default=224, help="view size in pixels (default 224)")
     p.add_argument("--render-engine", choices=("CYCLES", "BLENDER_WORKBENCH"), default="CYCLES",
                    help="Cycles on CPU (default) or Workbench (needs EGL: libegl1 libegl-mesa0 libgl1-mesa-dri)")
-    p.add_argument("--samples", type=int, default=8, help="Cycles samples per pixel, denoised (default 8)")
+    p.add_argument("--samples", type=int,
+                   help="Cycles samples per pixel, denoised with the albedo pass (default 1: clean at 224 px; "
+                        "raise it for glossy or glass assets)")
     p.add_argument("--workers", type=int, default=1, help="parallel Blender workers (default 1; --engine local)")
     p.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="local worker processes (default), or Ray tasks on the cluster at $RAY_ADDRESS (a local "
