@@ -138,13 +138,12 @@ def cmd_models_pull(args) -> int:
 
 
 def cmd_models_add_text(args) -> int:
-    import os
     import shutil
-    import tempfile
 
     from .bundle import default_bundle_path, read_bundle
     from .errors import BundleError
     from .export import add_text_tower
+    from .paths import replacing_folder
 
     source = read_bundle(default_bundle_path() if str(args.bundle) == "default" else args.bundle, warn_untrained=False)
     out = args.out.expanduser()
@@ -154,18 +153,9 @@ def cmd_models_add_text(args) -> int:
     else:
         if out.exists() and any(out.iterdir()) and not args.overwrite:
             raise BundleError(f"{out} exists and is not empty; pick a new folder or pass --overwrite")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        # Built beside --out and moved into place: a failed export leaves no half bundle there.
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-        try:
+        with replacing_folder(out) as staging:  # a failed export leaves no half bundle at --out
             shutil.copytree(source.path, staging, dirs_exist_ok=True)
             add_text_tower(staging)
-            if out.exists():
-                shutil.rmtree(out)
-            os.replace(staging, out)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         bundle = read_bundle(out, warn_untrained=False)
     _print_json(bundle.to_json() | {"path": str(bundle.path)})
     return 0

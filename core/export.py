@@ -5,15 +5,13 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
 from . import __version__
 from .bundle import SHIPPED_BUNDLE, Bundle, read_bundle, write_bundle
 from .errors import BundleError
-from .paths import file_sha256
+from .paths import file_sha256, replacing_folder
 
 ONNX_OPSET = 17
 # The torch weights travel in the bundle (float16: half the size, ample as a starting
@@ -211,9 +209,7 @@ def export_bundle(
     if checkpoint is not None:
         provenance["checkpoint"] = {"path": str(Path(checkpoint).resolve()), "sha256": file_sha256(checkpoint)}
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with replacing_folder(out) as staging:
         files = {"fp32": "encoder.onnx", "weights": WEIGHTS_FILE}
         save_weights(model, staging / WEIGHTS_FILE, space)
         step("exporting ONNX (fp32)")
@@ -237,12 +233,6 @@ def export_bundle(
         if text:
             step("exporting the text tower")
             bundle = add_text_tower(staging)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return Bundle(**{**bundle.__dict__, "path": out.resolve()})
 
 
@@ -261,9 +251,7 @@ def add_text_tower(bundle_dir: str | os.PathLike) -> Bundle:
     space = load_space(bundle.space)
     if space.dim != bundle.dim:
         raise BundleError(f"space {bundle.space!r} embeds in {space.dim} dims but bundle {bundle.path} says {bundle.dim}")
-    staging = Path(tempfile.mkdtemp(prefix=f".{TEXT_DIR}.", dir=bundle.path))
-    staging.chmod(bundle.path.stat().st_mode & 0o777)  # readable by whoever reads the bundle
-    try:
+    with replacing_folder(bundle.path / TEXT_DIR) as staging:
         space.export_text_tower(staging / TEXT_ONNX, staging / TEXT_TOKENIZER)
         entry = {
             "onnx": f"{TEXT_DIR}/{TEXT_ONNX}",
@@ -280,12 +268,5 @@ def add_text_tower(bundle_dir: str | os.PathLike) -> Bundle:
         diff = float(abs(got - space._encode_text(_TEXT_CHECK)).max())
         if diff > 1e-4:
             raise BundleError(f"the exported text tower of {bundle.space!r} differs from its torch model by {diff:.2g}")
-        target = bundle.path / TEXT_DIR
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     write_bundle(dataclasses.replace(bundle, text=entry))
     return read_bundle(bundle.path, warn_untrained=False)

@@ -1,10 +1,14 @@
-"""Where ulip2 keeps files of its own (one cache folder for every cache), and the one
-content hash of a file. Standard library only: the Blender extension carries this module."""
+"""Where ulip2 keeps files of its own (one cache folder for every cache), the one content
+hash of a file, and the one way a folder is replaced without a half-written state. Standard library only: the Blender extension carries this module."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -22,3 +26,22 @@ def file_sha256(path: str | os.PathLike) -> str:
         while block := handle.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def replacing_folder(target: str | os.PathLike) -> Iterator[Path]:
+    """A fresh folder beside `target` to fill; when the block ends without an error it
+    replaces `target` (removed, then the new one renamed into place), else it is deleted.
+    An interrupted write so never leaves a half folder at `target`."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    staging.chmod(target.parent.stat().st_mode & 0o777)  # mkdtemp's 0700 would hide it from other users
+    try:
+        yield staging
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

@@ -335,3 +335,23 @@ def test_the_shipped_default_bundle_is_trained_and_recorded():
     rng = np.random.default_rng(0)
     vectors = encoder.embed_points(rng.random((2, bundle.num_points, 6), dtype=np.float32))
     assert vectors.shape == (2, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+
+
+def test_a_failed_bundle_write_leaves_the_old_bundle_and_no_staging(tmp_path):
+    """core.paths.replacing_folder, which every bundle write goes through: an error inside
+    keeps the folder that was there; success swaps the new one in."""
+    from core.paths import replacing_folder
+
+    target = tmp_path / "bundle"
+    target.mkdir()
+    (target / "bundle.json").write_text("old")
+    with pytest.raises(RuntimeError):
+        with replacing_folder(target) as staging:
+            (staging / "bundle.json").write_text("new")
+            raise RuntimeError("export died half way")
+    assert (target / "bundle.json").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
+    with replacing_folder(target) as staging:
+        (staging / "bundle.json").write_text("new")
+    assert (target / "bundle.json").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
