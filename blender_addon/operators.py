@@ -16,6 +16,7 @@ from .preferences import get, vocabulary_source
 from .progress import StepOperator
 from .render import ViewSettings
 from .triplets import write_triplet
+from .user_files import child_environment
 
 
 class ULIP2_OT_generate_triplets(bpy.types.Operator):
@@ -72,7 +73,7 @@ def caption_later(python: str, store: Path, captioner: str) -> None:
     """Start the ulip2 environment's captioning over the store without blocking Blender."""
     with open(store / "caption.log", "ab") as log:  # the child keeps its own copy of the handle
         subprocess.Popen([bpy.path.abspath(python), "-m", "core.cli", "triplets", "caption", str(store),
-                          "--captioner", captioner], stdout=log, stderr=subprocess.STDOUT)
+                          "--captioner", captioner], stdout=log, stderr=subprocess.STDOUT, env=child_environment())
 
 
 class _LabelSelected(StepOperator):

@@ -23,8 +23,22 @@ def user_folder(name: str) -> Path:
         return folder
 
 
+_CACHE_ENV = "ULIP2_CACHE_DIR"
+_set_here = False  # whether keep_caches_in_user_folder chose the cache folder
+
+
 def keep_caches_in_user_folder() -> None:
     """Point ulip2's cache (text vectors of vocabularies and captions) into the extension's
     user folder, unless the user chose a folder with ULIP2_CACHE_DIR."""
-    if not os.environ.get("ULIP2_CACHE_DIR"):
-        os.environ["ULIP2_CACHE_DIR"] = str(user_folder("cache"))
+    global _set_here
+    if not os.environ.get(_CACHE_ENV):
+        os.environ[_CACHE_ENV] = str(user_folder("cache"))
+        _set_here = True
+
+
+def child_environment() -> dict:
+    """The environment for a ulip2 process started from Blender: its caches stay its own."""
+    env = dict(os.environ)
+    if _set_here:
+        env.pop(_CACHE_ENV, None)
+    return env
