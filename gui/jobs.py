@@ -26,7 +26,9 @@ class Results:
     query: str = ""  # what was asked, as the status bar says it
     tags: list[str] = field(default_factory=list)  # the tag filter these results passed
     tag_labels: list[str] = field(default_factory=list)  # every label a tag filter can use now
-    text_only: bool = False  # an image query met a space with no image tower: nothing was searched
+    # Whether the bundle's space embeds images, where this search loaded it (text and image
+    # queries); an image query in a space without an image tower searches nothing.
+    image_tower: bool | None = None
 
 
 @dataclass
@@ -95,11 +97,11 @@ def export_labels(db: str, bundle: str | None, kind: str, out: str) -> int:
     return len(labels)
 
 
-def _results(searcher, hits: list[Hit], query: str, tags: Sequence[str]) -> Results:
+def _results(searcher, hits: list[Hit], query: str, tags: Sequence[str], image_tower: bool | None = None) -> Results:
     library = searcher.library
     thumbnails = {h.asset_id: png for h in hits if (png := library.thumbnail(h.asset_id)) is not None}
     return Results(hits, thumbnails, searcher.bundle_id, searcher.bundle.space, query, list(tags),
-                   library.tag_labels(searcher.bundle_id))
+                   library.tag_labels(searcher.bundle_id), image_tower)
 
 
 def run_search(db: str, bundle: str | None, device: str, *, text: str = "", like: str | None = None,
@@ -117,16 +119,17 @@ def run_search(db: str, bundle: str | None, device: str, *, text: str = "", like
         if image is not None:
             query = f"image {os.path.basename(image)}"
             if not load_space(searcher.bundle.space).has_images:
-                return Results([], bundle_id=searcher.bundle_id, space=searcher.bundle.space, query=query,
-                               tags=list(tags), text_only=True)
-            return _results(searcher, searcher.search(searcher.image_vector(image), k, tags=tags), query, tags)
+                return _results(searcher, [], query, tags, image_tower=False)
+            return _results(searcher, searcher.search(searcher.image_vector(image), k, tags=tags), query, tags,
+                            image_tower=True)
         if like is not None:
             vector, exclude = searcher.like_vector(like)
             return _results(searcher, searcher.search(vector, k, tags=tags, exclude=exclude),
                             f"like {os.path.basename(like)}", tags)
         if text.strip():
-            return _results(searcher, searcher.search(searcher.text_vector(text.strip()), k, tags=tags),
-                            text.strip(), tags)
+            hits = searcher.search(searcher.text_vector(text.strip()), k, tags=tags)
+            # The text query loaded the space: say now whether images can be queries too.
+            return _results(searcher, hits, text.strip(), tags, load_space(searcher.bundle.space).has_images)
         ids = set(library.embeddings(searcher.bundle_id)[0].tolist())
         if tags:
             ids &= set(library.filtered_ids(tags=tags))

@@ -169,6 +169,7 @@ class MainWindow(QMainWindow):
         self.tag_filter.setCompleter(completer)
         layout.addWidget(self.tag_filter)
         row = QHBoxLayout()
+        self._image_note = IMAGE_HINT  # what the drop zone says between image searches
         self.image_zone = QLabel(IMAGE_HINT)
         self.image_zone.setFrameShape(QFrame.Shape.StyledPanel)
         self.image_zone.setWordWrap(True)
@@ -381,19 +382,27 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Searching for {query and os.path.basename(query) or text or 'every asset'}…")
         tags = [t.strip() for t in self.tag_filter.text().split(",") if t.strip()]
         task = Task(jobs.run_search, self.db, self.bundle, self.device, text=text, like=like, image=image, tags=tags)
-        self._start(task, lambda results: self._search_done(serial, results),
+        self._start(task, lambda results: self._search_done(serial, results, by_image=image is not None),
                     lambda message: self._search_failed(serial, message))
 
-    def _search_done(self, serial: int, results: jobs.Results) -> None:
+    def _set_image_note(self, text_only_space: str | None) -> None:
+        """The drop zone's standing text: how to search by image, or why this space cannot."""
+        self._image_note = IMAGE_HINT if text_only_space is None else (
+            f"This model's space ({text_only_space}) has no image tower, so it cannot search by image; "
+            "use an openclip bundle (File → Settings)")
+        self.image_zone.setText(self._image_note)
+        self.image_button.setEnabled(text_only_space is None)
+
+    def _search_done(self, serial: int, results: jobs.Results, *, by_image: bool = False) -> None:
         if serial != self._search_serial:
             return  # a newer search is on its way
-        if results.text_only:  # said where the image went; the grid keeps what it showed
-            self.image_zone.setText(f"This model's space ({results.space}) has no image tower, so it cannot "
-                                    "search by image; use an openclip bundle (File → Settings)")
+        self.image_zone.setText(self._image_note)
+        if results.image_tower is not None:
+            self._set_image_note(None if results.image_tower else results.space)
+        if by_image and not results.image_tower:  # the note says why; the grid keeps what it showed
             self.statusBar().showMessage(f"No image search in the {results.space} space")
             self.search_finished.emit(results)
             return
-        self.image_zone.setText(IMAGE_HINT)
         self.results.set_results(results)
         self.tag_labels.setStringList(results.tag_labels)
         if results.hits:  # the best hit is current: its details show, the arrow keys start there
@@ -411,7 +420,7 @@ class MainWindow(QMainWindow):
 
     def _search_failed(self, serial: int, message: str) -> None:
         if serial == self._search_serial:
-            self.image_zone.setText(IMAGE_HINT)
+            self.image_zone.setText(self._image_note)
             self.show_error("Search failed", message)
             self.search_finished.emit(None)
 
@@ -591,6 +600,7 @@ class MainWindow(QMainWindow):
             self.settings.setValue(key, value)
         self.results.set_results(jobs.Results([]))
         self._show_details(None)
+        self._set_image_note(None)  # another bundle, maybe another space: known again after a search
         self.run_search()
 
     def closeEvent(self, event) -> None:

@@ -202,11 +202,14 @@ def test_an_image_in_a_text_only_space_gets_an_inline_note(qtbot, tmp_path, make
     assert not drop(window, tmp_path / "assets" / "mesh_000.glb"), "only image files are queries"
     with qtbot.waitSignal(window.search_finished, timeout=WAIT_MS) as searched:
         assert drop(window, write_image(tmp_path / "photo.png"))
-    assert searched.args[0].text_only
+    assert searched.args[0].image_tower is False
     note = window.image_zone.text()
     assert "minilm" in note and "no image tower" in note and "openclip" in note
+    assert not window.image_button.isEnabled()
     assert window.findChildren(QMessageBox) == [], "a note in place, not an error box"
     assert window.results.rowCount() == 3, "the grid keeps what it showed"
+    search(qtbot, window, "a box")
+    assert window.image_zone.text() == note, "a text search knows the space too and keeps the note"
 
 
 def test_an_image_dropped_on_the_window_searches_by_it(qtbot, tmp_path, make_window):
@@ -234,7 +237,7 @@ def test_an_image_dropped_on_the_window_searches_by_it(qtbot, tmp_path, make_win
         assert drop(window, write_image(tmp_path / "photo.png"))
     results = searched.args[0]
     assert results is not None, window.statusBar().currentMessage()
-    assert not results.text_only and results.query == "image photo.png"
+    assert results.image_tower and results.query == "image photo.png"
     assert len(results.hits) == 3 and all(-1 <= h.score <= 1 for h in results.hits)
     assert window.results.rowCount() == 3 and "“image photo.png”" in window.statusBar().currentMessage()
     assert window.image_zone.text().startswith("Drop an image")
