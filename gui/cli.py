@@ -21,13 +21,15 @@ def cmd_app(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "app", help="the desktop app: index, search, browse and tag asset libraries",
-        description="The desktop app: add library folders, index them, search by text or by example, "
-                    "browse thumbnails and edit tags. Bundle, device, database and folders are remembered.",
+        "app", help="the desktop app: index, search, browse, tag and caption asset libraries",
+        description="The desktop app: add library folders, index them, search by text, image or example "
+                    "with tag filters, browse thumbnails, edit tags, tag and caption with core's vocabularies, "
+                    "export to CSV/JSON, open assets in Blender. Bundle, device, database and folders are "
+                    "remembered.",
         epilog="examples:\n"
                "  ulip2 app\n"
                "  ulip2 app --library assets/ --query 'a chair'\n"
-               "  QT_QPA_PLATFORM=offscreen ulip2 app --library examples --query 'a chair' --screenshot app.png",
+               "  QT_QPA_PLATFORM=offscreen ulip2 app --library examples --query 'a lamp' --screenshot docs/app.png",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.set_defaults(func=cmd_app)
     p.add_argument("--library", type=Path, action="append", default=None, metavar="DIR",

@@ -154,7 +154,10 @@ class MainWindow(QMainWindow):
         self.search_box.setPlaceholderText("Search by text (Ctrl+F, Enter to run; empty lists every asset)")
         self.search_box.setClearButtonEnabled(True)
         self.search_box.returnPressed.connect(self.run_search)
-        self.search_box.setAcceptDrops(False)  # an image dropped here searches by it, not by its file name
+        # Drag targets are found by walking up from the widget under the pointer to the first
+        # that accepts drops: these would take an image's drag (as text, or for the model) and
+        # keep it from the window, where it becomes a query.
+        self.search_box.setAcceptDrops(False)
         row.addWidget(self.search_box)
         row.addWidget(QPushButton("Search", clicked=self.run_search))
         layout.addLayout(row)
@@ -162,6 +165,7 @@ class MainWindow(QMainWindow):
         self.tag_filter.setPlaceholderText("Only assets tagged… (comma-separated, all must match; Enter to apply)")
         self.tag_filter.setToolTip("Your tags and suggested tags both count")
         self.tag_filter.setClearButtonEnabled(True)
+        self.tag_filter.setAcceptDrops(False)
         self.tag_filter.returnPressed.connect(self.run_search)
         self.tag_labels = QStringListModel(self)  # filled by every search with the library's labels
         completer = QCompleter(self.tag_labels, self.tag_filter)
@@ -189,6 +193,7 @@ class MainWindow(QMainWindow):
         self.grid.setWordWrap(True)
         self.grid.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.grid.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.grid.setAcceptDrops(False)  # icon mode turns drops on, for moving items
         self.grid.selectionModel().currentChanged.connect(lambda current, _: self._show_details(current))
         self.grid.activated.connect(self.open_in_blender)  # Enter or double-click
         self.grid.setToolTip("Arrow keys move; Enter or double-click opens the asset in Blender")

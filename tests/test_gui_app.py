@@ -203,6 +203,8 @@ def test_an_image_in_a_text_only_space_gets_an_inline_note(qtbot, tmp_path, make
     with qtbot.waitSignal(window.search_finished, timeout=WAIT_MS) as searched:
         assert drop(window, write_image(tmp_path / "photo.png"))
     assert searched.args[0].image_tower is False
+    over = (window.search_box, window.tag_filter, window.grid, window.grid.viewport())
+    assert not any(w.acceptDrops() for w in over), "drags over the search area and the grid reach the window"
     note = window.image_zone.text()
     assert "minilm" in note and "no image tower" in note and "openclip" in note
     assert not window.image_button.isEnabled()
