@@ -349,7 +349,6 @@ class MainWindow(QMainWindow):
             self.search_image(path)
 
     def search_image(self, path: str) -> None:
-        self.image_zone.setText(f"Searching by {os.path.basename(path)}…")
         self._search(image=path)
 
     @staticmethod
@@ -385,6 +384,8 @@ class MainWindow(QMainWindow):
         serial = self._search_serial
         query = like or image
         self.statusBar().showMessage(f"Searching for {query and os.path.basename(query) or text or 'every asset'}…")
+        if image is not None:
+            self.image_zone.setText(f"Searching by {os.path.basename(image)}…")
         tags = [t.strip() for t in self.tag_filter.text().split(",") if t.strip()]
         task = Task(jobs.run_search, self.db, self.bundle, self.device, text=text, like=like, image=image, tags=tags)
         self._start(task, lambda results: self._search_done(serial, results, by_image=image is not None),
