@@ -20,7 +20,7 @@ from PIL import Image
 
 from core.blender_pool import NEEDS_BLENDER
 from core.library.indexer import bundle_id, index_paths
-from core.library.store import AssetRecord, Library
+from core.library.store import AssetRecord, Library, LibraryError
 from core.library.thumbnails import THUMBNAIL_SIZE
 from core.runtime import PointEncoder
 from meshes import write_meshes
@@ -212,10 +212,14 @@ def test_blender_formats_index_through_the_worker(tmp_path, encoder):
         searcher = Searcher(library, encoder.bundle, device="cpu")
         hits = searcher.search(searcher.text_vector("a ball"), k=10)
         assert sorted((Path(h.path).name, h.object) for h in hits) == sorted(assets)
-        ids, vectors = library.embeddings(bundle_id(encoder.bundle))
-        for name in MARKED:  # each marked asset is its own vector: it finds itself first
-            vector = vectors[list(ids).index(assets[("scene.blend", name)])]
+        for name in MARKED:  # each marked asset is its own vector, named FILE.blend#OBJECT: it finds itself first
+            vector, own = searcher.like_vector(f"{blend}#{name}")
+            assert own == assets[("scene.blend", name)]
             assert searcher.search(vector, k=1)[0].object == name
+        with pytest.raises(LibraryError, match="FILE#OBJECT"):  # the file holds assets, it is not one
+            searcher.like_vector(blend)
+        with pytest.raises(LibraryError, match="no asset 'Nope'"):
+            searcher.like_vector(f"{blend}#Nope")
     again = run([tmp_path / "assets"], db, encoder)
     assert (again.added, again.updated, again.unchanged) == (0, 0, 3), "a re-index redoes nothing"
 

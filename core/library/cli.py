@@ -211,6 +211,7 @@ def register(sub) -> None:
             "examples:\n"
             "  ulip2 search \"a wooden chair with armrests\"\n"
             "  ulip2 search --like props/lamp.glb --k 5          (an indexed asset or any mesh file)\n"
+            "  ulip2 search --like sets/kitchen.blend#Kettle     (an asset marked inside a .blend)\n"
             "  ulip2 search --image photo.jpg                    (spaces with an image tower only)\n"
             "  ulip2 search \"lamp\" --format glb --folder ~/assets/props --tag lamp --json")
     query = p.add_mutually_exclusive_group(required=True)

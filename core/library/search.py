@@ -92,13 +92,24 @@ class Searcher:
         return space.embed_images([image])[0]
 
     def like_vector(self, example: str | os.PathLike) -> tuple[np.ndarray, int | None]:
-        """(vector, asset id) of an indexed asset's path, else (the mesh file embedded now, None)."""
-        path = os.path.abspath(os.fspath(example))
-        asset_id = self.library.asset_id(path)
+        """(vector, asset id) of an indexed asset, else (the mesh file embedded now, None).
+
+        An asset marked inside a .blend is named FILE.blend#OBJECT (the last '#', unless the
+        whole name is an existing file)."""
+        path, obj = os.path.abspath(os.fspath(example)), ""
+        if not os.path.isfile(path) and "#" in path:
+            path, obj = path.rsplit("#", 1)
+        asset_id = self.library.asset_id(path, obj)
         if asset_id is not None:
             ids, vectors = self.library.embeddings(self.bundle_id, [asset_id])
             if len(ids):
                 return vectors[0], asset_id
+        marked = self.library.marked_objects(path)
+        if obj or marked:  # a missing marked asset, or a .blend of marked assets (the file is not one)
+            what = f"no asset {obj!r} is indexed from {path}" if obj else "this file holds marked assets, it is not one"
+            hint = (f"name one as FILE#OBJECT: {', '.join(path + '#' + m for m in marked[:10])}" if marked
+                    else "run ulip2 index on its folder")
+            raise LibraryError(f"{example}: {what}; {hint}")
         from core.runtime import PointEncoder
 
         encoder = PointEncoder(self.bundle, device=self.device)

@@ -364,6 +364,11 @@ class Library:
         row = self.conn.execute("SELECT id FROM assets WHERE path = ? AND object = ?", (path, object)).fetchone()
         return None if row is None else row[0]
 
+    def marked_objects(self, path: str) -> list[str]:
+        """Names of the marked assets indexed from the .blend at `path` (none for other files)."""
+        return [r[0] for r in self.conn.execute(
+            "SELECT object FROM assets WHERE path = ? AND object != '' ORDER BY object", (path,))]
+
     def errors(self) -> list[dict]:
         return [dict(path=p, reason=r) for p, r in self.conn.execute("SELECT path, reason FROM errors ORDER BY path")]
 
