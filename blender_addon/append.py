@@ -13,16 +13,8 @@ import os
 import bpy
 from mathutils import Vector
 
+from core.blender_formats import IMPORTERS
 from core.errors import AssetError
-
-# File extension -> (bpy.ops module, operator) of Blender's importer.
-IMPORTERS = {
-    ".glb": ("import_scene", "gltf"), ".gltf": ("import_scene", "gltf"),
-    ".obj": ("wm", "obj_import"), ".ply": ("wm", "ply_import"), ".stl": ("wm", "stl_import"),
-    ".fbx": ("import_scene", "fbx"),
-    ".usd": ("wm", "usd_import"), ".usda": ("wm", "usd_import"), ".usdc": ("wm", "usd_import"),
-    ".usdz": ("wm", "usd_import"), ".abc": ("wm", "alembic_import"),
-}
 
 
 def place_asset(context, path: str, *, link: bool = False) -> list:

@@ -32,21 +32,13 @@ from pathlib import Path
 import bpy
 import numpy as np
 
+from core.blender_formats import IMPORTERS
 from core.errors import AssetError
 from core.sampling import sample_points
 
 from .extract import GEOMETRY_TYPES
 from .render import ViewSettings, render_thumbnail
 from .triplets import geometry_of, render_triplet
-
-# Importer per file extension (operator path under bpy.ops, keyword arguments).
-IMPORTERS = {
-    ".glb": ("import_scene.gltf", {}), ".gltf": ("import_scene.gltf", {}),
-    ".fbx": ("import_scene.fbx", {}),
-    ".obj": ("wm.obj_import", {}), ".ply": ("wm.ply_import", {}), ".stl": ("wm.stl_import", {}),
-    ".usd": ("wm.usd_import", {}), ".usda": ("wm.usd_import", {}), ".usdc": ("wm.usd_import", {}),
-    ".usdz": ("wm.usd_import", {}), ".abc": ("wm.alembic_import", {}),
-}
 
 
 def _last_line(exc: Exception) -> str:
@@ -63,10 +55,9 @@ def load_asset(path: Path) -> list:
             raise AssetError(path, f"Blender could not open it: {_last_line(exc)}") from None
     else:
         bpy.ops.wm.read_factory_settings(use_empty=True)
-        operator, kwargs = IMPORTERS[path.suffix.lower()]
-        group, name = operator.split(".")
+        group, name = IMPORTERS[path.suffix.lower()]
         try:
-            result = getattr(getattr(bpy.ops, group), name)(filepath=str(path), **kwargs)
+            result = getattr(getattr(bpy.ops, group), name)(filepath=str(path))
         except RuntimeError as exc:  # importers report bad files as operator errors
             raise AssetError(path, f"Blender could not import it: {_last_line(exc)}") from None
         if "FINISHED" not in result:

@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+from core.blender_formats import BLENDER_ONLY
+
 #: What a file that needs Blender gets when bpy is not installed.
 NEEDS_BLENDER = "needs the blender extra: pip install 'ulip2[blender]'"
 # Lines of a crashed worker's log quoted in its file's failure reason.
@@ -35,9 +37,7 @@ def blender_available() -> bool:
 
 def needs_blender(path: str | Path) -> bool:
     """Formats only Blender reads (.blend, .fbx, .usd*); trimesh reads the rest in-process."""
-    from core.meshio import BLENDER_EXTENSIONS  # here: the CLI imports this module, and trimesh is slow to import
-
-    return str(path).lower().endswith(BLENDER_EXTENSIONS)
+    return str(path).lower().endswith(BLENDER_ONLY)
 
 
 class Worker:

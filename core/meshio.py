@@ -11,11 +11,11 @@ import os
 import numpy as np
 import trimesh
 
+from core.blender_formats import BLENDER_ONLY
 from core.errors import AssetError
 from core.sampling import SurfacePart, sample_points
 
 SUPPORTED_EXTENSIONS = (".glb", ".gltf", ".obj", ".ply", ".stl", ".off")
-BLENDER_EXTENSIONS = (".blend", ".fbx", ".usd", ".usda", ".usdc", ".usdz")
 
 
 def load_parts(path: str | os.PathLike) -> list[SurfacePart]:
@@ -57,7 +57,7 @@ def _load_scene(path) -> trimesh.Scene:
     if extension not in SUPPORTED_EXTENSIONS:
         hint = (
             f"; {extension} files need the Blender worker"
-            if extension in BLENDER_EXTENSIONS
+            if extension in BLENDER_ONLY
             else "; .blend/.fbx/.usd files need the Blender worker"
         )
         raise AssetError(

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 
+from core.blender_formats import IMPORTERS
 from core.errors import Ulip2Error
 
 #: Where Blender's installers put it when it is not on PATH (a pattern's matches are tried in
@@ -22,15 +23,6 @@ COMMON_BLENDER_PATHS = (
     "~/blender*/blender",
     "/usr/local/bin/blender",
 )
-
-#: Blender's importer (an operator under bpy.ops) per file extension; a .blend opens as it is.
-BLENDER_IMPORTERS = {
-    ".glb": "import_scene.gltf", ".gltf": "import_scene.gltf", ".fbx": "import_scene.fbx",
-    ".obj": "wm.obj_import", ".ply": "wm.ply_import", ".stl": "wm.stl_import",
-    ".usd": "wm.usd_import", ".usda": "wm.usd_import", ".usdc": "wm.usd_import", ".usdz": "wm.usd_import",
-    ".abc": "wm.alembic_import",
-}
-
 
 class DesktopError(Ulip2Error):
     """A program to hand an asset to is missing or cannot take it."""
@@ -60,11 +52,11 @@ def blender_command(blender: str, asset: str) -> list[str]:
     extension = os.path.splitext(asset)[1].lower()
     if extension == ".blend":
         return [blender, asset]
-    if extension not in BLENDER_IMPORTERS:
+    if extension not in IMPORTERS:
         raise DesktopError(f"Blender has no importer for {extension} files: {os.path.basename(asset)}")
-    operator = BLENDER_IMPORTERS[extension]
+    module, operator = IMPORTERS[extension]
     script = (f"import bpy; bpy.ops.wm.read_homefile(use_empty=True); "
-              f"bpy.ops.{operator}(filepath={asset!r})")
+              f"bpy.ops.{module}.{operator}(filepath={asset!r})")
     return [blender, "--python-expr", script]
 
 

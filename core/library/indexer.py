@@ -34,11 +34,12 @@ from core.bundle import Bundle
 from core.errors import AssetError
 from core.library.keys import bundle_id  # noqa: F401 (callers import it from here too)
 from core.library.store import AssetRecord, Library
-from core.meshio import BLENDER_EXTENSIONS, SUPPORTED_EXTENSIONS, load_points
+from core.blender_formats import BLENDER_ONLY
+from core.meshio import SUPPORTED_EXTENSIONS, load_points
 from core.paths import file_sha256
 
 #: What a walk picks up: trimesh's formats, and Blender's (read by the Blender workers).
-ASSET_EXTENSIONS = SUPPORTED_EXTENSIONS + BLENDER_EXTENSIONS
+ASSET_EXTENSIONS = SUPPORTED_EXTENSIONS + BLENDER_ONLY
 # Fewer jobs than this are loaded in-process: starting a pool costs more than it saves.
 _POOL_MIN_JOBS = 8
 #: Seconds a Blender worker may spend on one file before it is killed and the file failed.
