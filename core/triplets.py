@@ -53,7 +53,9 @@ record.json::
                                            looking at the images (the metadata captioner)
          "space": str, "ranking": "image-text" | "text-consensus", "k": int,
          "views": [{"candidates": [{"text": str, "score": float}, ...],
-                    "chosen": int, "caption": str}, ...]}}   one entry per view
+                    "chosen": int, "caption": str}, ...],   one entry per view
+         "texts": [str]}}                  optional: what the asset's library says of it
+                                           (names, tags), trained on beside the views' captions
 
 Atomicity: a record is written into tmp/ and renamed into place (os.replace) before its
 "done" line is appended; a caption update rewrites record.json the same way before its
@@ -133,9 +135,9 @@ class Record:
 
     @property
     def captions(self) -> list[str] | None:
-        """The chosen caption per view, or None while uncaptioned."""
+        """The chosen caption per view, then the library's texts; None while uncaptioned."""
         block = self.meta.get("captions")
-        return None if block is None else [view["caption"] for view in block["views"]]
+        return None if block is None else [view["caption"] for view in block["views"]] + block.get("texts", [])
 
     def points(self) -> np.ndarray:
         return np.load(self.path / self.meta["points"]["file"])

@@ -151,21 +151,15 @@ def plan_units(store: TripletStore, files: list[Path], *, engine: str, workers: 
     return units, skipped, failed
 
 
-def cmd_build(args) -> int:
-    from core.cli import _print_json, _progress
+def render_files(store: TripletStore, files: list[Path], settings: dict, *, engine: str = "local", workers: int = 1,
+                 timeout: float = 600) -> dict:
+    """Points and views of each file not stored yet, committed as it completes (a kill keeps
+    what is done; a rerun skips it). {"skipped_done", "written", "failed": keys failed now}."""
+    from core.cli import _progress
 
     import numpy as np
 
-    if not blender_available():
-        raise Ulip2Error("triplets build renders in Blender: pip install 'ulip2[blender]'")
-    files = asset_files(args.paths)
-    captioning = _captioning(args) if not args.no_caption else None  # fails here, before any work
-    store = TripletStore(args.store, create=not (args.store / "store.json").is_file())
-    settings = {"count": args.views, "elevation_deg": args.elevation, "resolution": args.resolution,
-                "engine": args.render_engine}
-    if args.samples is not None:  # else the renderer's own default (blender_addon.render.ViewSettings)
-        settings["samples"] = args.samples
-    run = {"engine": args.engine, "workers": args.workers, "timeout": args.timeout}
+    run = {"engine": engine, "workers": workers, "timeout": timeout}
     units, skipped, failed = plan_units(store, files, **run)
     for unit in units:
         unit["settings"] = settings
@@ -180,12 +174,29 @@ def cmd_build(args) -> int:
             finally:
                 record.discard()
             bar.update(1)
+    return {"skipped_done": skipped, "written": len(units) - len(failed & {u["key"] for u in units}),
+            "failed": failed}
+
+
+def cmd_build(args) -> int:
+    from core.cli import _print_json
+
+    if not blender_available():
+        raise Ulip2Error("triplets build renders in Blender: pip install 'ulip2[blender]'")
+    files = asset_files(args.paths)
+    captioning = _captioning(args) if not args.no_caption else None  # fails here, before any work
+    store = TripletStore(args.store, create=not (args.store / "store.json").is_file())
+    settings = {"count": args.views, "elevation_deg": args.elevation, "resolution": args.resolution,
+                "engine": args.render_engine}
+    if args.samples is not None:  # else the renderer's own default (blender_addon.render.ViewSettings)
+        settings["samples"] = args.samples
+    done = render_files(store, files, settings, engine=args.engine, workers=args.workers, timeout=args.timeout)
+    failed = done["failed"]
     if captioning is not None:
         caption_store(store, *captioning, k=args.k)
     info = store.info()
-    _print_json({"store": info["store"], "files": len(files), "skipped_done": skipped,
-                 "written": len(units) - len(failed & {u["key"] for u in units}),
-                 "failed": [f for f in info["failures"] if f["key"] in failed],
+    _print_json({"store": info["store"], "files": len(files), "skipped_done": done["skipped_done"],
+                 "written": done["written"], "failed": [f for f in info["failures"] if f["key"] in failed],
                  "records": info["records"], "captioned": info["captioned"]})
     return 1 if failed else 0
 
@@ -199,14 +210,27 @@ def _captioning(args):
     return load_captioner(args.captioner, args.captioner_model, device=args.device), load_space(args.space, args.device)
 
 
-def caption_store(store: TripletStore, captioner, space, *, k: int, recaption: bool = False) -> int:
-    """Caption the store's uncaptioned records (all of them with recaption); returns how many."""
+def caption_store(store: TripletStore, captioner, space, *, k: int, recaption: bool = False,
+                  library: dict[str, dict] | None = None) -> int:
+    """Caption the store's uncaptioned records (all of them with recaption); returns how many.
+
+    library: what a studio library knows of an asset, by record key: {"name": str, "texts":
+    [str]}. The name replaces the file's stem as the object's name in the captions; the
+    texts (its names and tags) are kept beside the per-view captions.
+    """
     from core.captioners import caption_views
     from core.cli import _progress
 
+    library = library or {}
     records = list(store.records(captioned=None if recaption else False))
     for record in _progress(records, desc=f"captioning ({captioner.name})", unit="object"):
-        block = caption_views(captioner, space, record.views(), k=k, facts=record.meta.get("facts"))
+        known = library.get(record.key, {})
+        facts = dict(record.meta.get("facts") or {})
+        if known.get("name"):
+            facts["name"] = known["name"]
+        block = caption_views(captioner, space, record.views(), k=k, facts=facts)
+        if known.get("texts"):
+            block["texts"] = list(known["texts"])
         store.set_captions(record.key, block)
     return len(records)
 

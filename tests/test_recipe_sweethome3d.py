@@ -198,3 +198,85 @@ def test_d2_nearest_neighbour_and_cache(tmp_path):
     meshes["rod1"].unlink()
     again, _ = d2.descriptors(meshes, tmp_path / "cache", points=512)
     np.testing.assert_array_equal(again["rod1"], found["rod1"])
+
+
+def _fake_catalogue(data):
+    """Three trainable items and one held out; a fourth trainable record's mesh is a byte copy
+    of the held-out one's, so only its content can tell it apart."""
+    shapes = {"chair": trimesh.creation.box((0.5, 0.5, 1.0)), "lamp": trimesh.creation.icosphere(2),
+              "table": trimesh.creation.box((1.2, 0.8, 0.1)), "sofa": trimesh.creation.box((2.0, 0.9, 0.8))}
+    records = []
+    for n, (name, split) in enumerate([("chair", "train"), ("lamp", None), ("table", "train"), ("sofa", "test")]):
+        folder = data / "models" / name
+        folder.mkdir(parents=True)
+        (folder / f"{name}.obj").write_bytes(_obj(shapes[name]))
+        records.append({"id": f"T#{n}", "name": f"Cosy {name}", "tags": ["Blend Swap", "Seat"], "category": "Living room",
+                        "size_cm": [50.0, 40.0, 90.0], "mesh": f"models/{name}/{name}.obj", "load_error": None,
+                        "class": name, "split": split})
+    twin = data / "models" / "twin"
+    twin.mkdir()
+    (twin / "twin.obj").write_bytes((data / "models" / "sofa" / "sofa.obj").read_bytes())
+    records.append({**records[3], "id": "T#twin", "name": "Sofa copy", "mesh": "models/twin/twin.obj", "split": None})
+    return records
+
+
+def test_default_model_triplets_render_caption_and_keep_held_out_items_out(tmp_path):
+    """The recipe's triplets: real Blender renders (2 views at 32 px), metadata captions naming
+    the catalogue item, the catalogue's texts beside them; no held-out geometry in the store or
+    its features, even under another record's name; a rerun does nothing."""
+    pytest.importorskip("bpy")
+    from core.triplets import TripletStore, key_for_file
+    from training.features import load_or_build_features
+    from training.recipes.default_model import build_store, captions_for, held_out_keys
+
+    data, store_root = tmp_path / "data", tmp_path / "work" / "store"
+    records = _fake_catalogue(data)
+    built = build_store(data, store_root, records, views=2, resolution=32, workers=1)
+    assert built == {"trainable": 3, "skipped_done": 0, "written": 3, "failed": 0, "captioned_now": 3}
+    store = TripletStore(store_root)
+    stored = {r.key: r for r in store.records(captioned=True)}
+    keys = {r["name"]: key_for_file(data / r["mesh"]) for r in records}
+    assert set(stored) == {keys["Cosy chair"], keys["Cosy lamp"], keys["Cosy table"]}
+    assert not set(stored) & held_out_keys(data, records)
+    chair = stored[keys["Cosy chair"]]
+    assert len(chair.view_paths()) == 2 and chair.meta["views"]["engine"] == "CYCLES"
+    block = chair.meta["captions"]
+    assert block["captioner"] == "metadata" and block["vision_model"] is False and len(block["views"]) == 2
+    assert all("cosy chair" in view["caption"] for view in block["views"])
+    assert block["texts"] == captions_for(records[0]) == [
+        "a cosy chair", "Cosy chair, living room furniture", "Cosy chair: seat",
+        "a cosy chair 50 cm wide, 40 cm deep and 90 cm high"]
+    assert chair.captions == [view["caption"] for view in block["views"]] + block["texts"]
+
+    features = load_or_build_features(store_root, "minilm")
+    assert sorted(features.ids) == sorted(stored) and len(features.texts_of(0)) == 2 + 4
+
+    events = (store_root / "manifest.jsonl").read_text()
+    assert build_store(data, store_root, records, views=2, resolution=32, workers=1)["written"] == 0
+    assert (store_root / "manifest.jsonl").read_text() == events
+
+
+def test_blender_points_of_obj_files_train_in_the_frame_the_runtime_reads(tmp_path):
+    """Blender's OBJ importer turns y-up into z-up; training points go back to the file's frame,
+    the one `ulip2 eval` and `ulip2 index` read OBJ files in (trimesh)."""
+    pytest.importorskip("bpy")
+    from core.triplets import TripletStore, key_for_file
+    from core.triplets_cli import render_files
+    from training.features import record_points
+
+    # Long in y, lopsided on every axis: a swapped axis shows in the spreads, a flipped one in
+    # the third moments (points are centred, so their means are all 0).
+    mesh = trimesh.util.concatenate([trimesh.creation.box((1.0, 2.0, 0.5)),
+                                     trimesh.creation.box((0.8, 0.8, 0.8), trimesh.transformations.translation_matrix(
+                                         (1.2, 1.8, 0.9)))])
+    path = tmp_path / "lopsided.obj"
+    path.write_bytes(_obj(mesh))
+    store = TripletStore(tmp_path / "store", create=True)
+    assert render_files(store, [path], {"count": 1, "resolution": 16})["written"] == 1
+    raw = store.record(key_for_file(path)).points()[:, :3].astype(np.float32)
+    upright = record_points(store.record(key_for_file(path)))[:, :3].astype(np.float32)
+    reference = load_points(path, 10_000, seed=0)[:, :3]
+    np.testing.assert_allclose(upright.std(axis=0), reference.std(axis=0), atol=0.01)
+    # Third moments here are about +-0.007; a flipped axis turns one's sign.
+    np.testing.assert_allclose((upright ** 3).mean(axis=0), (reference ** 3).mean(axis=0), atol=0.002)
+    assert np.abs(raw.std(axis=0) - reference.std(axis=0)).max() > 0.1  # Blender's own frame differs

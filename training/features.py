@@ -24,6 +24,9 @@ import numpy as np
 from core.errors import Ulip2Error
 
 FORMAT_VERSION = 1
+# Blender's OBJ and glTF importers turn the file's y-up frame into Blender's z-up one; the
+# runtime (ulip2 index, ulip2 eval) reads these formats with trimesh, in the file's frame.
+Y_UP_IMPORTS = (".obj", ".glb", ".gltf")
 
 
 @dataclasses.dataclass
@@ -114,6 +117,30 @@ def cache_folder(store_root: str | os.PathLike, space: str) -> Path:
     return Path(store_root) / "features" / f"{slug}-{hashlib.sha256(space.encode()).hexdigest()[:8]}"
 
 
+def record_points(record) -> np.ndarray:
+    """A record's points in the frame the runtime reads its source file in.
+
+    Points the Blender worker sampled from an OBJ or glTF file go back from Blender's z-up
+    to the file's y-up (x, y, z) -> (x, z, -y), undoing the importer, so training sees
+    objects upright the way search and evaluation will.
+    """
+    points = record.points()
+    path = str((record.meta.get("source") or {}).get("path") or "")
+    if record.meta.get("views", {}).get("engine", "none") == "none" or not path.lower().endswith(Y_UP_IMPORTS):
+        return points  # sampled by trimesh already, or a Blender scene's own object
+    upright = points.copy()
+    upright[:, 1], upright[:, 2] = points[:, 2], -points[:, 1]
+    return upright
+
+
+def load_or_build_features(store_root: str | os.PathLike, space: str) -> TripletFeatures:
+    """The store's feature cache for `space`, built first if missing (resumes a partial one)."""
+    folder = cache_folder(store_root, space)
+    if not (folder / "meta.json").is_file():
+        build_features(store_root, space)
+    return TripletFeatures.load(folder)
+
+
 def build_features(store_root: str | os.PathLike, space_name: str, *, out: str | os.PathLike | None = None,
                    chunk: int = 128, device: str = "cpu", progress: bool = True) -> Path:
     """Embed a triplet store's captions (and views, where the space sees images) once.
@@ -147,7 +174,7 @@ def build_features(store_root: str | os.PathLike, space_name: str, *, out: str |
             if not part.is_file():
                 captions = [r.captions for r in batch]
                 text = space.embed_text([c for cs in captions for c in cs])
-                arrays = {"points": np.stack([r.points() for r in batch]).astype(np.float16),
+                arrays = {"points": np.stack([record_points(r) for r in batch]).astype(np.float16),
                           "text": text.astype(np.float16), "text_counts": np.array([len(c) for c in captions])}
                 if space.has_images:
                     views = [r.views() for r in batch]

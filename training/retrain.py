@@ -40,7 +40,7 @@ def retrain(paths: list[Path], source: Path, out: Path, work: Path, *, epochs: i
     from core.triplets_cli import asset_files
 
     from .evaluation import evaluate, load_eval_set
-    from .features import TripletFeatures, build_features, cache_folder
+    from .features import load_or_build_features
     from .trainer import Trainer, TrainConfig
 
     bundle = read_bundle(source, warn_untrained=False)
@@ -67,10 +67,7 @@ def retrain(paths: list[Path], source: Path, out: Path, work: Path, *, epochs: i
     if code not in (0, 1):  # 1: some files failed, recorded in the store; the rest go on
         raise Ulip2Error(f"building triplets failed (exit {code})")
     stage("2/5 features")
-    folder = cache_folder(store, bundle.space)
-    if not (folder / "meta.json").is_file():
-        build_features(store, bundle.space)
-    features = TripletFeatures.load(folder)
+    features = load_or_build_features(store, bundle.space)
 
     space = load_space(bundle.space)
     heldout = load_eval_set(heldout_csv, bundle.num_points)

@@ -4,11 +4,15 @@ Home 3D catalogue by this project's own pipeline, compared with a D2 shape basel
     python -m training.recipes.sweethome3d prepare --out DATA          (fetch, catalogue, split)
     python -m training.recipes.default_model --data DATA --work WORK --bundle core/data/default_bundle
 
-Every stage is rerunnable and skips what is done: triplets (points + the catalogue's names,
-tags and categories as captions: the text a studio library has; no vision model), the
-feature cache, training (resumes from WORK/run/last.pt), export, and the evaluation.
-Held-out items never reach training: their names are used only as class labels at test
-time, and the encoder sees their geometry alone.
+Triplets are built as `ulip2 triplets build` builds them: Cycles views and points from
+Blender's evaluated mesh, in headless Blender workers. Captions are the metadata
+captioner's sentences (colours measured in the renders, the catalogue name, shape and
+size words) and, beside them, the catalogue's own texts (name, category, tags: the text a
+studio library has); no vision model. Every stage is rerunnable and skips what is done:
+renders, captions, the feature cache, training (resumes from WORK/run/last.pt), export,
+and the evaluation. Held-out items never reach training: their names are used only as
+class labels at test time, the encoder sees their geometry alone, and a trainable item
+whose mesh file is byte-identical to a held-out one is left out too.
 """
 
 from __future__ import annotations
@@ -18,11 +22,8 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 SPACE = "minilm"
 CONFIG = "pointbert-mini"
-STORE_POINTS = 10_000
 
 
 def captions_for(record: dict) -> list[str]:
@@ -38,32 +39,46 @@ def captions_for(record: dict) -> list[str]:
     return texts
 
 
-def build_store(data: Path, store_root: Path, records: list[dict]) -> None:
-    """One triplet per trainable item (not held out, loadable); already stored keys are skipped."""
-    from tqdm import tqdm
+def held_out_keys(data: Path, records: list[dict]) -> set[str]:
+    """Triplet keys (mesh content hashes) of the held-out items."""
+    from core.triplets import key_for_file
 
-    from core.meshio import load_points
-    from core.triplets import TripletStore, key_for_file
+    return {key_for_file(data / r["mesh"]) for r in records if r["split"] == "test"}
 
-    store = TripletStore(store_root, create=not (store_root / "store.json").is_file())
-    done = set(store.state())
-    for record in tqdm(records, desc="triplets", unit="object", file=sys.stderr, dynamic_ncols=True):
-        mesh = data / record["mesh"]
-        key = key_for_file(mesh)
-        if key in done:
+
+def trainable(data: Path, records: list[dict]) -> dict[str, dict]:
+    """Catalogue records to train on, by triplet key (the mesh file's content hash): every
+    loadable one outside the test split, less any whose mesh is a held-out item's."""
+    from core.triplets import key_for_file
+
+    held_out = held_out_keys(data, records)
+    found = {}
+    for record in records:
+        if record["split"] == "test" or record["load_error"]:
             continue
-        with store.new_record(key) as writer:
-            writer.commit(load_points(mesh, STORE_POINTS, seed=0), {
-                "source": {"path": str(mesh), "object": record["name"], "kind": "file"},
-                "views": {"files": [], "resolution": 0, "engine": "none", "samples": 0,
-                          "elevation_deg": 0.0, "azimuth_deg": []},
-                "facts": {"object_names": [record["name"]], "dimensions": record.get("size_cm")}})
-        texts = captions_for(record)
-        store.set_captions(key, {
-            "captioner": "catalogue", "model": None, "vision_model": False, "space": SPACE,
-            "ranking": "none", "k": len(texts),
-            "views": [{"candidates": [{"text": t, "score": 1.0}], "chosen": 0, "caption": t} for t in texts]})
-        done.add(key)
+        key = key_for_file(data / record["mesh"])
+        if key not in held_out:
+            found.setdefault(key, record)  # the same file twice is one object
+    return found
+
+
+def build_store(data: Path, store_root: Path, records: list[dict], *, views: int = 12, resolution: int = 224,
+                workers: int = 2) -> dict:
+    """Render, sample and caption the trainable items into a triplet store; a rerun skips
+    what is stored and captions only what is not captioned yet."""
+    from core.captioners import DEFAULT_K, load_captioner
+    from core.spaces import load_space
+    from core.triplets import TripletStore
+    from core.triplets_cli import caption_store, render_files
+
+    items = trainable(data, records)
+    store = TripletStore(store_root, create=not (store_root / "store.json").is_file())
+    # The renderer's other defaults (Cycles, its samples) as `ulip2 triplets build` leaves them.
+    done = render_files(store, [(data / r["mesh"]).resolve() for r in items.values()],
+                        {"count": views, "resolution": resolution}, workers=workers)
+    library = {key: {"name": r["name"], "texts": captions_for(r)} for key, r in items.items()}
+    captioned = caption_store(store, load_captioner("metadata"), load_space(SPACE), k=DEFAULT_K, library=library)
+    return {"trainable": len(items), **done, "failed": len(done["failed"]), "captioned_now": captioned}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,26 +89,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--views", type=int, default=12, help="views per object (default 12)")
+    parser.add_argument("--resolution", type=int, default=224, help="view size in pixels (default 224)")
+    parser.add_argument("--workers", type=int, default=2, help="parallel Blender workers (default 2)")
     args = parser.parse_args(argv)
 
+    from core.errors import Ulip2Error
     from core.export import export_bundle
     from core.runtime import PointEncoder
     from core.spaces import load_space
 
     from ..evaluation import evaluate, load_eval_set
-    from ..features import TripletFeatures, build_features, cache_folder
+    from ..features import load_or_build_features
     from ..trainer import Trainer, TrainConfig
     from . import d2
 
     catalogue = json.loads((args.data / "catalogue.json").read_text())
     records = catalogue["records"]
-    trainable = [r for r in records if r["split"] != "test" and not r["load_error"]]
     store_root = args.work / "store"
-    build_store(args.data, store_root, trainable)
-    features_dir = cache_folder(store_root, SPACE)
-    if not (features_dir / "meta.json").is_file():
-        build_features(store_root, SPACE)
-    features = TripletFeatures.load(features_dir)
+    built = build_store(args.data, store_root, records, views=args.views, resolution=args.resolution,
+                        workers=args.workers)
+    print(f"triplets: {json.dumps(built)}", file=sys.stderr)
+    features = load_or_build_features(store_root, SPACE)
+    if leaked := set(features.ids) & held_out_keys(args.data, records):
+        raise Ulip2Error(f"{store_root}: holds {len(leaked)} held-out items; train on a store this recipe built")
 
     config = TrainConfig(encoder=CONFIG, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
     trainer = Trainer(features, config, args.work / "run")
