@@ -122,7 +122,12 @@ def test_demo_writes_a_self_contained_report(demo, capsys):
 
 
 def test_report_command_rewrites_the_page_from_the_library(demo, tiny_bundle, capsys):
+    from core.library.store import Library
+
     root, out = demo
+    with Library(out / "library.sqlite") as library:  # a tag typed in the desktop app
+        box = next(i for i, a in library.assets().items() if Path(a["path"]).name == "box.glb")
+        library.set_user_tags(box, ["studio favourite"])
     capsys.readouterr()
     page = root / "again.html"
     assert main(["report", "--db", str(out / "library.sqlite"), "--bundle", str(tiny_bundle.path),
@@ -134,3 +139,6 @@ def test_report_command_rewrites_the_page_from_the_library(demo, tiny_bundle, ca
     library = next(tree.find_all("section", "library"))
     assert all(list(card.find_all("span", "tag")) for card in library.find_all("div", "card")), \
         "tags of the named vocabulary are shown"
+    box_card = next(card for card in library.find_all("div", "card") if "box.glb" in card.all_text())
+    assert next(box_card.find_all("span", "tag")).all_text().startswith("studio favourite"), \
+        "a person's tags come first"

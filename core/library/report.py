@@ -103,7 +103,7 @@ def write_report(library: Library, bundle: Bundle, out_html: str | os.PathLike,
     bid = bundle_id(bundle)
     assets = library.assets()
     embedded = set(library.embeddings(bid)[0].tolist())
-    tags = library.labels("tags", bid, vocab)
+    tags = library.asset_tags(bid, vocab)  # a person's tags first, then the vocabulary's
     captions = library.labels("captions", bid, bank)
     errors = library.errors()
 

@@ -431,11 +431,12 @@ class Library:
             conn.executemany("INSERT INTO user_tags VALUES (?, ?)", [(asset_id, label) for label in cleaned])
         return cleaned
 
-    def asset_tags(self, bundle: str) -> dict[int, list[tuple[str, float]]]:
+    def asset_tags(self, bundle: str, vocab: str | None = None) -> dict[int, list[tuple[str, float]]]:
         """{asset id: [(label, score), ...]}: what each asset is tagged with, a person's tags
-        first (score 1.0: certain), then `bundle`'s zero-shot tags not among them, best first."""
+        first (score 1.0: certain), then `bundle`'s zero-shot tags (of `vocab` only, when
+        named) not among them, best first."""
         merged = {i: dict.fromkeys(labels, 1.0) for i, labels in self.user_tags().items()}
-        for asset_id, labels in self.labels("tags", bundle).items():
+        for asset_id, labels in self.labels("tags", bundle, vocab).items():
             tags = merged.setdefault(asset_id, {})
             for label, score in labels:
                 tags.setdefault(label, score)  # a label in several vocabularies: its best score
