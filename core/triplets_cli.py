@@ -214,9 +214,10 @@ def caption_store(store: TripletStore, captioner, space, *, k: int, recaption: b
                   library: dict[str, dict] | None = None) -> int:
     """Caption the store's uncaptioned records (all of them with recaption); returns how many.
 
-    library: what a studio library knows of an asset, by record key: {"name": str, "texts":
-    [str]}. The name replaces the file's stem as the object's name in the captions; the
-    texts (its names and tags) are kept beside the per-view captions.
+    library: what a studio library knows of an asset, by record key: {"facts": {...}, "texts":
+    [str]}. Its facts (a name, real dimensions in metres) replace what the file gave (its
+    stem, extents in unknown units) for the captioner; its texts (names, tags) are kept
+    beside the per-view captions.
     """
     from core.captioners import caption_views
     from core.cli import _progress
@@ -225,9 +226,7 @@ def caption_store(store: TripletStore, captioner, space, *, k: int, recaption: b
     records = list(store.records(captioned=None if recaption else False))
     for record in _progress(records, desc=f"captioning ({captioner.name})", unit="object"):
         known = library.get(record.key, {})
-        facts = dict(record.meta.get("facts") or {})
-        if known.get("name"):
-            facts["name"] = known["name"]
+        facts = {**(record.meta.get("facts") or {}), **known.get("facts", {})}
         block = caption_views(captioner, space, record.views(), k=k, facts=facts)
         if known.get("texts"):
             block["texts"] = list(known["texts"])

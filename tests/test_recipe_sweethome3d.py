@@ -222,7 +222,7 @@ def _fake_catalogue(data):
 
 def test_default_model_triplets_render_caption_and_keep_held_out_items_out(tmp_path):
     """The recipe's triplets: real Blender renders (2 views at 32 px), metadata captions naming
-    the catalogue item, the catalogue's texts beside them; no held-out geometry in the store or
+    the catalogue item and its size, the catalogue's texts beside them; no held-out geometry in the store or
     its features, even under another record's name; a rerun does nothing."""
     pytest.importorskip("bpy")
     from core.triplets import TripletStore, key_for_file
@@ -243,6 +243,9 @@ def test_default_model_triplets_render_caption_and_keep_held_out_items_out(tmp_p
     block = chair.meta["captions"]
     assert block["captioner"] == "metadata" and block["vision_model"] is False and len(block["views"]) == 2
     assert all("cosy chair" in view["caption"] for view in block["views"])
+    # The catalogue's size in cm, not the OBJ's unitless extents read as metres.
+    candidates = [c["text"] for view in block["views"] for c in view["candidates"]]
+    assert any(text.endswith("cosy chair, about 0.9 m tall") for text in candidates)
     assert block["texts"] == captions_for(records[0]) == [
         "a cosy chair", "Cosy chair, living room furniture", "Cosy chair: seat",
         "a cosy chair 50 cm wide, 40 cm deep and 90 cm high"]

@@ -39,6 +39,15 @@ def captions_for(record: dict) -> list[str]:
     return texts
 
 
+def facts_for(record: dict) -> dict:
+    """The catalogue's name and size for the metadata captioner: OBJ files carry no units
+    (these are in cm), so the measured extents would read as metres."""
+    facts = {"name": record["name"]}
+    if record.get("size_cm"):
+        facts["dimensions"] = [v / 100 for v in record["size_cm"]]  # width, depth, height: x, y, z
+    return facts
+
+
 def held_out_keys(data: Path, records: list[dict]) -> set[str]:
     """Triplet keys (mesh content hashes) of the held-out items."""
     from core.triplets import key_for_file
@@ -76,7 +85,7 @@ def build_store(data: Path, store_root: Path, records: list[dict], *, views: int
     # The renderer's other defaults (Cycles, its samples) as `ulip2 triplets build` leaves them.
     done = render_files(store, [(data / r["mesh"]).resolve() for r in items.values()],
                         {"count": views, "resolution": resolution}, workers=workers)
-    library = {key: {"name": r["name"], "texts": captions_for(r)} for key, r in items.items()}
+    library = {key: {"facts": facts_for(r), "texts": captions_for(r)} for key, r in items.items()}
     captioned = caption_store(store, load_captioner("metadata"), load_space(SPACE), k=DEFAULT_K, library=library)
     return {"trainable": len(items), **done, "failed": len(done["failed"]), "captioned_now": captioned}
 
