@@ -9,9 +9,12 @@
                        -> L2-normalised text embedding (B, dim), fp32, dynamic batch
     text/tokenizer.json  its tokenizer for the HF `tokenizers` library, truncation and
                        padding included
+    text/prompts.npz   prompt ensembles (ULIP's templates) of the shipped vocabularies'
+                       class names, made with the torch space: "classnames", "vectors",
+                       "templates" (optional)
 
-With a text tower (bundle.json's optional "text" entry: "onnx", "tokenizer", and the
-space's text-cache key), the bundle embeds texts without torch
+With a text tower (bundle.json's optional "text" entry: "onnx", "tokenizer", optional
+"prompts", and the space's text-cache key), the bundle embeds texts without torch
 (core.spaces.text_space_for_bundle); `ulip2 models add-text` adds one.
 Reading a bundle needs neither torch nor the space's weights.
 """
@@ -135,7 +138,8 @@ def read_bundle(path: str | os.PathLike, *, warn_untrained: bool = True) -> Bund
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise BundleError(f"{meta_file}: malformed bundle description ({type(exc).__name__}: {exc})") from exc
-    needed = [*bundle.files.values(), *((bundle.text["onnx"], bundle.text["tokenizer"]) if bundle.text else ())]
+    text_files = [bundle.text[k] for k in ("onnx", "tokenizer", "prompts") if k in bundle.text] if bundle.text else []
+    needed = [*bundle.files.values(), *text_files]
     missing = [name for name in needed if not (bundle.path / name).is_file()]
     if missing:
         raise BundleError(f"{path}: bundle is incomplete, missing {', '.join(missing)}; re-export it")

@@ -99,7 +99,7 @@ def _export(out, **kwargs) -> int:
 
 def cmd_export(args) -> int:
     return _export(args.out, config=args.config, space=args.space, checkpoint=args.checkpoint,
-                   fp16=args.fp16, text=args.text, seed=args.seed, overwrite=args.overwrite)
+                   fp16=args.fp16, text=args.text, prompts=args.prompts, seed=args.seed, overwrite=args.overwrite)
 
 
 def cmd_models_list(args) -> int:
@@ -119,7 +119,7 @@ def cmd_models_import(args) -> int:
     from .spaces import ULIP2_SPACE
 
     return _export(args.out, config="ulip2-pointbert", space=args.space or ULIP2_SPACE,
-                   checkpoint=args.checkpoint, fp16=args.fp16, text=args.text, overwrite=args.overwrite)
+                   checkpoint=args.checkpoint, fp16=args.fp16, text=args.text, prompts=args.prompts, overwrite=args.overwrite)
 
 
 def cmd_models_pull(args) -> int:
@@ -134,7 +134,7 @@ def cmd_models_pull(args) -> int:
         print(f"fetching space {release.space} ...", file=sys.stderr)
         load_space(release.space)
     return _export(args.out, config=release.config, space=release.space, checkpoint=checkpoint,
-                   fp16=args.fp16, text=args.text, overwrite=args.overwrite)
+                   fp16=args.fp16, text=args.text, prompts=args.prompts, overwrite=args.overwrite)
 
 
 def cmd_models_add_text(args) -> int:
@@ -149,13 +149,13 @@ def cmd_models_add_text(args) -> int:
     out = args.out.expanduser()
     print(f"exporting the text tower of {source.space} ...", file=sys.stderr)
     if out.resolve() == source.path:
-        bundle = add_text_tower(out)
+        bundle = add_text_tower(out, args.prompts)
     else:
         if out.exists() and any(out.iterdir()) and not args.overwrite:
             raise BundleError(f"{out} exists and is not empty; pick a new folder or pass --overwrite")
         with replacing_folder(out) as staging:  # a failed export leaves no half bundle at --out
             shutil.copytree(source.path, staging, dirs_exist_ok=True)
-            add_text_tower(staging)
+            add_text_tower(staging, args.prompts)
         bundle = read_bundle(out, warn_untrained=False)
     _print_json(bundle.to_json() | {"path": str(bundle.path)})
     return 0
@@ -211,6 +211,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="write embeddings to FILE.npy or FILE.json instead of stdout")
     p.add_argument("--seed", type=int, default=0, help="point sampling seed (same seed, same points; default 0)")
 
+    def prompts_arg(p):
+        from .library.tagging import VOCABULARIES
+
+        p.add_argument("--prompts", nargs="*", metavar="VOCAB", default=list(VOCABULARIES),
+                       help="with a text tower: shipped vocabularies whose prompt ensembles to compute now and "
+                            f"carry, so tagging with them embeds no prompts (default: {' '.join(VOCABULARIES)}; "
+                            "LVIS takes minutes on a CPU; --prompts alone: none)")
+
     def export_args(p, *, config=True):
         p.add_argument("--out", type=Path, required=True, help="bundle folder to create")
         if config:
@@ -220,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--text", action="store_true",
                        help="also write the space's text tower (ONNX + tokenizer; minilm: about 90 MB), "
                             "so texts embed without torch, as in Blender")
+        prompts_arg(p)
         p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
 
     p = add("export", cmd_export, "export a 3D encoder to an ONNX model bundle",
@@ -254,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("bundle", type=Path, metavar="BUNDLE", help="bundle folder, or 'default'")
     m.add_argument("--out", type=Path, required=True, help="folder for the copy (BUNDLE itself: add in place)")
     m.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
+    prompts_arg(m)
     m.set_defaults(func=cmd_models_add_text)
 
     p = add("info", cmd_info, "describe a model bundle")

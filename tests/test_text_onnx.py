@@ -255,9 +255,10 @@ def test_cli_models_add_text_copies_the_default(tmp_path, capsys, monkeypatch, m
 
     monkeypatch.delenv("ULIP2_BUNDLE", raising=False)
     out = tmp_path / "default-text"
-    assert main(["models", "add-text", "default", "--out", str(out)]) == 0
+    assert main(["models", "add-text", "default", "--out", str(out), "--prompts", "modelnet40"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["path"] == str(out.resolve()) and printed["text"]["onnx"] == "text/text.onnx"
+    assert printed["text"]["prompts"] == "text/prompts.npz"
     assert not (core.bundle.SHIPPED_BUNDLE / "text").exists()
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [p.name for p in core.bundle.SHIPPED_BUNDLE.iterdir()] + ["text"])
@@ -273,8 +274,32 @@ def test_cli_export_with_text(clip_bundle, tmp_path, capsys):
     from core.cli import main
 
     out = tmp_path / "b"
-    assert main(["export", "--out", str(out), "--config", "pointbert-tiny", "--space", CLIP_SPACE, "--text"]) == 0
+    assert main(["export", "--out", str(out), "--config", "pointbert-tiny", "--space", CLIP_SPACE, "--text",
+                 "--prompts"]) == 0  # --prompts alone: no prompt ensembles carried
     assert json.loads(capsys.readouterr().out)["text"]["tokenizer"] == "text/tokenizer.json"
-    assert read_bundle(out, warn_untrained=False).has_text
+    assert read_bundle(out, warn_untrained=False).has_text and "prompts" not in read_bundle(out).text
     assert main(["info", str(core.bundle.SHIPPED_BUNDLE)]) == 0
     assert "text tower none" in capsys.readouterr().out
+
+
+def test_carried_prompt_ensembles_replace_the_tower_and_match_torch(tmp_path, monkeypatch, minilm, no_text_cache):
+    """A text tower made with the ModelNet40 prompt ensembles answers embed_prompts for those
+    classes from the bundle without running the tower, equal to the torch space's ensembles;
+    a class it does not carry, or other templates, are embedded as before."""
+    from core.library.tagging import load_vocabulary, prompt_name
+
+    path = tmp_path / "with-prompts"
+    shutil.copytree(core.bundle.SHIPPED_BUNDLE, path)
+    bundle = add_text_tower(path, prompts=["modelnet40"])
+    classes = [prompt_name(c) for c in load_vocabulary("modelnet40")[1]]
+    space = text_space_for_bundle(bundle)
+    expected = minilm.embed_prompts(classes[:5] + ["teapot"])
+    calls = []
+    encode = space._encode_text
+    monkeypatch.setattr(space, "_encode_text", lambda texts: calls.append(len(texts)) or encode(texts))
+    got = space.embed_prompts(classes[:5] + ["teapot"])
+    assert np.abs(got - expected).max() <= 1e-4
+    assert sum(calls) == 64, "only the class not carried (teapot) was embedded: 64 templates"
+    calls.clear()
+    space.embed_prompts(classes[:2], templates=["a {}"])
+    assert sum(calls) == 2, "other templates: the carried ensembles do not apply"
