@@ -80,6 +80,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.blender_formats import BLENDER_READS
 from core.errors import Ulip2Error
 from core.paths import file_sha256
 
@@ -87,9 +88,8 @@ FORMAT = "ulip2-triplets"
 VERSION = 1
 POINT_COLUMNS = ["x", "y", "z", "r", "g", "b"]
 DONE, CAPTIONED, FAILED = "done", "captioned", "failed"
-# Asset files the headless Blender worker imports (blender_addon.worker.IMPORTERS + .blend).
-ASSET_EXTENSIONS = (".blend", ".glb", ".gltf", ".fbx", ".obj", ".ply", ".stl",
-                    ".usd", ".usda", ".usdc", ".usdz", ".abc")
+# Asset files the headless Blender worker opens or imports.
+ASSET_EXTENSIONS = BLENDER_READS
 
 try:  # POSIX: serialise manifest appends across worker processes
     import fcntl
