@@ -96,7 +96,8 @@ def _colour(mesh, corners: np.ndarray, obj) -> dict:
         return {"corner_colors": values[corners]}
     materials = [slot.material for slot in obj.material_slots]
     image = _single_base_image(materials)
-    if image is not None and mesh.uv_layers.active is not None:
+    # An image whose file is missing has no pixels (0 x 0): the material colours stand in.
+    if image is not None and image.size[0] * image.size[1] > 0 and mesh.uv_layers.active is not None:
         uv = np.empty(len(mesh.loops) * 2, dtype=np.float64)
         mesh.uv_layers.active.data.foreach_get("uv", uv)
         width, height = image.size

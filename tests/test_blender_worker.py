@@ -149,3 +149,19 @@ def test_ray_engine_runs_the_same_units(local_ray, tmp_path, capsys):
     assert all(len(r.view_paths()) == 2 and r.points().shape == (10_000, 6) for r in records.values())
     assert not any((store / "tmp").iterdir()), "every record folder was committed or removed"
     assert local_ray.is_initialized(), "a Ray the caller started is left running"
+
+
+def test_a_missing_texture_file_falls_back_to_the_material_colour(tmp_path, capsys):
+    """An OBJ whose material names an image that is not there (as catalogues ship them):
+    Blender gives that image no pixels; the object is still sampled and rendered."""
+    folder = tmp_path / "assets"
+    folder.mkdir()
+    (folder / "tile.mtl").write_text("newmtl red\nKd 0.8 0.1 0.1\nmap_Kd missing.png\n")
+    (folder / "tile.obj").write_text("mtllib tile.mtl\nv 0 0 0\nv 1 0 0\nv 0 1 0\nv 0 0 1\n"
+                                     "vt 0 0\nvt 1 0\nvt 0 1\nusemtl red\n"
+                                     "f 1/1 2/2 3/3\nf 1/1 2/2 4/3\nf 1/1 3/2 4/3\nf 2/1 3/2 4/3\n")
+    code, summary = run(capsys, "build", str(folder), "--store", str(tmp_path / "store"), "--no-caption", *FAST)
+    assert (code, summary["written"], summary["failed"]) == (0, 1, [])
+    (record,) = TripletStore(tmp_path / "store").records()
+    colours = record.points()[:, 3:6].astype(np.float32)
+    assert colours.std(axis=0).max() < 0.05 and colours[:, 0].mean() > 2 * colours[:, 1].mean()  # flat red
