@@ -13,6 +13,9 @@ Reads one JSON job per line on stdin and answers one JSON line {"ok", "reason", 
         -> "assets": [{"object", "points", "thumbnail"}] for the library index: one per
            marked asset ("object" "" for a whole file), points as base64 float32
            (num_points, 9), thumbnail as base64 PNG or null.
+    {"action": "thumbnails", "path", "objects": [name, ...], "size": pixels}
+        -> "thumbnails": {name: base64 PNG} for `ulip2 thumbnails`: the file opened as for
+           "points", each named asset ("" for a whole file) rendered with the same settings.
 
 Blender prints its own progress on stdout, so the answers go to the stdout the parent
 reads and everything else is moved to stderr. A file that crashes Blender kills only this
@@ -111,21 +114,38 @@ def render_job(job: dict) -> dict:
     return {"meta": meta}
 
 
+def thumbnail_png(objects, geometry, size: int) -> str:
+    """The library thumbnail of `objects` (render.thumbnail_settings) as base64 PNG."""
+    with tempfile.TemporaryDirectory(prefix="ulip2-thumbnail-") as tmp:
+        png = Path(tmp) / "thumbnail.png"
+        render_thumbnail(objects, geometry.world_vertices, str(png), size)
+        return base64.b64encode(png.read_bytes()).decode()
+
+
 def points_job(job: dict) -> dict:
     path = Path(job["path"])
     assets = []
-    with tempfile.TemporaryDirectory(prefix="ulip2-thumbnail-") as tmp:
-        for name, objects in units(path):
-            geometry = geometry_of(objects, source=str(path), name=name or path.stem)
-            points = sample_points(geometry.parts, job["num_points"], seed=job.get("seed", 0)).astype(np.float32)
-            thumbnail = None
-            if job.get("thumbnail"):
-                png = Path(tmp) / "thumbnail.png"
-                render_thumbnail(objects, geometry.world_vertices, str(png), job["thumbnail"])
-                thumbnail = base64.b64encode(png.read_bytes()).decode()
-            assets.append({"object": name, "points": base64.b64encode(points.tobytes()).decode(),
-                           "thumbnail": thumbnail})
+    for name, objects in units(path):
+        geometry = geometry_of(objects, source=str(path), name=name or path.stem)
+        points = sample_points(geometry.parts, job["num_points"], seed=job.get("seed", 0)).astype(np.float32)
+        thumbnail = thumbnail_png(objects, geometry, job["thumbnail"]) if job.get("thumbnail") else None
+        assets.append({"object": name, "points": base64.b64encode(points.tobytes()).decode(),
+                       "thumbnail": thumbnail})
     return {"assets": assets}
+
+
+def thumbnails_job(job: dict) -> dict:
+    path = Path(job["path"])
+    wanted, rendered = set(job["objects"]), {}
+    for name, objects in units(path):
+        if name in wanted:
+            geometry = geometry_of(objects, source=str(path), name=name or path.stem)
+            rendered[name] = thumbnail_png(objects, geometry, job["size"])
+    missing = sorted(wanted - set(rendered))
+    if missing:
+        what = f"no asset {missing[0]!r}" if missing[0] else "marked assets instead of one whole-file asset"
+        raise AssetError(path, f"{what} in it now (it changed since indexing: run ulip2 index first)")
+    return {"thumbnails": rendered}
 
 
 def assets_job(job: dict) -> dict:
@@ -136,7 +156,7 @@ def assets_job(job: dict) -> dict:
     return {"assets": [obj.name for obj in marked_assets()]}
 
 
-ACTIONS = {"assets": assets_job, "render": render_job, "points": points_job}
+ACTIONS = {"assets": assets_job, "render": render_job, "points": points_job, "thumbnails": thumbnails_job}
 
 
 def run_job(job: dict) -> dict:

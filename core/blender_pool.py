@@ -99,7 +99,8 @@ def run_jobs(jobs: Iterable[dict], *, workers: int, timeout: float, log_dir: Pat
 
     task(worker, job) runs in the worker's thread and gives the result; by default the
     worker's answer (worker.run(job, timeout)). Callers that must act next to the job
-    (the triplet build commits each record there) pass their own.
+    (the triplet build commits each record there) pass their own. Closing the iterator
+    early (a break) starts no further job and returns once the running ones are done.
     """
     pending: queue.Queue = queue.Queue()
     for job in jobs:
@@ -129,11 +130,22 @@ def run_jobs(jobs: Iterable[dict], *, workers: int, timeout: float, log_dir: Pat
     for thread in threads:
         thread.start()
     running = len(threads)
-    while running:
-        item = done.get()
-        if item is None:
-            running -= 1
-            continue
-        if isinstance(item[1], BaseException):
-            raise item[1]
-        yield item
+    try:
+        while running:
+            item = done.get()
+            if item is None:
+                running -= 1
+                continue
+            if isinstance(item[1], BaseException):
+                raise item[1]
+            yield item
+    finally:
+        # The caller stopped early (a cancel, an error): no new job starts, and each worker
+        # ends after the one it is on, so no Blender process outlives the run.
+        while True:
+            try:
+                pending.get_nowait()
+            except queue.Empty:
+                break
+        for thread in threads:
+            thread.join()

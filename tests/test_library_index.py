@@ -273,7 +273,7 @@ def test_a_version_1_library_migrates_keeping_its_rows(tmp_path):
             INSERT INTO tags VALUES (7, 'user', 'hero prop', 1.0, 'b1');
         """)
     with Library(db) as library:
-        assert library.get_meta("schema_version") == "3"
+        assert library.get_meta("schema_version") == "4"
         assert library.assets() == {7: dict(path="/lib/a.blend", object="", folder="/lib", format="blend", size=10,
                                             sha256="aa")}
         ids, vectors = library.embeddings("b1")

@@ -1,4 +1,4 @@
-"""`ulip2 index | search | tag | caption | report | demo`: the asset library on the command line."""
+"""`ulip2 index | thumbnails | search | tag | caption | report | demo`: the asset library on the command line."""
 
 from __future__ import annotations
 
@@ -45,14 +45,44 @@ def cmd_index(args) -> int:
     encoder = PointEncoder(args.bundle, device=args.device)
     with _open(args, create=True) as library:
         report = index_paths(args.paths, library, encoder, batch_size=args.batch_size, workers=args.workers,
-                             seed=args.seed, thumbnails=not args.no_thumbnails, progress=not args.quiet)
+                             seed=args.seed, thumbnails=args.thumbnails != "none", progress=not args.quiet)
+        rendered = _render_thumbnails(library, args) if args.thumbnails == "blender" else None
     if args.json:
-        _print_json(report.to_json() | {"db": str(library.path)})
+        _print_json(report.to_json() | {"db": str(library.path)}
+                    | ({"thumbnails": rendered.to_json()} if rendered else {}))
     else:
         print(f"{library.path}: {report.seen} files seen, {report.added} added, {report.updated} updated, "
               f"{report.unchanged} unchanged, {report.removed} removed, {len(report.failed)} failed"
               + (f" ({report.known_errors} known bad files skipped)" if report.known_errors else "")
               + f" in {report.seconds:.1f} s")
+        if rendered:
+            _print_thumbnails(library, rendered)
+    return 1 if report.failed or (rendered and rendered.failed) else 0
+
+
+# -- thumbnails -------------------------------------------------------------------------
+
+def _render_thumbnails(library, args):
+    from core.library.thumbnails import render_thumbnails
+
+    return render_thumbnails(library, workers=args.workers, redo=getattr(args, "redo", False),
+                             progress=not args.quiet)
+
+
+def _print_thumbnails(library, report) -> None:
+    print(f"{library.path}: {report.rendered} thumbnails rendered in Blender, {len(report.failed)} files failed "
+          f"(their point previews stay)"
+          + (f", {report.kept} point previews kept (formats Blender does not import)" if report.kept else "")
+          + f" in {report.seconds:.1f} s")
+
+
+def cmd_thumbnails(args) -> int:
+    with _open(args) as library:
+        report = _render_thumbnails(library, args)
+    if args.json:
+        _print_json(report.to_json() | {"db": str(library.path)})
+    else:
+        _print_thumbnails(library, report)
     return 1 if report.failed else 0
 
 
@@ -175,13 +205,14 @@ _TAGS_K = 3  # tags per asset in the demo: what a card has room for
 # -- parsers ----------------------------------------------------------------------------
 
 def register(sub) -> None:
-    def add(name, func, help, epilog, json=True, db=True):
+    def add(name, func, help, epilog, json=True, db=True, bundle=True):
         p = sub.add_parser(name, help=help, description=help, epilog=epilog,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.set_defaults(func=func)
         if db:
             p.add_argument("--db", type=Path, default=None, help=_DB_HELP)
-        p.add_argument("--bundle", type=Path, default=None, help=_BUNDLE_HELP)
+        if bundle:
+            p.add_argument("--bundle", type=Path, default=None, help=_BUNDLE_HELP)
         if json:
             p.add_argument("--json", action="store_true", help="print the result as JSON")
         return p
@@ -201,7 +232,30 @@ def register(sub) -> None:
                    help="loader processes (default: one per CPU; 0 loads in the main process)")
     p.add_argument("--batch-size", type=int, default=16, help="assets per encoder batch and per commit (default 16)")
     p.add_argument("--seed", type=int, default=0, help="point sampling seed (default 0)")
-    p.add_argument("--no-thumbnails", action="store_true", help="skip the preview images")
+    p.add_argument("--thumbnails", choices=("points", "blender", "none"), default="points",
+                   help="points (default): fast previews of the sampled points for what trimesh reads, renders "
+                        "for what Blender reads; blender: then render the rest as 'ulip2 thumbnails' does; none")
+    p.add_argument("--no-thumbnails", dest="thumbnails", action="store_const", const="none",
+                   help="the same as --thumbnails none")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = add("thumbnails", cmd_thumbnails, "replace the point previews of a library with Blender renders",
+            "'ulip2 index' previews the files trimesh reads (glb, gltf, obj, ply, stl, off) by\n"
+            "drawing their sampled points, to index tens of assets a second; the files only Blender\n"
+            "reads (.blend, .fbx, .usd*) are rendered already. This renders the others in headless\n"
+            "Blender workers (Workbench, 128 px, transparent background; each asset marked in a\n"
+            ".blend on its own), a few assets a second per worker. Each file is committed when\n"
+            "done: stop it at any time and run it again to resume; assets rendered already are\n"
+            "skipped. A file Blender cannot import, or that changed since indexing, keeps its\n"
+            "preview and is listed with the reason (exit code 1); .off files keep theirs (Blender\n"
+            "has no importer for them). Needs the blender extra: pip install 'ulip2[blender]'.\n\n"
+            "examples:\n"
+            "  ulip2 thumbnails                        (the library in ./ulip2-library.sqlite)\n"
+            "  ulip2 thumbnails --db studio.sqlite --workers 4\n"
+            "  ulip2 index ~/assets --thumbnails blender   (index, then this, in one command)",
+            bundle=False)
+    p.add_argument("--workers", type=int, default=None, help="Blender worker processes (default: one per CPU)")
+    p.add_argument("--redo", action="store_true", help="render every asset again, rendered ones included")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = add("search", cmd_search, "find assets by text, by an example mesh (--like) or by a photo (--image)",

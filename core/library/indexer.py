@@ -33,7 +33,7 @@ from core.blender_pool import NEEDS_BLENDER, blender_available, needs_blender, r
 from core.bundle import Bundle
 from core.errors import AssetError
 from core.library.keys import bundle_id  # noqa: F401 (callers import it from here too)
-from core.library.store import AssetRecord, Library
+from core.library.store import BLENDER, POINTS, AssetRecord, Library
 from core.blender_formats import BLENDER_ONLY
 from core.meshio import SUPPORTED_EXTENSIONS, load_points
 from core.paths import file_sha256
@@ -275,9 +275,11 @@ def index_paths(roots: Sequence[str | os.PathLike], library: Library, encoder, *
             elif item.unchanged:
                 touched.append((item.path, item.size, item.mtime_ns))
             else:
+                # The Blender workers render the thumbnails of what they read; the rest are point previews.
+                source = BLENDER if needs_blender(item.path) else POINTS
                 for asset in item.assets:  # a file's assets always land in the same batch
                     records.append(AssetRecord(item.path, item.size, item.mtime_ns, item.sha256, None,
-                                               asset.thumbnail, asset.object))
+                                               asset.thumbnail, asset.object, source))
                     points.append(asset.points)
             bar.update(1)
             if len(records) + len(touched) + len(failed) + len(unremembered) >= batch_size:

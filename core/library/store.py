@@ -22,13 +22,17 @@ from pathlib import Path
 
 import numpy as np
 
+from core.blender_formats import BLENDER_ONLY
 from core.errors import Ulip2Error
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DB_ENV = "ULIP2_DB"
 DEFAULT_DB_NAME = "ulip2-library.sqlite"
 _TIMEOUT_S = 60.0
 _CHUNK = 500  # rows per IN (...) query, under SQLite's host-parameter limit
+#: What made a thumbnail (thumbnails.source): core's software preview of the sampled points,
+#: or a render by the Blender worker (`ulip2 thumbnails` replaces the first by the second).
+POINTS, BLENDER = "points", "blender"
 
 # One row per asset: a file, or an object marked as an asset inside a .blend (several rows
 # share the file's path then, told apart by `object`). Written once, used by the schema and
@@ -83,7 +87,8 @@ CREATE TABLE IF NOT EXISTS captions (
 );
 CREATE TABLE IF NOT EXISTS thumbnails (
     asset_id INTEGER PRIMARY KEY REFERENCES assets(id) ON DELETE CASCADE,
-    png BLOB NOT NULL
+    png BLOB NOT NULL,
+    source TEXT NOT NULL DEFAULT 'points'  -- 'points' (software preview) or 'blender' (a render)
 );
 CREATE TABLE IF NOT EXISTS errors (
     path TEXT PRIMARY KEY,
@@ -94,7 +99,18 @@ CREATE TABLE IF NOT EXISTS errors (
 );
 """ + _ASSETS_TABLE.format(name="assets")
 
-#: Statements that bring a file of schema version N - 1 to N, run in one transaction.
+
+def _add_thumbnail_source(conn: sqlite3.Connection) -> None:
+    # A file older than the thumbnails table got it from _SCHEMA just now, column and all.
+    if "source" not in {row[1] for row in conn.execute("PRAGMA table_info(thumbnails)")}:
+        conn.execute(f"ALTER TABLE thumbnails ADD COLUMN source TEXT NOT NULL DEFAULT '{POINTS}'")
+    formats = [extension.lstrip(".") for extension in BLENDER_ONLY]
+    conn.execute(f"UPDATE thumbnails SET source = ? WHERE asset_id IN "
+                 f"(SELECT id FROM assets WHERE format IN ({','.join('?' * len(formats))}))", (BLENDER, *formats))
+
+
+#: What brings a file of schema version N - 1 to N, run in one transaction: statements, or
+#: a function of the connection for a step that must look at the file first.
 _MIGRATIONS = {
     # Version 1 kept a person's tags in `tags` under the vocabulary "user", stamped with the
     # bundle current when they were typed, so another bundle hid them: they move to user_tags.
@@ -109,7 +125,11 @@ _MIGRATIONS = {
         "SELECT id, path, '', folder, format, size, mtime_ns, sha256, indexed_at FROM assets",
         "DROP TABLE assets",
         "ALTER TABLE assets_v3 RENAME TO assets"),
+    # Version 3 did not say what made a thumbnail: the files only Blender reads were always
+    # rendered by it, every other file got the point preview.
+    4: _add_thumbnail_source,
 }
+
 
 
 class LibraryError(Ulip2Error):
@@ -144,6 +164,7 @@ class AssetRecord:
     vec: np.ndarray
     thumbnail: bytes | None
     object: str = ""  # the marked object's name in a .blend; "" for a whole file
+    thumbnail_source: str = POINTS  # what made `thumbnail`: POINTS or BLENDER
 
 
 class Library:
@@ -179,7 +200,11 @@ class Library:
                     f"{self.path}: library schema {version} is newer than this ulip2 reads ({SCHEMA_VERSION}); upgrade ulip2"
                 )
             for step in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in _MIGRATIONS[step]:
+                migration = _MIGRATIONS[step]
+                if callable(migration):
+                    migration(self.conn)
+                    continue
+                for statement in migration:
                     self.conn.execute(statement)
             if version < SCHEMA_VERSION and self.conn.execute("PRAGMA foreign_key_check").fetchone() is not None:
                 raise LibraryError(f"{self.path}: migrating to schema {SCHEMA_VERSION} broke row references")
@@ -280,7 +305,13 @@ class Library:
                 conn.execute("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?, ?)",
                              (asset_id, bundle, space, vec.size, vec.tobytes()))
                 if r.thumbnail is not None:
-                    conn.execute("INSERT OR REPLACE INTO thumbnails VALUES (?, ?)", (asset_id, r.thumbnail))
+                    # Same content under another bundle: a render stays (a changed file's
+                    # thumbnail was deleted above, so a stale render never does).
+                    conn.execute(
+                        "INSERT INTO thumbnails VALUES (?, ?, ?) ON CONFLICT(asset_id) DO UPDATE SET "
+                        "png = excluded.png, source = excluded.source "
+                        f"WHERE NOT (thumbnails.source = '{BLENDER}' AND excluded.source = '{POINTS}')",
+                        (asset_id, r.thumbnail, r.thumbnail_source))
                 conn.execute("DELETE FROM errors WHERE path = ?", (path,))
             conn.executemany("UPDATE assets SET size = ?, mtime_ns = ? WHERE path = ?",
                              [(size, mtime, path) for path, size, mtime in touched])
@@ -375,6 +406,28 @@ class Library:
     def thumbnail(self, asset_id: int) -> bytes | None:
         row = self.conn.execute("SELECT png FROM thumbnails WHERE asset_id = ?", (asset_id,)).fetchone()
         return None if row is None else row[0]
+
+    def thumbnail_source(self, asset_id: int) -> str | None:
+        """What made the asset's thumbnail (POINTS or BLENDER); None when it has none."""
+        row = self.conn.execute("SELECT source FROM thumbnails WHERE asset_id = ?", (asset_id,)).fetchone()
+        return None if row is None else row[0]
+
+    def unrendered(self, *, redo: bool = False) -> list[dict]:
+        """[{id, path, object, format, sha256}] of the assets whose thumbnail is not a Blender
+        render (a point preview, or none), in path order; every asset when `redo`."""
+        where = "" if redo else f" WHERE t.source IS NULL OR t.source != '{BLENDER}'"
+        rows = self.conn.execute("SELECT a.id, a.path, a.object, a.format, a.sha256 FROM assets a "
+                                 f"LEFT JOIN thumbnails t ON t.asset_id = a.id{where} ORDER BY a.path, a.object")
+        return [dict(id=r[0], path=r[1], object=r[2], format=r[3], sha256=r[4]) for r in rows]
+
+    def set_rendered_thumbnails(self, sha256: str, thumbnails: dict[int, bytes]) -> int:
+        """Store Blender renders {asset id: PNG} of one file's assets in one transaction, each
+        only if the asset still holds the content `sha256` that was rendered (an index run in
+        between may have changed it); how many were stored."""
+        with self.transaction() as conn:
+            return sum(conn.execute("INSERT OR REPLACE INTO thumbnails SELECT id, ?, ? FROM assets "
+                                    "WHERE id = ? AND sha256 = ?", (png, BLENDER, asset_id, sha256)).rowcount
+                       for asset_id, png in thumbnails.items())
 
     # -- tags and captions ---------------------------------------------------------
     def replace_labels(self, table: str, source: str, bundle: str,

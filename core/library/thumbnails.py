@@ -1,14 +1,25 @@
-"""Thumbnails: a software-rasterised preview of an asset's sampled, coloured points.
+"""Thumbnails: a software-rasterised preview of an asset's sampled, coloured points, and
+the step that replaces such previews with Blender renders.
 
-Assets the Blender workers read (.blend, .fbx, .usd*) get a Workbench render instead
-(blender_addon.render.thumbnail_settings, same size); this preview is for the rest and the
-fallback. Pure numpy + Pillow (PNG encoding), so it runs in the indexer's loader processes
-next to the sampler.
+`ulip2 index` keeps to its pace (tens of assets a second) by giving the files trimesh reads
+this preview: pure numpy + Pillow (PNG encoding), run in the indexer's loader processes next
+to the sampler. The files only Blender reads (.blend, .fbx, .usd*) are rendered there by the
+Blender workers (Workbench, blender_addon.render.thumbnail_settings, same size). Rendering
+every other asset costs a Blender import and render each, so it is a step of its own,
+`ulip2 thumbnails` (render_thumbnails): resumable, committed file by file.
 """
 
 from __future__ import annotations
 
+import base64
 import io
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -59,3 +70,91 @@ def thumbnail_png(points: np.ndarray, size: int = THUMBNAIL_SIZE) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(render_points(points, size), mode="RGB").save(buffer, format="PNG", optimize=True)
     return buffer.getvalue()
+
+
+@dataclass
+class ThumbnailReport:
+    rendered: int = 0  # assets whose thumbnail is now a Blender render
+    kept: int = 0  # assets in a format Blender does not import (.off): their point preview stays
+    failed: list[dict] = field(default_factory=list)  # {path, reason}: their point previews stay
+    cancelled: bool = False
+    seconds: float = 0.0
+
+    def to_json(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def render_thumbnails(library, *, workers: int | None = None, redo: bool = False, progress: bool = True,
+                      on_batch: Callable[[int, int], None] | None = None,
+                      should_stop: Callable[[], bool] | None = None, timeout: float | None = None) -> ThumbnailReport:
+    """Replace the point previews of `library` (a core.library.store.Library) with Blender
+    renders, file by file through the crash-isolated Blender workers; each file's renders are
+    committed as soon as they come, so a stopped run keeps them and the next resumes.
+
+    workers: Blender worker processes (default: one per CPU).
+    redo: render every asset again, renders included.
+    on_batch: called with (assets done, assets to render) before the first file and after
+        each; should_stop: asked after each file, True ends the run there.
+    A file that fails (Blender cannot import it, it crashed or hung, the file changed since
+    indexing) keeps its previews and is listed with the reason; the next run tries it again.
+    """
+    from core.blender_formats import BLENDER_READS
+    from core.blender_pool import NEEDS_BLENDER, blender_available, run_jobs
+    from core.library.indexer import BLENDER_TIMEOUT_S
+    from core.library.store import LibraryError
+    from core.paths import file_sha256
+
+    if not blender_available():
+        raise LibraryError(f"rendering thumbnails {NEEDS_BLENDER} (the point previews stay as they are)")
+    started = time.perf_counter()
+    report = ThumbnailReport()
+    files: dict[str, list[dict]] = {}
+    for row in library.unrendered(redo=redo):
+        if os.path.splitext(row["path"])[1].lower() in BLENDER_READS:
+            files.setdefault(row["path"], []).append(row)
+        else:
+            report.kept += 1
+    jobs = [{"action": "thumbnails", "path": path, "objects": [r["object"] for r in rows], "size": THUMBNAIL_SIZE}
+            for path, rows in files.items()]
+    total, done = sum(len(rows) for rows in files.values()), 0
+    timeout = BLENDER_TIMEOUT_S if timeout is None else timeout
+
+    def render(worker, job: dict) -> dict:
+        # Runs in the worker's thread, so the hashing of one file overlaps another's render.
+        path = job["path"]
+        try:
+            if file_sha256(path) != files[path][0]["sha256"]:
+                return {"ok": False, "reason": "changed since it was indexed: run ulip2 index, then this again"}
+        except OSError as exc:
+            return {"ok": False, "reason": f"cannot read: {exc.strerror or exc} (ulip2 index drops a deleted file)"}
+        return worker.run(job, timeout)
+
+    from tqdm import tqdm
+
+    if on_batch is not None:
+        on_batch(0, total)
+    with tqdm(total=total, desc="rendering thumbnails", unit="asset", file=sys.stderr, dynamic_ncols=True,
+              disable=not progress or not total) as bar, \
+            tempfile.TemporaryDirectory(prefix="ulip2-thumbnails-") as logs:
+        count = (os.cpu_count() or 1) if workers is None else max(1, workers)
+        for job, answer in run_jobs(jobs, workers=count, timeout=timeout, log_dir=Path(logs), task=render):
+            rows = files[job["path"]]
+            reason = None if answer["ok"] else answer["reason"]
+            if reason is None:
+                pngs = {r["id"]: base64.b64decode(answer["thumbnails"][r["object"]]) for r in rows}
+                stored = library.set_rendered_thumbnails(rows[0]["sha256"], pngs)
+                report.rendered += stored
+                if stored < len(rows):
+                    reason = "re-indexed while it was rendering: run this again"
+            if reason is not None:
+                report.failed.append({"path": job["path"], "reason": reason})
+                bar.write(f"error: {job['path']}: {reason}", file=sys.stderr)
+            done += len(rows)
+            bar.update(len(rows))
+            if on_batch is not None:
+                on_batch(done, total)
+            if should_stop is not None and should_stop():
+                report.cancelled = done < total
+                break
+    report.seconds = round(time.perf_counter() - started, 3)
+    return report

@@ -1,0 +1,140 @@
+"""`ulip2 thumbnails`: point previews replaced by Blender renders. Real bpy workers (Workbench
+through EGL), real SQLite, and the session's pointbert-tiny bundle (random weights: the
+embeddings only have to exist here)."""
+
+import io
+import json
+import sqlite3
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+from PIL import Image
+
+from core.library.indexer import bundle_id, index_paths
+from core.library.store import BLENDER, POINTS, AssetRecord, Library, LibraryError
+from core.library.thumbnails import THUMBNAIL_SIZE
+from core.runtime import PointEncoder
+from meshes import write_meshes
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_unimportable_glb(path: Path) -> None:
+    """A box glTF that trimesh reads but Blender's importer refuses: it requires an
+    extension no importer has."""
+    trimesh.creation.box().export(path)
+    data = path.read_bytes()
+    length = struct.unpack("<I", data[12:16])[0]
+    document = json.loads(data[20:20 + length])
+    document["extensionsRequired"] = document["extensionsUsed"] = ["EXT_ulip2_unknown"]
+    text = json.dumps(document).encode()
+    text += b" " * (-len(text) % 4)  # glb chunks are 4-byte aligned
+    body = data[16:20] + text + data[20 + length:]
+    path.write_bytes(data[:8] + struct.pack("<I", 16 + len(body)) + struct.pack("<I", len(text)) + body)
+
+
+def thumbnails_cli(db: Path, *extra: str) -> tuple[int, dict]:
+    done = subprocess.run([sys.executable, "-m", "core.cli", "thumbnails", "--db", str(db), "--workers", "2",
+                           "--json", "--quiet", *extra], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.stdout, done.stderr
+    return done.returncode, json.loads(done.stdout)
+
+
+def test_thumbnails_replace_point_previews_with_renders(tmp_path, tiny_bundle):
+    """Trimesh formats get renders (the .blend's marked assets had theirs from indexing and
+    are not redone); a file Blender refuses keeps its preview and is reported; .off keeps
+    its preview (no importer); a rerun renders nothing; re-embedding keeps the renders."""
+    pytest.importorskip("bpy")
+    from blender_files import MARKED, write_blend_files
+
+    folder = tmp_path / "assets"
+    write_meshes(folder, 5)  # four glb, one ply
+    trimesh.creation.cylinder(radius=0.4, height=1.2).export(folder / "post.obj")
+    trimesh.creation.cone(radius=0.5, height=1.0).export(folder / "cone.stl")
+    trimesh.creation.icosphere(subdivisions=1).export(folder / "ball.off")
+    write_unimportable_glb(folder / "refused.glb")
+    write_blend_files(folder, fbx=False)
+    db = tmp_path / "lib.sqlite"
+    encoder = PointEncoder(tiny_bundle.bundle, device="cpu")
+    with Library(db) as library:
+        indexed = index_paths([folder], library, encoder, progress=False, workers=0)
+        assert indexed.failed == [] and indexed.added == 11
+        ids = {(Path(a["path"]).name, a["object"]): i for i, a in library.assets().items()}
+        before = {key: (library.thumbnail(i), library.thumbnail_source(i)) for key, i in ids.items()}
+    blend_keys = {("scene.blend", name) for name in MARKED}
+    assert {key for key, (_, source) in before.items() if source == BLENDER} == blend_keys
+    assert {key for key, (_, source) in before.items() if source == POINTS} == set(ids) - blend_keys
+
+    code, report = thumbnails_cli(db)
+    assert code == 1, "a file failed"
+    assert [(Path(f["path"]).name, "EXT_ulip2_unknown" in f["reason"]) for f in report["failed"]] == \
+        [("refused.glb", True)]
+    assert (report["rendered"], report["kept"]) == (7, 1)
+    with Library(db) as library:
+        for key, asset_id in ids.items():
+            png, source = library.thumbnail(asset_id), library.thumbnail_source(asset_id)
+            if key[0] in ("refused.glb", "ball.off"):
+                assert (png, source) == before[key], f"{key} keeps its point preview"
+                continue
+            assert source == BLENDER, key
+            if key in blend_keys:
+                assert png == before[key][0], "rendered while indexing: not redone"
+                continue
+            assert png != before[key][0], key
+            image = Image.open(io.BytesIO(png))
+            assert (image.format, image.size, image.mode) == ("PNG", (THUMBNAIL_SIZE, THUMBNAIL_SIZE), "RGBA"), key
+            covered = (np.asarray(image)[..., 3] > 127).mean()
+            assert 0.05 < covered < 0.9, (key, covered)  # a framed object on a transparent background
+        assert [Path(r["path"]).name for r in library.unrendered()] == ["ball.off", "refused.glb"]
+
+        # The same content embedded again (another bundle does this) keeps the render.
+        path = str(folder / "mesh_000.glb")
+        asset_id = ids[("mesh_000.glb", "")]
+        row = library.assets([asset_id])[asset_id]
+        library.write_batch(bundle_id(encoder.bundle), encoder.bundle.space,
+                            [AssetRecord(path, row["size"], 0, row["sha256"], np.ones(384), b"preview")], [], [])
+        assert library.thumbnail_source(asset_id) == BLENDER and library.thumbnail(asset_id) != b"preview"
+
+    code, again = thumbnails_cli(db)
+    assert (code, again["rendered"], len(again["failed"])) == (1, 0, 1), "a rerun renders nothing new"
+
+
+def test_a_schema_3_library_migrates_keeping_its_thumbnails(tmp_path):
+    """Version 3 stored thumbnails without saying what made them: the files only Blender
+    reads were rendered, the rest were point previews; both PNGs stay as they were."""
+    db = tmp_path / "v3.sqlite"
+    with Library(db) as library:  # today's schema, then taken back to version 3's thumbnails table
+        library.write_batch("b1", "minilm", [
+            AssetRecord("/lib/chair.glb", 1, 1, "aa", np.ones(2), b"chair preview"),
+            AssetRecord("/lib/set.blend", 1, 1, "bb", np.ones(2), b"crate render", "Crate")], [], [])
+    with sqlite3.connect(db) as conn:
+        conn.executescript("""
+            ALTER TABLE thumbnails DROP COLUMN source;
+            UPDATE meta SET value = '3' WHERE key = 'schema_version';
+        """)
+    with Library(db) as library:
+        assert library.get_meta("schema_version") == "4"
+        ids = {a["path"]: i for i, a in library.assets().items()}
+        assert library.thumbnail(ids["/lib/chair.glb"]) == b"chair preview"
+        assert library.thumbnail(ids["/lib/set.blend"]) == b"crate render"
+        assert library.thumbnail_source(ids["/lib/chair.glb"]) == POINTS
+        assert library.thumbnail_source(ids["/lib/set.blend"]) == BLENDER
+        assert [r["path"] for r in library.unrendered()] == ["/lib/chair.glb"]
+        assert len(library.unrendered(redo=True)) == 2
+        assert library.integrity_check() == "ok"
+
+
+def test_without_bpy_it_says_what_to_install(tmp_path, monkeypatch):
+    """bpy is installed here, so the probe is made to answer as on a machine without it."""
+    import core.blender_pool
+    from core.library.thumbnails import render_thumbnails
+
+    monkeypatch.setattr(core.blender_pool, "blender_available", lambda: False)
+    with Library(tmp_path / "lib.sqlite") as library, \
+            pytest.raises(LibraryError, match=r"needs the blender extra: pip install 'ulip2\[blender\]'"):
+        render_thumbnails(library)
