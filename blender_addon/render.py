@@ -79,7 +79,7 @@ def render_views(objects, world_vertices: np.ndarray, paths: list[str], settings
     try:
         for obj in objects:
             scene.collection.objects.link(obj)
-        _configure(scene, settings, created)
+        _configure(scene, settings, created, objects)
         centre, radius = bounding_sphere(world_vertices)
         camera = created.add(bpy.data.objects.new("ulip2 camera", created.add(bpy.data.cameras.new("ulip2 camera"))))
         camera.data.angle = math.radians(FOV_DEG)
@@ -123,7 +123,23 @@ class _Created:
                     collection.remove(block)
 
 
-def _configure(scene, settings: ViewSettings, created: _Created) -> None:
+def workbench_colour(objects) -> str:
+    """Workbench's colour source for `objects`: it shows one of material viewport colour,
+    image texture or colour attribute, and importers leave the viewport colour at its grey
+    default. Image textures where a material has one (untextured materials show their
+    colour), else the colour attributes when a mesh has them (glTF COLOR_0, OBJ vertex
+    colours), else the materials' colours."""
+    meshes = [obj.data for obj in objects if obj.type == "MESH"]
+    materials = {slot.material for obj in objects for slot in obj.material_slots if slot.material}
+    if any(m.node_tree is not None and any(n.type == "TEX_IMAGE" and n.image for n in m.node_tree.nodes)
+           for m in materials):
+        return "TEXTURE"
+    if any(len(mesh.color_attributes) for mesh in meshes):
+        return "VERTEX"
+    return "MATERIAL"
+
+
+def _configure(scene, settings: ViewSettings, created: _Created, objects) -> None:
     render = scene.render
     render.engine = settings.engine
     render.resolution_x = render.resolution_y = settings.resolution
@@ -170,5 +186,5 @@ def _configure(scene, settings: ViewSettings, created: _Created) -> None:
         shading = scene.display.shading
         shading.light = "STUDIO"
         shading.studio_light = "studio.sl"
-        shading.color_type = "MATERIAL"
+        shading.color_type = workbench_colour(objects)
         scene.display.render_aa = "8"

@@ -66,6 +66,18 @@ def run_index(folders: Sequence[str], db: str, bundle: str | None, device: str, 
                         cancelled=done < total, done=done, total=total)
 
 
+def run_thumbnails(db: str, *, workers: int | None = None, on_batch: Callable[[int, int], None] | None = None,
+                   should_stop: Callable[[], bool] = lambda: False):
+    """Blender renders for every asset that has only a point preview, through core's
+    `ulip2 thumbnails` step (committed file by file: a cancelled run resumes); its report."""
+    from core.library.store import Library
+    from core.library.thumbnails import render_thumbnails
+
+    with Library(db, create=False) as library:
+        return render_thumbnails(library, workers=workers, progress=False, on_batch=on_batch,
+                                 should_stop=should_stop)
+
+
 #: The two kinds of labels core stores, named as its exporter writes them.
 TAG, CAPTION = "tag", "caption"
 

@@ -58,6 +58,8 @@ class MainWindow(QMainWindow):
     labelling_finished = Signal(object)
     #: Emitted when an export ends: the file written, or None when it failed.
     export_finished = Signal(object)
+    #: Emitted when rendering thumbnails ends: core's ThumbnailReport, or None when it failed.
+    thumbnails_finished = Signal(object)
 
     def __init__(self, settings: QSettings, *, folders: list[str] | None = None, db: str | None = None,
                  bundle: str | None = None, device: str | None = None):
@@ -71,8 +73,10 @@ class MainWindow(QMainWindow):
         self.blender = settings.value("blender", "")  # "": found on PATH or in the usual places
         self.index_batch_size = 16  # files per committed batch: the granularity of cancel and resume
         self.index_workers: int | None = None  # loader processes (None: one per core)
+        self.blender_workers: int | None = None  # Blender processes rendering thumbnails (None: one per core)
         self.pool = QThreadPool(self)
         self._index_task: Task | None = None
+        self._thumbnail_task: Task | None = None
         self._search_serial = 0  # only the latest search's results are shown
         self._tasks: set[Task] = set()  # keeps each running Task (and its signals) alive
 
@@ -104,6 +108,10 @@ class MainWindow(QMainWindow):
         self.label_actions = [QAction("&Tag assets…", self, triggered=lambda: self.ask_labelling(jobs.TAG)),
                               QAction("&Caption assets…", self, triggered=lambda: self.ask_labelling(jobs.CAPTION))]
         menu.addActions(self.label_actions)
+        menu.addSeparator()
+        self.thumbnail_action = QAction("Render thumbnails in &Blender", self, triggered=self.render_thumbnails)
+        self.thumbnail_action.setStatusTip("Replace the point previews with Blender renders (resumes where it stopped)")
+        menu.addAction(self.thumbnail_action)
         # Tagging has no batches to count (one matrix product after the texts are embedded):
         # a busy bar says it runs.
         self.busy = QProgressBar()
@@ -241,6 +249,12 @@ class MainWindow(QMainWindow):
         box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         box.open()
 
+    def _show_failures(self, title: str, summary: str, failed: list[dict]) -> None:
+        """A warning naming the first failed file and its reason; every one under Details."""
+        first = failed[0]
+        self.show_error(title, f"{summary} First: {os.path.basename(first['path'])}: {first['reason']}",
+                        "\n".join(f"{f['path']}: {f['reason']}" for f in failed))
+
     def _start(self, task: Task, done, failed) -> Task:
         self._tasks.add(task)
         task.signals.done.connect(done)
@@ -321,10 +335,8 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(message)
         if outcome.failed:
             count = len(outcome.failed)
-            self.show_error("Some files were not indexed",
-                            f"{count} file{'s' * (count > 1)} could not be indexed; the others were. "
-                            f"First: {os.path.basename(outcome.failed[0]['path'])}: {outcome.failed[0]['reason']}",
-                            "\n".join(f"{f['path']}: {f['reason']}" for f in outcome.failed))
+            self._show_failures("Some files were not indexed",
+                                f"{count} file{'s' * (count > 1)} could not be indexed; the others were.", outcome.failed)
         self.index_finished.emit(outcome)
         self.run_search()  # show what is in the library now
 
@@ -592,6 +604,51 @@ class MainWindow(QMainWindow):
 
         self._start(Task(jobs.export_labels, self.db, self.bundle, kind, path), done, failed)
 
+    # -- thumbnails ----------------------------------------------------------------------
+    def render_thumbnails(self) -> None:
+        """Blender renders for the assets that have point previews (core's `ulip2 thumbnails`),
+        on the pool with a counting bar; the grid shows them when it ends."""
+        if self._thumbnail_task is not None:
+            return
+        if not self._has_library():
+            self.thumbnails_finished.emit(None)
+            return
+        self.thumbnail_action.setEnabled(False)
+        self.busy.show()
+        self.statusBar().showMessage("Rendering thumbnails in Blender…")
+        task = Task(jobs.run_thumbnails, self.db, workers=self.blender_workers, reports=True)
+        task.signals.progress.connect(self._thumbnail_progress)
+        self._thumbnail_task = self._start(task, self._thumbnails_done, self._thumbnails_failed)
+
+    def _thumbnail_progress(self, done: int, total: int) -> None:
+        self.busy.setRange(0, max(total, 1))
+        self.busy.setValue(done if total else 1)
+        self.busy.setFormat("%v / %m thumbnails")
+
+    def _thumbnails_ended(self) -> None:
+        self._thumbnail_task = None
+        self.thumbnail_action.setEnabled(True)
+        self.busy.hide()
+        self.busy.setRange(0, 0)  # back to the busy bar tagging shows
+
+    def _thumbnails_done(self, report) -> None:
+        self._thumbnails_ended()
+        message = (f"Thumbnails: {report.rendered} rendered in Blender"
+                   + (", stopped (run it again to resume)" if report.cancelled else "")
+                   + (f", {report.kept} point previews kept (formats Blender does not import)" if report.kept else ""))
+        self.statusBar().showMessage(message)
+        if report.failed:
+            count = len(report.failed)
+            self._show_failures("Some thumbnails were not rendered",
+                                f"{count} file{'s' * (count > 1)} kept their point previews.", report.failed)
+        self.thumbnails_finished.emit(report)
+        self.run_search()  # show the new thumbnails
+
+    def _thumbnails_failed(self, message: str) -> None:
+        self._thumbnails_ended()
+        self.show_error("Rendering thumbnails failed", message)
+        self.thumbnails_finished.emit(None)
+
     # -- settings and closing ------------------------------------------------------------
     def edit_settings(self) -> None:
         dialog = SettingsDialog(self.bundle or "", self.device, self.db, self.blender, self)
@@ -610,10 +667,11 @@ class MainWindow(QMainWindow):
         self.run_search()
 
     def closeEvent(self, event) -> None:
-        # An index run stops after its current batch (committed, so the next run resumes);
+        # An index or thumbnail run stops after its current batch or file (committed, so the next run resumes);
         # waiting for it here means no worker outlives the window.
-        if self._index_task is not None:
-            self._index_task.cancel()
+        for task in (self._index_task, self._thumbnail_task):
+            if task is not None:
+                task.cancel()
         self.pool.waitForDone()
         self.settings.sync()
         super().closeEvent(event)

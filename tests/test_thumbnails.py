@@ -2,6 +2,10 @@
 through EGL), real SQLite, and the session's pointbert-tiny bundle (random weights: the
 embeddings only have to exist here)."""
 
+import os
+
+os.environ["QT_QPA_PLATFORM"] = "offscreen"  # before any Qt import (the desktop app test): no display needed
+
 import io
 import json
 import sqlite3
@@ -138,3 +142,39 @@ def test_without_bpy_it_says_what_to_install(tmp_path, monkeypatch):
     with Library(tmp_path / "lib.sqlite") as library, \
             pytest.raises(LibraryError, match=r"needs the blender extra: pip install 'ulip2\[blender\]'"):
         render_thumbnails(library)
+
+
+def test_the_desktop_app_renders_thumbnails_from_the_library_menu(qtbot, tmp_path, tiny_bundle):
+    """Library → Render thumbnails in Blender runs core's step on the window's pool; the bar
+    counts the assets, and the grid then shows the renders."""
+    pytest.importorskip("bpy")
+    pytest.importorskip("pytestqt")
+    from PySide6.QtCore import QSettings
+
+    from gui.main_window import MainWindow
+
+    paths = write_meshes(tmp_path / "assets", 2)
+    db = tmp_path / "lib.sqlite"
+    with Library(db) as library:
+        index_paths([tmp_path / "assets"], library, PointEncoder(tiny_bundle.bundle, device="cpu"), progress=False,
+                    workers=0)
+    window = MainWindow(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat), db=str(db),
+                        bundle=str(tiny_bundle.path), device="cpu")
+    window.blender_workers = 1
+    qtbot.addWidget(window)
+    window.show()
+    counted = []
+    window.busy.valueChanged.connect(counted.append)
+    with qtbot.waitSignal(window.thumbnails_finished, timeout=300_000) as finished, \
+            qtbot.waitSignal(window.search_finished, timeout=300_000):  # the grid is listed again after
+        window.thumbnail_action.trigger()
+        assert not window.thumbnail_action.isEnabled()
+    report = finished.args[0]
+    assert (report.rendered, report.failed) == (2, [])
+    assert window.thumbnail_action.isEnabled() and window.busy.isHidden()
+    assert window.busy.maximum() == 0, "back to the busy bar tagging shows"
+    assert counted[-1] == 2
+    with Library(db) as library:
+        rendered = {library.asset_id(str(p)): library.thumbnail(library.asset_id(str(p))) for p in paths}
+        assert {library.thumbnail_source(i) for i in rendered} == {BLENDER}
+    assert window.results.results.thumbnails == rendered, "the grid shows the renders"
