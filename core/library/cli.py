@@ -218,8 +218,8 @@ def register(sub) -> None:
         return p
 
     p = add("index", cmd_index, "add asset folders to a library: embed, preview and remember every mesh",
-            "Walks the folders for glb, gltf, obj, ply, stl and off files (.blend/.fbx/.usd are listed\n"
-            "as needing the Blender worker). Files seen before are skipped unless their size or mtime\n"
+            "Walks the folders for glb, gltf, obj, ply, stl and off files, and .blend/.fbx/.usd* (read by\n"
+            "headless Blender workers). Files seen before are skipped unless their size or mtime\n"
             "changed and their content hash too; deleted files are dropped; bad files are recorded\n"
             "with their reason and the run goes on (exit code 1 if any failed this run).\n"
             "Every batch is committed on its own: stop it at any time and run it again to resume.\n\n"
