@@ -248,7 +248,7 @@ def _prompt_ensembles(space, classnames: list[str], chunk: int = 16) -> np.ndarr
     from tqdm import tqdm
 
     with tqdm(total=len(classnames), desc="prompt ensembles", unit="class", file=sys.stderr,
-              dynamic_ncols=True, disable=None) as bar:
+              dynamic_ncols=True) as bar:
         parts = []
         for start in range(0, len(classnames), chunk):
             parts.append(space.embed_prompts(classnames[start:start + chunk]))
