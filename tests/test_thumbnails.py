@@ -8,8 +8,10 @@ os.environ["QT_QPA_PLATFORM"] = "offscreen"  # before any Qt import (the desktop
 
 import io
 import json
+import signal
 import sqlite3
 import struct
+import time
 import subprocess
 import sys
 from pathlib import Path
@@ -106,6 +108,33 @@ def test_thumbnails_replace_point_previews_with_renders(tmp_path, tiny_bundle):
 
     code, again = thumbnails_cli(db)
     assert (code, again["rendered"], len(again["failed"])) == (1, 0, 1), "a rerun renders nothing new"
+
+
+def test_kill_9_mid_run_keeps_every_committed_render_and_the_rerun_does_the_rest(tmp_path, tiny_bundle):
+    pytest.importorskip("bpy")
+    folder, db = tmp_path / "assets", tmp_path / "lib.sqlite"
+    write_meshes(folder, 12)
+    with Library(db) as library:
+        index_paths([folder], library, PointEncoder(tiny_bundle.bundle, device="cpu"), progress=False, workers=0)
+    command = [sys.executable, "-m", "core.cli", "thumbnails", "--db", str(db), "--workers", "1", "--quiet"]
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # its own group: the kill takes its Blender worker too
+
+    def rendered() -> int:
+        with sqlite3.connect(db, timeout=5) as conn:
+            return conn.execute(f"SELECT COUNT(*) FROM thumbnails WHERE source = '{BLENDER}'").fetchone()[0]
+
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and rendered() < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    committed = rendered()
+    assert 2 <= committed < 12, f"the kill must land mid-run ({committed} of 12 rendered)"
+    code, report = thumbnails_cli(db)
+    assert (code, report["rendered"], report["failed"]) == (0, 12 - committed, []), "it resumes with the rest"
+    with Library(db) as library:
+        assert library.unrendered() == [] and library.integrity_check() == "ok"
 
 
 def test_a_schema_3_library_migrates_keeping_its_thumbnails(tmp_path):
