@@ -243,17 +243,13 @@ def export_bundle(
     return Bundle(**{**bundle.__dict__, "path": out.resolve()})
 
 
-def _prompt_ensembles(space, classnames: list[str], chunk: int = 16) -> np.ndarray:
+def _prompt_ensembles(space, classnames: list[str]) -> np.ndarray:
     """space.embed_prompts(classnames) with a progress bar (LVIS: minutes on a CPU)."""
     from tqdm import tqdm
 
     with tqdm(total=len(classnames), desc="prompt ensembles", unit="class", file=sys.stderr,
               dynamic_ncols=True) as bar:
-        parts = []
-        for start in range(0, len(classnames), chunk):
-            parts.append(space.embed_prompts(classnames[start:start + chunk]))
-            bar.update(len(parts[-1]))
-    return np.concatenate(parts)
+        return space.embed_prompts(classnames, on_batch=lambda done, total: bar.update(done - bar.n))
 
 
 def add_text_tower(bundle_dir: str | os.PathLike, prompts: Sequence[str] = ()) -> Bundle:

@@ -105,6 +105,21 @@ def test_prompt_ensemble(minilm, fresh_cache):
     np.testing.assert_allclose(p[0], mean / np.linalg.norm(mean), atol=1e-6)
 
 
+def test_prompt_ensembles_come_in_steps_with_progress(minilm, fresh_cache):
+    """20 classes embed in steps of PROMPT_STEP (16), reported as they land, in input order;
+    repeats are embedded once."""
+    from core.spaces import PROMPT_STEP
+
+    classes = [f"object number {i}" for i in range(20)]
+    seen = []
+    p = minilm.embed_prompts(classes + classes[:2], templates=["a {}", "a 3D model of a {}"],
+                             on_batch=lambda done, total: seen.append((done, total)))
+    assert seen == [(PROMPT_STEP, 20), (20, 20)]
+    one_by_one = np.stack([minilm.embed_prompts([c], templates=["a {}", "a 3D model of a {}"])[0] for c in classes])
+    np.testing.assert_allclose(p[:20], one_by_one, atol=1e-6)
+    np.testing.assert_array_equal(p[20:], p[:2])
+
+
 def test_single_string_is_refused(minilm):
     with pytest.raises(SpaceError, match=r"\[text\]"):
         minilm.embed_text("a chair")

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from core.cli import _print_json
+from core.cli import _print_json, _progress
 from core.library.store import DB_ENV, DEFAULT_DB_NAME
 
 _DB_HELP = f"library file (default: ${DB_ENV}, else ./{DEFAULT_DB_NAME})"
@@ -136,8 +136,12 @@ def cmd_tag(args) -> int:
     from core.library.tagging import tag_library
 
     bundle = _bundle(args)
-    with _open(args) as library:
-        name, tags = tag_library(library, bundle, args.vocab, k=args.k, threshold=args.threshold)
+    with _open(args) as library, _progress(desc="embedding the vocabulary", unit="class") as bar:
+        def on_batch(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        name, tags = tag_library(library, bundle, args.vocab, k=args.k, threshold=args.threshold, on_batch=on_batch)
         _labels_out(args, library, name, tags, "tag")
     return 0
 

@@ -32,6 +32,8 @@ from core.prompts import ULIP_TEMPLATES
 __all__ = ["Space", "load_space", "text_space_for_bundle", "space_dim", "ULIP2_SPACE", "DEFAULT_SPACE"]
 
 ULIP2_SPACE = "openclip:ViT-bigG-14:laion2b_s39b_b160k"
+#: Classes per step of embed_prompts (x 64 templates: about a thousand texts).
+PROMPT_STEP = 16
 DEFAULT_SPACE = "minilm"
 
 _FORMS = (
@@ -144,9 +146,12 @@ class Space:
         return np.concatenate(parts)
 
     def embed_prompts(self, classnames: Sequence[str], templates: Sequence[str] = ULIP_TEMPLATES,
-                      batch_size: int = 64) -> np.ndarray:
+                      batch_size: int = 64, on_batch: Callable[[int, int], None] | None = None) -> np.ndarray:
         """(n_classes, dim) prompt-ensemble vectors: every template filled per class,
-        embedded, normalised, averaged, normalised again (ULIP's zero-shot recipe)."""
+        embedded, normalised, averaged, normalised again (ULIP's zero-shot recipe).
+
+        Classes are embedded PROMPT_STEP at a time (each step lands in the text cache, so an
+        interrupted vocabulary resumes); on_batch(done, total) follows the classes to embed."""
         if isinstance(classnames, str):
             raise SpaceError("embed_prompts takes a sequence of class names; wrap a single one as [name]")
         classnames, templates = list(classnames), list(templates)
@@ -156,11 +161,13 @@ class Space:
             return np.zeros((0, self.dim), dtype=np.float32)
         known = self._known_prompts(templates)
         missing = [c for c in dict.fromkeys(classnames) if c not in known]
-        if missing:
-            texts = [t.format(c) for c in missing for t in templates]
-            per_prompt = self.embed_text(texts, batch_size=batch_size)
-            ensembles = _l2_normalize(per_prompt.reshape(len(missing), len(templates), self.dim).mean(axis=1))
-            known = {**known, **dict(zip(missing, ensembles))}
+        known = dict(known)
+        for start in range(0, len(missing), PROMPT_STEP):
+            step = missing[start:start + PROMPT_STEP]
+            per_prompt = self.embed_text([t.format(c) for c in step for t in templates], batch_size=batch_size)
+            known.update(zip(step, _l2_normalize(per_prompt.reshape(len(step), len(templates), self.dim).mean(axis=1))))
+            if on_batch is not None:
+                on_batch(start + len(step), len(missing))
         return np.stack([known[c] for c in classnames]).astype(np.float32, copy=False)
 
     def _known_prompts(self, templates: list[str]) -> dict[str, np.ndarray]:
