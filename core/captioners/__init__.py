@@ -83,7 +83,8 @@ def on_white(image):
 def rank(space, images: Sequence, candidates: list[list[str]]) -> tuple[str, list[np.ndarray]]:
     """(ranking rule, per-view scores) for each view's candidates (see the module docstring)."""
     flat = [text for view in candidates for text in view]
-    texts = space.embed_text(flat)
+    unique = {text: i for i, text in enumerate(dict.fromkeys(flat))}  # views share most sentences: embed each once
+    texts = space.embed_text(list(unique))[[unique[text] for text in flat]]
     bounds = np.cumsum([0] + [len(view) for view in candidates])
     per_view = [texts[start:end] for start, end in zip(bounds[:-1], bounds[1:])]
     if space.has_images:

