@@ -467,15 +467,17 @@ def test_a_bad_file_shows_a_readable_message_and_the_rest_indexes(qtbot, tmp_pat
     assert window.results.rowCount() == 3
 
 
-def test_app_command_writes_a_screenshot(qapp, tmp_path, tiny_bundle):
-    from core.cli import main
-
+def test_app_command_writes_a_screenshot(tmp_path, tiny_bundle):
+    """The documented command in its own process, as a person runs it: it runs the
+    application's event loop to the end, which must not happen inside this test session."""
     write_meshes(tmp_path / "assets", 3)
-    QSettings.setPath(QSettings.Format.NativeFormat, QSettings.Scope.UserScope, str(tmp_path / "config"))
     out = tmp_path / "shots" / "app.png"
-    code = main(["app", "--library", str(tmp_path / "assets"), "--db", str(tmp_path / "lib.sqlite"),
-                 "--bundle", str(tiny_bundle.path), "--device", "cpu", "--screenshot", str(out)])
-    assert code == 0
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config")}  # QSettings stay in tmp
+    done = subprocess.run([sys.executable, "-m", "core.cli", "app", "--library", str(tmp_path / "assets"),
+                           "--db", str(tmp_path / "lib.sqlite"), "--bundle", str(tiny_bundle.path),
+                           "--device", "cpu", "--screenshot", str(out)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
     image = QImage(str(out))
     assert not image.isNull() and image.width() >= 800 and image.height() >= 500
 
