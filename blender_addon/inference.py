@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.blender_formats import y_up
 from core.bundle import read_bundle
 from core.errors import AssetError, BundleError
 from core.library.tagging import load_bank, load_vocabulary, prompt_name
@@ -99,11 +100,12 @@ class Models:
 
 
 def object_points(depsgraph, obj, n_points: int, seed: int = 0) -> np.ndarray:
-    """(n_points, 9) points of the evaluated object (modifiers, instances), unit sphere."""
+    """(n_points, 9) points of the evaluated object (modifiers, instances), unit sphere, in
+    the encoder's y-up frame (as `ulip2 index` embeds the same object)."""
     geometry = extract(depsgraph, [obj])
     if not geometry.parts:
         raise AssetError(None, f"{obj.name}: no mesh geometry to sample")
-    return sample_points(geometry.parts, n_points, seed=seed)
+    return y_up(sample_points(geometry.parts, n_points, seed=seed))
 
 
 _LOADED: dict[tuple, Models] = {}

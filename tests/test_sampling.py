@@ -227,3 +227,15 @@ def test_a_million_faces_sample_with_colours(rng):
     points = sample_points(part, 10_000)
     assert points.shape == (10_000, 9)
     assert np.isfinite(points).all() and (0 <= points[:, 3:6]).all() and (points[:, 3:6] <= 1).all()
+
+
+def test_y_up_turns_blenders_frame_into_the_encoders():
+    """core.blender_formats.y_up: Blender's up (+z) becomes +y, its front (-y) becomes +z, for
+    positions and normals; colours stay; the input is not changed."""
+    from core.blender_formats import y_up
+
+    points = np.array([[1, 2, 3, 0.1, 0.2, 0.3, 0, 0, 1]], np.float32)
+    turned = y_up(points)
+    np.testing.assert_allclose(turned, [[1, 3, -2, 0.1, 0.2, 0.3, 0, 1, 0]], atol=1e-7)
+    assert points[0, 1] == 2
+    np.testing.assert_allclose(y_up(points[:, :6]), [[1, 3, -2, 0.1, 0.2, 0.3]], atol=1e-7)

@@ -21,12 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+from core.blender_formats import y_up
 from core.errors import Ulip2Error
 
 FORMAT_VERSION = 1
-# Blender's OBJ and glTF importers turn the file's y-up frame into Blender's z-up one; the
-# runtime (ulip2 index, ulip2 eval) reads these formats with trimesh, in the file's frame.
-Y_UP_IMPORTS = (".obj", ".glb", ".gltf")
 
 
 @dataclasses.dataclass
@@ -118,19 +116,16 @@ def cache_folder(store_root: str | os.PathLike, space: str) -> Path:
 
 
 def record_points(record) -> np.ndarray:
-    """A record's points in the frame the runtime reads its source file in.
+    """A record's points in the encoder's frame (y-up, as trimesh reads glTF and OBJ).
 
-    Points the Blender worker sampled from an OBJ or glTF file go back from Blender's z-up
-    to the file's y-up (x, y, z) -> (x, z, -y), undoing the importer, so training sees
-    objects upright the way search and evaluation will.
+    Points the Blender worker sampled are in Blender's z-up world (its importers turn y-up
+    files z-up): they are turned y-up (core.blender_formats.y_up), so training sees objects
+    upright the way search, evaluation and the Blender panels do.
     """
     points = record.points()
-    path = str((record.meta.get("source") or {}).get("path") or "")
-    if record.meta.get("views", {}).get("engine", "none") == "none" or not path.lower().endswith(Y_UP_IMPORTS):
-        return points  # sampled by trimesh already, or a Blender scene's own object
-    upright = points.copy()
-    upright[:, 1], upright[:, 2] = points[:, 2], -points[:, 1]
-    return upright
+    if record.meta.get("views", {}).get("engine", "none") == "none":
+        return points  # sampled by trimesh already
+    return y_up(points).astype(points.dtype)
 
 
 def load_or_build_features(store_root: str | os.PathLike, space: str) -> TripletFeatures:

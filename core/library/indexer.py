@@ -34,7 +34,7 @@ from core.bundle import Bundle
 from core.errors import AssetError
 from core.library.keys import bundle_id  # noqa: F401 (callers import it from here too)
 from core.library.store import BLENDER, POINTS, AssetRecord, Library
-from core.blender_formats import BLENDER_ONLY
+from core.blender_formats import BLENDER_ONLY, y_up
 from core.meshio import SUPPORTED_EXTENSIONS, load_points
 from core.paths import file_sha256
 
@@ -163,7 +163,7 @@ def _blender_loaded(jobs: list[_Job], workers: int | None, timeout: float) -> It
             if not answer["ok"]:
                 out.error = answer["reason"]
             else:
-                out.assets = [_Asset(a["object"], _points(a["points"], request["num_points"]),
+                out.assets = [_Asset(a["object"], y_up(_points(a["points"], request["num_points"])),
                                      base64.b64decode(a["thumbnail"]) if a["thumbnail"] else None)
                               for a in answer["assets"]]
             yield out
