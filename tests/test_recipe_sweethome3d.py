@@ -283,3 +283,46 @@ def test_blender_points_of_obj_files_train_in_the_frame_the_runtime_reads(tmp_pa
     # Third moments here are about +-0.007; a flipped axis turns one's sign.
     np.testing.assert_allclose((upright ** 3).mean(axis=0), (reference ** 3).mean(axis=0), atol=0.002)
     assert np.abs(raw.std(axis=0) - reference.std(axis=0)).max() > 0.1  # Blender's own frame differs
+
+
+def test_default_model_pack_validation_run_and_ranking(tmp_path):
+    """The recipe's pack from its trimesh point store (one store standing in for both here):
+    no held-out item or its byte-identical twin in it, a validation item sampled as `ulip2
+    eval` samples it; one validation run (pointbert-mini, random init, 1 epoch of batch 2)
+    scores it; ranking keeps only configurations run with every seed."""
+    from core.triplets import key_for_file
+    from training.recipes import selection
+    from training.recipes.default_model import build_point_store, captions_for, held_out_keys
+
+    data, store = tmp_path / "data", tmp_path / "work" / "point-store"
+    records = _fake_catalogue(data)
+    (data / "catalogue.json").write_text(json.dumps({"records": records}))
+    assert build_point_store(data, store, records) == {"trainable": 3, "written": 3}
+    assert build_point_store(data, store, records)["written"] == 0
+    pack_path = selection.write_pack(data, store, store, tmp_path / "work" / "pack.npz", "minilm")
+    pack, meta = selection.load_pack(pack_path)
+    assert len(meta["ids"]) == 3 and not set(meta["ids"]) & held_out_keys(data, records)
+    assert pack["points_points"].shape == (3, selection.PACK_POINTS, 6) and pack["val_mask"].sum() == 1
+    assert meta["classnames"] == ["chair", "lamp", "sofa", "table"] and pack["class_vectors"].shape == (4, 384)
+    val = meta["ids"].index(next(k for k, m in zip(meta["ids"], pack["val_mask"]) if m))
+    val_record = next(r for r in records if r["split"] == "train" and key_for_file(data / r["mesh"]) == meta["ids"][val])
+    np.testing.assert_allclose(pack["val_points_1024"][0], load_points(data / val_record["mesh"], 1024, seed=0)[:, :6])
+    # The 'points' source reads the catalogue texts; 'mixed' counts a repeated caption once.
+    features = selection.source_features(pack, meta, "points", np.ones(3, bool))
+    assert len(features.texts_of(0)) == len(captions_for(records[0]))
+    assert len(selection.source_features(pack, meta, "mixed", np.ones(3, bool)).texts_of(0)) == len(features.texts_of(0))
+
+    job = {"source": "points", "encoder": "pointbert-mini", "epochs": 1, "lr": 1e-3, "seed": 0, "batch_size": 2}
+    result = selection.train(pack_path, job, tmp_path / "run", device="cpu", validate=True, show_progress=False)
+    assert result["train_objects"] == 2 and result["curve"][-1]["epoch"] == 1
+    assert result["val_top1"] in (0.0, 1.0) and result["val_top5"] == 1.0  # one item, four classes
+    ranked = selection.rank([result | {"seed": s} for s in selection.SEEDS] + [result | {"lr": 1.0}])
+    assert ranked["chosen"] == {k: job[k] for k in selection.CHOSEN} and len(ranked["table"]) == 1
+
+    # The selection itself: each seed in worker processes, a line per run, the ranking on disk.
+    config = {k: v for k, v in job.items() if k != "seed"}
+    ranked = selection.select(pack_path, tmp_path / "selection", device="cpu", workers=2, configs=[config])
+    lines = (tmp_path / "selection" / "selection.jsonl").read_text().splitlines()
+    assert sorted(json.loads(line)["seed"] for line in lines) == list(selection.SEEDS)
+    assert json.loads((tmp_path / "selection" / "selection.json").read_text()) == ranked
+    assert ranked["runs"] == 3 and ranked["table"][0]["seeds"] == 3
