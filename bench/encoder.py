@@ -2,7 +2,7 @@
 
 ulip2-pointbert (the ULIP-2 config, random weights) at 10k points, batch 1 and 16, and
 farthest point sampling 10k -> 512 alone. Baseline and candidate run in the same process,
-interleaved, so machine noise hits both. Ends with one JSON line of the figures.
+timed in turn round after round, so machine noise hits both. Ends with one JSON line of the figures.
 
     python bench/encoder.py [--config ulip2-pointbert] [--repeats 5] [--batch16-repeats 2]
 """
@@ -19,15 +19,19 @@ import numpy as np
 import torch
 
 
-def timed(fn, repeats: int) -> float:
-    """Median seconds of `repeats` calls after one warm-up."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def interleaved(fns: dict, rounds: int, calls: int = 1) -> dict:
+    """Median seconds per call of each function, timed in turn round after round (after one
+    warm-up call each), so a burst of machine noise hits baseline and candidate alike."""
+    for fn in fns.values():
         fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    times = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            times[name].append((time.perf_counter() - start) / calls)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main() -> None:
@@ -57,8 +61,9 @@ def main() -> None:
             points = rng.random((batch, n_points, 6), dtype=np.float32)
             tensor = torch.from_numpy(points)
             with torch.inference_mode():
-                t_torch = timed(lambda: model(tensor), repeats)
-            t_ort = timed(lambda: ort_encoder.embed_points(points, batch_size=batch), repeats)
+                t = interleaved({"torch": lambda: model(tensor),
+                                 "ort": lambda: ort_encoder.embed_points(points, batch_size=batch)}, repeats)
+            t_torch, t_ort = t["torch"], t["ort"]
             figures[f"torch_cpu_b{batch}_ms"] = round(t_torch * 1e3, 1)
             figures[f"ort_cpu_b{batch}_ms"] = round(t_ort * 1e3, 1)
             figures[f"ort_vs_torch_cpu_b{batch}"] = round(t_torch / t_ort, 2)
@@ -75,8 +80,10 @@ def main() -> None:
                           dynamic_axes={"xyz": {0: "batch", 1: "points"}}, opset_version=17)
         session = inference_session(f"{tmp}/fps.onnx", device="cpu")
         with torch.inference_mode():
-            figures["fps_10k_to_512_torch_ms"] = round(timed(lambda: farthest_point_sample(xyz, 512), 10) * 1e3, 2)
-        figures["fps_10k_to_512_ms"] = round(timed(lambda: session.run(None, {"xyz": xyz.numpy()}), 10) * 1e3, 2)
+            t = interleaved({"torch": lambda: farthest_point_sample(xyz, 512),
+                             "ort": lambda: session.run(None, {"xyz": xyz.numpy()})}, rounds=10, calls=5)
+        figures["fps_10k_to_512_torch_ms"] = round(t["torch"] * 1e3, 2)
+        figures["fps_10k_to_512_ms"] = round(t["ort"] * 1e3, 2)
     print(json.dumps(figures))
 
 
