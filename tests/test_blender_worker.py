@@ -165,3 +165,28 @@ def test_a_missing_texture_file_falls_back_to_the_material_colour(tmp_path, caps
     (record,) = TripletStore(tmp_path / "store").records()
     colours = record.points()[:, 3:6].astype(np.float32)
     assert colours.std(axis=0).max() < 0.05 and colours[:, 0].mean() > 2 * colours[:, 1].mean()  # flat red
+
+
+def test_blender_points_carry_the_colours_trimesh_reads_from_the_file(tmp_path, capsys):
+    """The same OBJ through Blender's worker and through trimesh (what `ulip2 eval` and
+    `ulip2 index` read OBJ files with): a material colour (MTL Kd, kept as stored, not turned
+    to sRGB) and a texture give the same colours."""
+    from core.meshio import load_points
+
+    folder = tmp_path / "assets"
+    folder.mkdir()
+    faces = "f 1/1 2/2 3/3\nf 1/1 2/2 4/3\nf 1/1 3/2 4/3\nf 2/1 3/2 4/3\n"
+    body = "v 0 0 0\nv 1 0 0\nv 0 1 0\nv 0 0 1\nvt 0 0\nvt 1 0\nvt 0 1\nusemtl m\n" + faces
+    (folder / "kd.mtl").write_text("newmtl m\nKd 0.5 0.25 0.1\n")
+    (folder / "kd.obj").write_text("mtllib kd.mtl\n" + body)
+    (folder / "tex.mtl").write_text("newmtl m\nKd 1 1 1\nmap_Kd tex.png\n")
+    (folder / "tex.obj").write_text("mtllib tex.mtl\n" + body)
+    Image.fromarray(np.full((8, 8, 3), (200, 100, 50), np.uint8)).save(folder / "tex.png")
+    code, summary = run(capsys, "build", str(folder), "--store", str(tmp_path / "store"), "--no-caption", *FAST)
+    assert (code, summary["written"], summary["failed"]) == (0, 2, [])
+    store = TripletStore(tmp_path / "store")
+    for name, expected in (("kd.obj", (0.5, 0.25, 0.1)), ("tex.obj", (200 / 255, 100 / 255, 50 / 255))):
+        blender = store.record(key_for_file(folder / name)).points()[:, 3:6].astype(np.float32).mean(axis=0)
+        trimesh_points = load_points(folder / name, 2000, seed=0)[:, 3:6].mean(axis=0)
+        np.testing.assert_allclose(blender, expected, atol=0.01)
+        np.testing.assert_allclose(blender, trimesh_points, atol=0.01)
