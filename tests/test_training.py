@@ -175,3 +175,15 @@ def test_two_gloo_processes_match_one(tmp_path):
         # objects of very different shapes), which SyncBatchNorm removes on GPUs only.
         assert history == pytest.approx([h["loss"] for h in single], rel=0.15)
         assert history[1] < history[0]
+
+
+def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path):
+    """Resuming with another learning rate (or seed, encoder, batch) would silently mix two
+    runs; the epoch count may change (a run is extended)."""
+    features = make_features()
+    first = Trainer(features, TrainConfig(epochs=1, **CONFIG), tmp_path / "run")
+    first.out.mkdir()
+    first.save_checkpoint()
+    with pytest.raises(ValueError, match=r"lr=.*new folder"):
+        Trainer(features, TrainConfig(epochs=1, **(CONFIG | {"lr": 2 * CONFIG["lr"]})), tmp_path / "run").resume()
+    assert Trainer(features, TrainConfig(epochs=3, **CONFIG), tmp_path / "run").resume()

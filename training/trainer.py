@@ -65,6 +65,11 @@ def init_distributed() -> torch.device:
     return torch.device("cpu")
 
 
+def _same(value):
+    """Settings as a checkpoint stores them (tuples come back as lists)."""
+    return list(value) if isinstance(value, tuple) else value
+
+
 def _lr_at(step: int, total: int, warmup: int, base: float) -> float:
     if step < warmup:
         return base * (step + 1) / warmup
@@ -229,13 +234,21 @@ class Trainer:
         return target
 
     def resume(self) -> bool:
-        """Continue from out/last.pt if it exists; True when resumed."""
+        """Continue from out/last.pt if it exists; True when resumed. The run's settings must
+        match the checkpoint's, but for the epoch count (a run may be extended) and AMP."""
         path = self.out / CHECKPOINT
         if not path.is_file():
             return False
         state = torch.load(path, map_location=self.device, weights_only=True)
         if state["space"] != self.features.space:
             raise ValueError(f"{path} was trained in space {state['space']!r}, the features are in {self.features.space!r}")
+        current = dataclasses.asdict(self.config)
+        differ = sorted(k for k, v in state["config"].items()
+                        if k not in ("epochs", "amp") and k in current and _same(v) != _same(current[k]))
+        if differ:
+            settings = ", ".join(f"{k}={state['config'][k]!r}" for k in differ)
+            raise ValueError(f"{path} was trained with other settings ({settings}); "
+                             "resume with those, or train into a new folder")
         self.model.load_state_dict(state["model"])
         self.scale.load_state_dict(state["logit_scale"])
         self.optimizer.load_state_dict(state["optimizer"])
