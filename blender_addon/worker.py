@@ -37,7 +37,7 @@ import numpy as np
 
 from core.blender_formats import IMPORTERS
 from core.errors import AssetError
-from core.sampling import sample_points
+from core.sampling import DEFAULT_GREY, sample_points
 
 from .extract import GEOMETRY_TYPES
 from .render import ViewSettings, render_thumbnail
@@ -65,8 +65,36 @@ def load_asset(path: Path) -> list:
             raise AssetError(path, f"Blender could not import it: {_last_line(exc)}") from None
         if "FINISHED" not in result:
             raise AssetError(path, f"Blender's importer gave up ({', '.join(result)})")
+        if path.suffix.lower() == ".obj":
+            _grey_undefined_materials(path)
     # Every object the file's scene renders (instancers bring their instances along).
     return [obj for obj in bpy.context.scene.objects if not obj.hide_render]
+
+
+def _undefined_obj_materials(path: Path) -> set[str]:
+    """Material names an OBJ uses (usemtl) that none of its material libraries defines."""
+    used, defined = set(), set()
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith("usemtl "):
+            used.add(line[7:].strip())
+        elif line.startswith("mtllib "):
+            names = line[7:].strip()
+            for library in [names] if (path.parent / names).is_file() else names.split():
+                if (path.parent / library).is_file():
+                    defined |= {m[7:].strip() for m in (path.parent / library).read_text(errors="replace").splitlines()
+                                if m.startswith("newmtl ")}
+    return used - defined
+
+
+def _grey_undefined_materials(path: Path) -> None:
+    """Blender's OBJ importer makes a material it cannot find its default 0.8 grey; trimesh
+    (`ulip2 eval`, `ulip2 index`) gives such faces ULIP-2's colourless grey. Use the latter,
+    so the file has one look in renders and points whichever reads it."""
+    for name in _undefined_obj_materials(path):
+        material = bpy.data.materials.get(name)
+        node = material.node_tree.nodes.get("Principled BSDF") if material and material.node_tree else None
+        if node is not None:
+            node.inputs["Base Color"].default_value = (DEFAULT_GREY, DEFAULT_GREY, DEFAULT_GREY, 1.0)
 
 
 def marked_assets() -> list:

@@ -170,7 +170,8 @@ def test_a_missing_texture_file_falls_back_to_the_material_colour(tmp_path, caps
 def test_blender_points_carry_the_colours_trimesh_reads_from_the_file(tmp_path, capsys):
     """The same OBJ through Blender's worker and through trimesh (what `ulip2 eval` and
     `ulip2 index` read OBJ files with): a material colour (MTL Kd, kept as stored, not turned
-    to sRGB) and a texture give the same colours."""
+    to sRGB), a texture, and a material no library defines (ULIP-2's grey, not Blender's
+    0.8 default) give the same colours."""
     from core.meshio import load_points
 
     folder = tmp_path / "assets"
@@ -182,10 +183,12 @@ def test_blender_points_carry_the_colours_trimesh_reads_from_the_file(tmp_path, 
     (folder / "tex.mtl").write_text("newmtl m\nKd 1 1 1\nmap_Kd tex.png\n")
     (folder / "tex.obj").write_text("mtllib tex.mtl\n" + body)
     Image.fromarray(np.full((8, 8, 3), (200, 100, 50), np.uint8)).save(folder / "tex.png")
+    (folder / "nomtl.obj").write_text(body.replace("usemtl m", "usemtl amber"))
     code, summary = run(capsys, "build", str(folder), "--store", str(tmp_path / "store"), "--no-caption", *FAST)
-    assert (code, summary["written"], summary["failed"]) == (0, 2, [])
+    assert (code, summary["written"], summary["failed"]) == (0, 3, [])
     store = TripletStore(tmp_path / "store")
-    for name, expected in (("kd.obj", (0.5, 0.25, 0.1)), ("tex.obj", (200 / 255, 100 / 255, 50 / 255))):
+    for name, expected in (("kd.obj", (0.5, 0.25, 0.1)), ("tex.obj", (200 / 255, 100 / 255, 50 / 255)),
+                           ("nomtl.obj", (0.4, 0.4, 0.4))):
         blender = store.record(key_for_file(folder / name)).points()[:, 3:6].astype(np.float32).mean(axis=0)
         trimesh_points = load_points(folder / name, 2000, seed=0)[:, 3:6].mean(axis=0)
         np.testing.assert_allclose(blender, expected, atol=0.01)
