@@ -200,11 +200,14 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("all", "select", "train"):
         stages[name].add_argument("--device", default="auto", help="cuda, cpu or auto (default: cuda when present)")
     for name in ("all", "train", "ship"):
-        stages[name].add_argument("--source", choices=sorted(selection.SOURCES), default=selection.CHOSEN["source"])
-        stages[name].add_argument("--encoder", default=selection.CHOSEN["encoder"])
-        stages[name].add_argument("--epochs", type=int, default=selection.CHOSEN["epochs"])
-        stages[name].add_argument("--lr", type=float, default=selection.CHOSEN["lr"])
-        stages[name].add_argument("--seed", type=int, default=0)
+        chosen = selection.CHOSEN
+        stages[name].add_argument("--source", choices=sorted(selection.SOURCES), default=chosen["source"],
+                                  help=f"where points and captions come from (default {chosen['source']}: "
+                                       "trimesh points, the catalogue's texts; see selection.SOURCES)")
+        stages[name].add_argument("--encoder", default=chosen["encoder"], help=f"config (default {chosen['encoder']})")
+        stages[name].add_argument("--epochs", type=int, default=chosen["epochs"], help=f"default {chosen['epochs']}")
+        stages[name].add_argument("--lr", type=float, default=chosen["lr"], help=f"default {chosen['lr']:g}")
+        stages[name].add_argument("--seed", type=int, default=0, help="default 0 (the shipped one)")
     for name in ("all", "ship"):
         stages[name].add_argument("--bundle", type=Path, required=True, help="where to write the trained bundle")
     stages["ship"].add_argument("--weights", type=Path, required=True, help="encoder.safetensors from train")
