@@ -326,3 +326,12 @@ def test_default_model_pack_validation_run_and_ranking(tmp_path):
     assert sorted(json.loads(line)["seed"] for line in lines) == list(selection.SEEDS)
     assert json.loads((tmp_path / "selection" / "selection.json").read_text()) == ranked
     assert ranked["runs"] == 3 and ranked["table"][0]["seeds"] == 3
+
+
+def test_default_model_stages_name_a_missing_input_and_the_fix(tmp_path, capsys):
+    from training.recipes.default_model import main as recipe
+
+    assert recipe(["train", "--pack", str(tmp_path / "none.npz"), "--out", str(tmp_path / "run")]) == 1
+    assert "none.npz: not a readable pack" in capsys.readouterr().err
+    assert recipe(["pack", "--data", str(tmp_path / "data"), "--work", str(tmp_path / "work")]) == 1
+    assert "sweethome3d prepare --out" in capsys.readouterr().err

@@ -31,6 +31,10 @@ import json
 import sys
 from pathlib import Path
 
+from core.errors import Ulip2Error
+
+from .sweethome3d import read_catalogue
+
 SPACE = "minilm"
 STORE_POINTS = 10_000
 
@@ -129,11 +133,9 @@ def build_point_store(data: Path, store_root: Path, records: list[dict]) -> dict
 
 def build(data: Path, work: Path, *, views: int = 12, resolution: int = 224, workers: int = 2) -> dict:
     """Both stores and their feature caches; refuses a store holding a held-out item."""
-    from core.errors import Ulip2Error
-
     from ..features import load_or_build_features
 
-    records = json.loads((data / "catalogue.json").read_text())["records"]
+    records = read_catalogue(data)["records"]
     built = {"render_store": build_store(data, work / "store", records, views=views, resolution=resolution,
                                          workers=workers),
              "point_store": build_point_store(data, work / "point-store", records)}
@@ -154,7 +156,7 @@ def ship(data: Path, weights: Path, bundle: Path, job: dict) -> dict:
     from ..evaluation import evaluate, load_eval_set
     from . import d2
 
-    catalogue = json.loads((data / "catalogue.json").read_text())
+    catalogue = read_catalogue(data)
     records = catalogue["records"]
     train_objects = len(trainable(data, records))
     export_bundle(bundle, config=job["encoder"], checkpoint=weights, space=SPACE, overwrite=True,
@@ -215,6 +217,16 @@ def main(argv: list[str] | None = None) -> int:
     stages["select"].add_argument("--time-limit", type=float, help="start no run after this many seconds")
     args = parser.parse_args(argv)
     job = {k: getattr(args, k) for k in ("source", "encoder", "epochs", "lr", "seed")} if "seed" in args else None
+    try:
+        run_stages(args, job)
+    except Ulip2Error as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_stages(args: argparse.Namespace, job: dict | None) -> None:
+    from . import selection
 
     if args.stage in ("all", "build"):
         print(f"triplets: {json.dumps(build(args.data, args.work, views=args.views, resolution=args.resolution, workers=args.workers))}",
@@ -233,7 +245,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage in ("all", "ship"):
         weights = args.work / "run" / "encoder.safetensors" if args.stage == "all" else args.weights
         print(json.dumps(ship(args.data, weights, args.bundle, job)))
-    return 0
 
 
 if __name__ == "__main__":

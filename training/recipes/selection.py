@@ -55,7 +55,9 @@ def write_pack(data: Path, point_store: Path, render_store: Path, out: Path, spa
 
     from ..features import load_or_build_features
 
-    records = json.loads((data / "catalogue.json").read_text())["records"]
+    from .sweethome3d import read_catalogue
+
+    records = read_catalogue(data)["records"]
     stores = {"points": load_or_build_features(point_store, space_name),
               "render": load_or_build_features(render_store, space_name)}
     ids = stores["points"].ids
@@ -91,9 +93,15 @@ def write_pack(data: Path, point_store: Path, render_store: Path, out: Path, spa
 
 
 def load_pack(path: Path) -> tuple[dict, dict]:
-    with np.load(path) as data:
-        arrays = dict(data)
-    return arrays, json.loads(Path(path).with_suffix(".json").read_text())
+    from core.errors import Ulip2Error
+
+    try:
+        with np.load(path) as data:
+            arrays = dict(data)
+        return arrays, json.loads(Path(path).with_suffix(".json").read_text())
+    except (OSError, ValueError) as exc:
+        raise Ulip2Error(f"{path}: not a readable pack ({exc}); write one with: "
+                         "python -m training.recipes.default_model pack --data DATA --work WORK") from None
 
 
 def _num_points(encoder: str) -> int:

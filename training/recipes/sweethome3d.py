@@ -317,6 +317,15 @@ def _write_csv(path: Path, rows: list[tuple[str, str]]) -> None:
     os.replace(tmp, path)
 
 
+def read_catalogue(data: Path) -> dict:
+    """DATA/catalogue.json as `prepare` wrote it."""
+    try:
+        return json.loads((data / "catalogue.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise Ulip2Error(f"{data}/catalogue.json: not readable ({exc}); make it with: "
+                         f"python -m training.recipes.sweethome3d prepare --out {data}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.recipes.sweethome3d", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
