@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .sweethome3d import read_catalogue
+
 PACK_POINTS = 2048
 VAL_FRACTION = 0.2
 VAL_SEED = 12345
@@ -55,15 +57,14 @@ def write_pack(data: Path, point_store: Path, render_store: Path, out: Path, spa
 
     from ..features import load_or_build_features
 
-    from .sweethome3d import read_catalogue
-
     records = read_catalogue(data)["records"]
     stores = {"points": load_or_build_features(point_store, space_name),
               "render": load_or_build_features(render_store, space_name)}
     ids = stores["points"].ids
     if set(stores["render"].ids) != set(ids):
         raise ValueError(f"{point_store} and {render_store} hold different objects; build both from one catalogue")
-    stores["render"] = stores["render"].subset([stores["render"].ids.index(k) for k in ids])
+    position = {key: i for i, key in enumerate(stores["render"].ids)}
+    stores["render"] = stores["render"].subset([position[k] for k in ids])
     record_of = {}  # the labelled training items (split "train"), by triplet key
     for record in records:
         if record["split"] == "train" and record["class"] and not record["load_error"]:
@@ -115,14 +116,14 @@ def source_features(pack: dict, meta: dict, source: str, keep: np.ndarray):
     from ..features import TripletFeatures
 
     points_from, texts_from, dedupe = SOURCES[source]
-    per_object = []
-    for i in range(len(meta["ids"])):
-        texts = np.concatenate([pack[f"{s}_text"][pack[f"{s}_offsets"][i]:pack[f"{s}_offsets"][i + 1]]
-                                for s in texts_from])
-        per_object.append(np.unique(texts, axis=0) if dedupe else texts)
     index = np.flatnonzero(keep)
+    texts = []
+    for i in index:
+        own = np.concatenate([pack[f"{s}_text"][pack[f"{s}_offsets"][i]:pack[f"{s}_offsets"][i + 1]]
+                              for s in texts_from])
+        texts.append(np.unique(own, axis=0) if dedupe else own)
     return TripletFeatures.from_lists(meta["space"], [meta["ids"][i] for i in index],
-                                      pack[f"{points_from}_points"][index], [per_object[i] for i in index])
+                                      pack[f"{points_from}_points"][index], texts)
 
 
 def grid() -> list[dict]:
@@ -139,9 +140,9 @@ def grid() -> list[dict]:
 def _device(name: str):
     import torch
 
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
+    from ..trainer import init_distributed
+
+    return init_distributed() if name == "auto" else torch.device(name)
 
 
 def validation_top1(model, pack: dict, meta: dict, device) -> tuple[float, float]:
@@ -164,11 +165,8 @@ def train(pack_path: Path, job: dict, out: Path, *, device: str = "auto", valida
     """Train one configuration (job: SOURCES key, encoder, epochs, lr, seed). With `validate`,
     on the objects outside the validation split, scoring it every 5 epochs; else on every
     training object, with checkpoints and resume (Trainer.fit) and the weights in out."""
-    import torch
-
     from ..trainer import Trainer, TrainConfig
 
-    torch.set_num_threads(2)
     pack, meta = load_pack(pack_path)
     keep = ~pack["val_mask"] if validate else np.ones(len(meta["ids"]), bool)
     features = source_features(pack, meta, job["source"], keep)
@@ -196,6 +194,10 @@ def _run_name(job: dict) -> str:
 
 
 def _validate(args) -> dict:
+    """One selection run in a pool worker; runs share the machine, two threads each."""
+    import torch
+
+    torch.set_num_threads(2)
     pack_path, job, out, device = args
     return train(pack_path, job, out / "runs" / _run_name(job), device=device, validate=True, show_progress=False)
 
