@@ -73,26 +73,26 @@ class Models:
         """Steps embedding a vocabulary's prompt ensembles (core.library.tagging's recipe);
         the result is kept: self.text_set("vocabulary", source) afterwards."""
         name, labels = load_vocabulary(source)
-        key = ("vocabulary", name)
-        if key in self._text_sets:
-            return
-        parts = []
-        for start in range(0, len(labels), CLASSES_PER_STEP):
-            yield start, len(labels), f"embedding the {Path(name).name} vocabulary"
-            parts.append(self.text.embed_prompts([prompt_name(label) for label in labels[start:start + CLASSES_PER_STEP]]))
-        self._text_sets[key] = TextSet(name, labels, np.concatenate(parts))
+        yield from self._embed_in_steps(
+            ("vocabulary", name), labels, CLASSES_PER_STEP, f"embedding the {Path(name).name} vocabulary",
+            lambda part: self.text.embed_prompts([prompt_name(label) for label in part]))
 
     def bank(self, source: str | None = None) -> Iterator[tuple[int, int, str]]:
         """Steps embedding a caption bank (the shipped one by default): self.text_set("bank", source)."""
         name, captions = load_bank(source)
-        key = ("bank", name)
+        yield from self._embed_in_steps(("bank", name), captions, TEXTS_PER_STEP, "embedding the caption bank",
+                                        self.text.embed_text)
+
+    def _embed_in_steps(self, key: tuple[str, str], texts: list[str], per_step: int, message: str,
+                        embed) -> Iterator[tuple[int, int, str]]:
+        """(done, total, message) before each slice of `texts` is embedded; kept under `key`."""
         if key in self._text_sets:
             return
         parts = []
-        for start in range(0, len(captions), TEXTS_PER_STEP):
-            yield start, len(captions), "embedding the caption bank"
-            parts.append(self.text.embed_text(captions[start:start + TEXTS_PER_STEP]))
-        self._text_sets[key] = TextSet(name, captions, np.concatenate(parts))
+        for start in range(0, len(texts), per_step):
+            yield start, len(texts), message
+            parts.append(embed(texts[start:start + per_step]))
+        self._text_sets[key] = TextSet(key[1], texts, np.concatenate(parts))
 
     def text_set(self, kind: str, source: str | None) -> TextSet:
         name = (load_vocabulary(source) if kind == "vocabulary" else load_bank(source))[0]
