@@ -77,7 +77,7 @@ class PointEncoder:
             raise BundleError(f"points must be (B, N, >={channels}) or (N, >={channels}); got {points.shape}")
         if points.shape[1] < self.bundle.config["num_group"]:
             raise BundleError(f"need at least {self.bundle.config['num_group']} points per object, got {points.shape[1]}")
-        points = np.ascontiguousarray(points[..., :channels])
+        points = unit_sphere(points[..., :channels])
         out = [self.session.run(None, {self._input: points[i:i + batch_size]})[0]
                for i in range(0, len(points), batch_size)]
         return np.concatenate(out).astype(np.float32, copy=False) if out else np.zeros((0, self.dim), np.float32)
@@ -90,6 +90,16 @@ class PointEncoder:
         for path in paths:
             points = load_points(path, self.num_points, seed=seed)
             yield os.fspath(path), self.embed_points(points, batch_size=batch_size)[0]
+
+
+def unit_sphere(points: np.ndarray) -> np.ndarray:
+    """(B, N, C) float32 with each cloud's xyz centred and scaled to the unit sphere, as the
+    sampler leaves it and the encoder expects it (a no-op, to rounding, for sampled points)."""
+    out = np.array(points, dtype=np.float32)
+    xyz = out[..., :3] - out[..., :3].mean(axis=1, keepdims=True)
+    scale = np.linalg.norm(xyz, axis=-1).max(axis=1)
+    out[..., :3] = xyz / np.where(scale > 0, scale, 1.0)[:, None, None]
+    return out
 
 
 # ONNX text-tower inputs -> the field of a `tokenizers` Encoding that feeds them.

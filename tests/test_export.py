@@ -15,7 +15,7 @@ from core.bundle import BUNDLE_FILE, FORMAT_VERSION, UntrainedBundleWarning, def
 from core.errors import BundleError, CheckpointError
 from core.export import export_bundle
 from core.models import create_encoder
-from core.runtime import PointEncoder, choose_providers
+from core.runtime import PointEncoder, choose_providers, unit_sphere
 
 
 def _torch_embed(model, points: np.ndarray) -> np.ndarray:
@@ -31,9 +31,19 @@ def runner(tiny_bundle):
 
 
 def _clouds(rng, batch, n):
+    """Random clouds on the unit sphere, as the sampler leaves them (the encoder's input)."""
     points = rng.normal(size=(batch, n, 6)).astype(np.float32)
     points[..., 3:] = rng.uniform(0, 1, size=(batch, n, 3))
-    return points
+    return unit_sphere(points)
+
+
+def test_runner_is_invariant_to_translation_and_scale_of_xyz(runner, rng):
+    """PointEncoder centres and scales each cloud to the unit sphere before the encoder,
+    so a shifted and scaled copy embeds the same, whoever made the points."""
+    points = _clouds(rng, 3, 512)
+    moved = points.copy()
+    moved[..., :3] = points[..., :3] * 7.5 + np.array([3.0, -20.0, 0.5], np.float32)
+    np.testing.assert_allclose(runner.embed_points(moved), runner.embed_points(points), atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("batch,n_points", [(1, 512), (5, 512), (2, 777), (3, 2000)])

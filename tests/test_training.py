@@ -187,3 +187,59 @@ def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path):
     with pytest.raises(ValueError, match=r"lr=.*new folder"):
         Trainer(features, TrainConfig(epochs=1, **(CONFIG | {"lr": 2 * CONFIG["lr"]})), tmp_path / "run").resume()
     assert Trainer(features, TrainConfig(epochs=3, **CONFIG), tmp_path / "run").resume()
+
+
+def test_weight_decay_falls_on_weights_of_two_or_more_dimensions_only(tmp_path):
+    """ULIP's groups: biases, norm weights and the logit scale are not decayed."""
+    trainer = Trainer(make_features(), TrainConfig(epochs=1, **CONFIG), tmp_path)
+    decayed, plain = trainer.optimizer.param_groups
+    assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    assert all(p.ndim >= 2 for p in decayed["params"])
+    assert {names[id(p)] for p in decayed["params"]} >= {"blocks.blocks.0.attn.qkv.weight", "cls_token"}
+    plain_names = {names.get(id(p), "logit_scale") for p in plain["params"]}
+    assert {"logit_scale", "norm.weight", "norm.bias", "blocks.blocks.0.mlp.fc1.bias"} <= plain_names
+    assert len(decayed["params"]) + len(plain["params"]) == len(list(trainer.model.parameters())) + 1
+
+
+def test_the_logit_scale_parameter_is_clamped_at_log_100_after_each_step(tmp_path):
+    trainer = Trainer(make_features(), TrainConfig(epochs=1, **CONFIG), tmp_path)
+    with torch.no_grad():
+        trainer.scale.log_scale.fill_(7.0)  # exp(7) = 1097, far above the cap
+    trainer.train_epoch()
+    assert trainer.scale.log_scale.item() <= np.log(100) + 1e-6
+    assert trainer.scale().item() <= 100.0 + 1e-4
+
+
+def test_learning_rate_warms_up_from_lr_start_and_ends_at_lr_end():
+    """ULIP's cosine_scheduler: linear warm-up from 1e-6 to lr, cosine down to 1e-5."""
+    from training.trainer import _lr_at
+
+    total, warmup, base = 100, 10, 3e-3
+    lrs = [_lr_at(s, total, warmup, base, 1e-6, 1e-5) for s in range(total)]
+    assert lrs[0] == pytest.approx(1e-6)
+    assert lrs[warmup - 1] == pytest.approx(base) and lrs[warmup] == pytest.approx(base)
+    assert lrs[-1] == pytest.approx(1e-5, rel=0.05)
+    assert all(b <= a + 1e-12 for a, b in zip(lrs[warmup:], lrs[warmup + 1:]))
+    assert min(lrs[warmup:]) > 1e-5 - 1e-12
+
+
+def test_random_up_sends_the_up_axis_to_every_axis_direction():
+    """With random_up the object's up (y) lands on each of +-x, +-y, +-z about equally often;
+    without it, up stays up. Lengths are kept: only rotations are drawn."""
+    from training.augment import AXIS_ROTATIONS, Augment
+
+    assert len(AXIS_ROTATIONS) == 24
+    assert np.allclose([np.linalg.det(m) for m in AXIS_ROTATIONS], 1.0)
+    marker = np.zeros((4, 6), np.float32)
+    marker[:, 1] = 1.0  # four points straight up
+    plain = dict(scale=(1.0, 1.0), jitter_sigma=0.0, max_dropout=0.0, rgb_dropout=0.0)
+    landed = []
+    for i in range(600):
+        out = Augment(random_up=True, **plain)(marker, np.random.default_rng(i))[0, :3]
+        assert np.linalg.norm(out) == pytest.approx(1.0, abs=1e-5)
+        landed.append(tuple(np.round(out).astype(int)))
+    counts = {d: landed.count(d) for d in set(landed)}
+    assert len(counts) == 6 and min(counts.values()) > 60, counts
+    kept = Augment(random_up=False, **plain)(marker, np.random.default_rng(0))[0, :3]
+    assert np.allclose(kept, [0, 1, 0], atol=1e-6)

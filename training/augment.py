@@ -1,5 +1,6 @@
 """Point cloud augmentation for training (ULIP's: rotation about the up axis, scale,
-jitter, point dropout; plus rgb dropout, since colour is an input channel here).
+jitter, point dropout; plus rgb dropout, since colour is an input channel here, and a
+random frame: studios' files are y-up or z-up, and OBJ/STL/PLY do not say which).
 
 Every random draw comes from a generator the caller seeds per (seed, epoch, sample), so a
 resumed or multi-process run sees exactly the same augmented points.
@@ -16,10 +17,29 @@ from core.sampling import DEFAULT_GREY
 UP_AXES = {"x": 0, "y": 1, "z": 2}
 
 
+def _axis_rotations() -> np.ndarray:
+    """The 24 rotations that map axes onto axes (signed permutations with determinant +1):
+    4 for each of the 6 directions the up axis can land on."""
+    import itertools
+
+    out = []
+    for perm in itertools.permutations(range(3)):
+        for signs in itertools.product((1, -1), repeat=3):
+            m = np.zeros((3, 3))
+            m[range(3), perm] = signs
+            if np.linalg.det(m) > 0:
+                out.append(m)
+    return np.array(out, dtype=np.float32)
+
+
+AXIS_ROTATIONS = _axis_rotations()
+
+
 @dataclasses.dataclass(frozen=True)
 class Augment:
     up: str = "y"  # glTF and OBJ are y-up
     rotate: bool = True
+    random_up: bool = False  # then turn the up axis onto any of the 6 axis directions, uniformly
     scale: tuple[float, float] = (0.8, 1.25)
     jitter_sigma: float = 0.01
     jitter_clip: float = 0.05
@@ -37,6 +57,8 @@ class Augment:
             c, s = np.cos(angle), np.sin(angle)
             xa, xb = xyz[:, a].copy(), xyz[:, b].copy()
             xyz[:, a], xyz[:, b] = c * xa - s * xb, s * xa + c * xb
+        if self.random_up:
+            xyz[:] = xyz @ AXIS_ROTATIONS[rng.integers(len(AXIS_ROTATIONS))].T
         xyz *= rng.uniform(*self.scale)
         if self.jitter_sigma > 0:
             xyz += np.clip(rng.normal(0, self.jitter_sigma, xyz.shape), -self.jitter_clip, self.jitter_clip)

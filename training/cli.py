@@ -32,7 +32,7 @@ def cmd_train(args) -> int:
     device = init_distributed()
     config = TrainConfig(encoder=args.config, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, seed=args.seed,
-                         amp=not args.no_amp, up_axis=args.up, init=str(args.init) if args.init else None)
+                         amp=not args.no_amp, up_axis=args.up, random_up=args.random_up, init=str(args.init) if args.init else None)
     try:
         trainer = Trainer(features, config, args.out, device=device)
     except ValueError as exc:
@@ -122,6 +122,9 @@ def register(sub) -> None:
     p.add_argument("--warmup-epochs", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--up", choices=("x", "y", "z"), default="y", help="up axis for rotation augmentation (default y)")
+    p.add_argument("--random-up", action="store_true",
+                   help="also turn each sample's up axis onto a random axis direction, so the model "
+                        "knows assets saved y-up and z-up alike")
     p.add_argument("--init", type=Path,
                    help="start from a bundle (its config and weights), a ULIP-2 .pt or a ulip2 .safetensors")
     p.add_argument("--no-amp", action="store_true", help="train in float32 on GPU too")

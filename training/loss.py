@@ -15,14 +15,20 @@ LOGIT_SCALE_MAX = 100.0
 
 
 class LogitScale(nn.Module):
-    """exp(s) with s learnable, initialised at log(1/0.07) and clamped at 100 (CLIP's recipe)."""
+    """exp(s) with s learnable, initialised at log(1/0.07); the trainer clamps s itself into
+    [0, log 100] after each step (ULIP's and CLIP's recipe), so s never drifts past the cap
+    where a clamp in forward() would leave it with no gradient."""
 
     def __init__(self):
         super().__init__()
         self.log_scale = nn.Parameter(torch.tensor(LOGIT_SCALE_INIT))
 
     def forward(self) -> torch.Tensor:
-        return self.log_scale.exp().clamp(max=LOGIT_SCALE_MAX)
+        return self.log_scale.exp()
+
+    @torch.no_grad()
+    def clamp_(self) -> None:
+        self.log_scale.clamp_(0.0, math.log(LOGIT_SCALE_MAX))
 
 
 def gather_batch(x: torch.Tensor) -> torch.Tensor:

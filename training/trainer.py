@@ -37,13 +37,16 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 64          # global batch (split evenly over processes)
     lr: float = 3e-3
-    weight_decay: float = 0.1
+    lr_start: float = 1e-6        # warm-up rises linearly from here to lr (ULIP's --lr-start)
+    lr_end: float = 1e-5          # the cosine falls from lr to here (ULIP's --lr-end)
+    weight_decay: float = 0.1     # on weights of 2+ dimensions only (not biases, norms, the logit scale)
     betas: tuple[float, float] = (0.9, 0.98)
     warmup_epochs: float = 1.0
     grad_clip: float = 10.0       # Point-BERT's grad_norm_clip
     amp: bool = True              # GPU only: bf16 autocast (fp16 + scaler where bf16 is missing)
     seed: int = 0
     up_axis: str = "y"
+    random_up: bool = False       # turn each sample's up axis onto any axis direction (Augment.random_up)
     init: str | None = None       # start from: a bundle folder, a ULIP-2 .pt or a ulip2 .safetensors
 
 
@@ -70,11 +73,21 @@ def _same(value):
     return list(value) if isinstance(value, tuple) else value
 
 
-def _lr_at(step: int, total: int, warmup: int, base: float) -> float:
+def _lr_at(step: int, total: int, warmup: int, base: float, start: float, end: float) -> float:
+    """ULIP's schedule (utils.cosine_scheduler): linear from `start` to `base` over the
+    warm-up steps, then a cosine from `base` down to `end`, reached at the last step."""
     if step < warmup:
-        return base * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * base * (1 + math.cos(math.pi * progress))
+        return start + (base - start) * step / max(1, warmup - 1)
+    progress = min(1.0, (step - warmup) / max(1, total - warmup - 1))
+    return end + 0.5 * (base - end) * (1 + math.cos(math.pi * progress))
+
+
+def parameter_groups(model: torch.nn.Module, scale: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups as ULIP makes them: decay on weights of 2+ dimensions (linear and conv
+    weights, tokens, embeddings); none on biases, norm weights or the logit scale."""
+    params = list(model.parameters()) + list(scale.parameters())
+    return [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
 
 
 class Trainer:
@@ -113,8 +126,8 @@ class Trainer:
         if self.world > 1:
             self.ddp = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        params = list(self.model.parameters()) + list(self.scale.parameters())
-        self.optimizer = torch.optim.AdamW(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+        self.optimizer = torch.optim.AdamW(parameter_groups(self.model, self.scale, config.weight_decay),
+                                           lr=config.lr, betas=config.betas)
         self.steps_per_epoch = len(features) // config.batch_size
         self.total_steps = self.steps_per_epoch * config.epochs
         self.warmup_steps = int(config.warmup_epochs * self.steps_per_epoch)
@@ -122,7 +135,7 @@ class Trainer:
         if config.amp and self.device.type == "cuda":
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self.augment = Augment(up=config.up_axis)
+        self.augment = Augment(up=config.up_axis, random_up=config.random_up)
         self.epoch = 0  # epochs completed
 
     # -- data ---------------------------------------------------------------------------
@@ -158,7 +171,8 @@ class Trainer:
         sums, start = {}, time.perf_counter()
         for step, (points, text, image) in enumerate(self._local_batches(epoch)):
             global_step = epoch * self.steps_per_epoch + step
-            lr = _lr_at(global_step, self.total_steps, self.warmup_steps, self.config.lr)
+            lr = _lr_at(global_step, self.total_steps, self.warmup_steps, self.config.lr,
+                        self.config.lr_start, self.config.lr_end)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             points, text = points.to(self.device), text.to(self.device)
@@ -174,6 +188,7 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            self.scale.clamp_()
             for key, value in losses.items():
                 sums[key] = sums.get(key, 0.0) + value.item()
             if progress is not None:

@@ -91,8 +91,10 @@ class TransformerEncoder(nn.Module):
 class PointBERT(nn.Module):
     """Points (B, N, C) -> L2-normalised embedding (B, embed_dim) in the target space.
 
-    Input points are centred and scaled to the unit sphere inside the model (a no-op for
-    points that come from core's sampler), so any caller's raw points are safe.
+    Points come centred and scaled to the unit sphere (core's sampler makes them so, and
+    core.runtime.PointEncoder normalises whatever else it is given). The model does not
+    normalise them again: that would undo the scale augmentation of training, as ULIP's
+    models leave it to the data.
     """
 
     def __init__(self, config: EncoderConfig):
@@ -112,10 +114,7 @@ class PointBERT(nn.Module):
     def features(self, points: torch.Tensor) -> torch.Tensor:
         """The un-projected [cls, max-pool] features (B, 2 * trans_dim)."""
         points = points[..., : self.config.in_channels]
-        xyz = points[..., :3]
-        xyz = xyz - xyz.mean(dim=1, keepdim=True)
-        xyz = xyz / xyz.norm(dim=-1).amax(dim=1).clamp_min(1e-12).view(-1, 1, 1)
-        groups, centres = group_points(torch.cat([xyz, points[..., 3:]], dim=-1), self.config.num_group, self.config.group_size)
+        groups, centres = group_points(points, self.config.num_group, self.config.group_size)
         tokens = self.reduce_dim(self.encoder(groups))
         batch = tokens.shape[0]
         x = torch.cat([self.cls_token.expand(batch, -1, -1), tokens], dim=1)
