@@ -1,8 +1,10 @@
 """Encoder latency on this CPU: torch eager vs onnxruntime, same weights, same input.
 
 ulip2-pointbert (the ULIP-2 config, random weights) at 10k points, batch 1 and 16, and
-farthest point sampling 10k -> 512 alone. Baseline and candidate run in the same process,
-timed in turn round after round, so machine noise hits both. Ends with one JSON line of the figures.
+farthest point sampling 10k -> 512 alone, and the shipped default bundle's objects per second
+at batch 16 beside pointbert-mini (the size of the previous default) with random weights.
+Baseline and candidate run in the same process, timed in turn round after round, so machine
+noise hits both. Ends with one JSON line of the figures.
 
     python bench/encoder.py [--config ulip2-pointbert] [--repeats 5] [--batch16-repeats 2]
 """
@@ -84,6 +86,17 @@ def main() -> None:
                              "ort": lambda: session.run(None, {"xyz": xyz.numpy()})}, rounds=10, calls=5)
         figures["fps_10k_to_512_torch_ms"] = round(t["torch"] * 1e3, 2)
         figures["fps_10k_to_512_ms"] = round(t["ort"] * 1e3, 2)
+
+        # The shipped default as users run it (onnxruntime, batch 16), beside pointbert-mini.
+        export_bundle(f"{tmp}/mini", model=create_encoder("pointbert-mini", seed=0), space="minilm",
+                      source="benchmark (random weights)")
+        default, mini = PointEncoder(device="cpu"), PointEncoder(f"{tmp}/mini", device="cpu")
+        batches = {e: rng.random((16, e.num_points, 6), dtype=np.float32) for e in (default, mini)}
+        t = interleaved({"default": lambda: default.embed_points(batches[default], batch_size=16),
+                         "mini": lambda: mini.embed_points(batches[mini], batch_size=16)}, rounds=args.repeats)
+        figures["default_config"] = default.bundle.config["name"]
+        figures["default_objects_per_s_b16"] = round(16 / t["default"], 1)
+        figures["mini_objects_per_s_b16"] = round(16 / t["mini"], 1)
     print(json.dumps(figures))
 
 

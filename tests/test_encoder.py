@@ -130,3 +130,18 @@ def test_features_are_cls_and_maxpool(tiny, clouds):
         assert feats.shape == (3, 2 * tiny.config.trans_dim)
         projected = torch.nn.functional.normalize(feats @ tiny.projection.weight.T, dim=-1)
         torch.testing.assert_close(projected, tiny(clouds), atol=1e-6, rtol=0)
+
+
+def test_group_encoder_widths_come_from_the_config():
+    """pointbert-lite narrows the group encoder; the widths survive a to_dict/from_dict
+    round trip (bundle.json stores them as a list)."""
+    import json
+
+    lite = get_config("pointbert-lite")
+    assert lite.group_dims == (64, 128, 256)
+    model = create_encoder(lite)
+    assert model.encoder.first_conv[0].out_channels == 64
+    assert model.encoder.second_conv[0].in_channels == 256
+    again = EncoderConfig.from_dict(json.loads(json.dumps(lite.to_dict())))
+    assert again == lite
+    assert get_config("pointbert-mini").group_dims == (128, 256, 512)

@@ -25,6 +25,10 @@ class EncoderConfig:
     num_points: int
     embed_dim: int
     drop_path_rate: float = 0.0
+    # The group encoder's widths: conv in -> a -> b, max-pool, conv 2b -> c -> encoder_dims.
+    # ULIP's are (128, 256, 512); the c-wide layer over every grouped point is most of a
+    # small config's cost.
+    group_dims: tuple[int, int, int] = (128, 256, 512)
     description: str = ""
 
     @property
@@ -44,6 +48,8 @@ class EncoderConfig:
         unknown = set(data) - known
         if unknown:
             raise Ulip2Error(f"encoder config {data.get('name', '?')!r} has unknown fields: {sorted(unknown)}")
+        if "group_dims" in data:
+            data = {**data, "group_dims": tuple(int(d) for d in data["group_dims"])}
         return cls(**data)
 
 

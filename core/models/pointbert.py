@@ -18,14 +18,15 @@ from .ops import group_points
 class GroupEncoder(nn.Module):
     """Mini-PointNet: each group of K points -> one feature vector (shared MLP, max-pool twice)."""
 
-    def __init__(self, in_channels: int, out_channels: int):
+    def __init__(self, in_channels: int, out_channels: int, dims: tuple[int, int, int] = (128, 256, 512)):
         super().__init__()
+        a, b, c = dims
         self.out_channels = out_channels
         self.first_conv = nn.Sequential(
-            nn.Conv1d(in_channels, 128, 1), nn.BatchNorm1d(128), nn.ReLU(inplace=True), nn.Conv1d(128, 256, 1)
+            nn.Conv1d(in_channels, a, 1), nn.BatchNorm1d(a), nn.ReLU(inplace=True), nn.Conv1d(a, b, 1)
         )
         self.second_conv = nn.Sequential(
-            nn.Conv1d(512, 512, 1), nn.BatchNorm1d(512), nn.ReLU(inplace=True), nn.Conv1d(512, out_channels, 1)
+            nn.Conv1d(2 * b, c, 1), nn.BatchNorm1d(c), nn.ReLU(inplace=True), nn.Conv1d(c, out_channels, 1)
         )
 
     def forward(self, groups: torch.Tensor) -> torch.Tensor:
@@ -101,7 +102,7 @@ class PointBERT(nn.Module):
         super().__init__()
         self.config = config
         dim = config.trans_dim
-        self.encoder = GroupEncoder(config.in_channels, config.encoder_dims)
+        self.encoder = GroupEncoder(config.in_channels, config.encoder_dims, config.group_dims)
         self.reduce_dim = nn.Linear(config.encoder_dims, dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.cls_pos = nn.Parameter(torch.randn(1, 1, dim))
