@@ -13,6 +13,7 @@ import pytest
 import trimesh
 
 from core.cli import main
+from core.errors import Ulip2Error
 from training.augment import subsample
 from training.evaluation import SCANOBJECTNN_CLASSES, load_eval_set, zero_shot
 
@@ -61,6 +62,61 @@ def test_objaverse_lvis_layout(tmp_path, rng):
     assert evalset.classnames == ["bat_(animal)", "teapot"]
     _check_clouds(evalset)
     assert all(0 <= c[:, 3:].min() and c[:, 3:].max() <= 1 for c in evalset.points)  # 0..255 rescaled
+    assert evalset.verbatim, "LVIS names enter the prompts as ULIP's test writes them"
+
+
+def test_objaverse_lvis_classes_are_all_keys_in_their_order(tmp_path, rng):
+    """ULIP's test ranks against metadata['all_keys'] (every LVIS class, even those without
+    a test item), in that order."""
+    (tmp_path / "pcs").mkdir()
+    np.save(tmp_path / "pcs" / "u.npy", {"xyz": _cloud(rng), "rgb": np.full((600, 3), 0.5)}, allow_pickle=True)
+    (tmp_path / "lvis.json").write_text(json.dumps({"u": "pcs/u.npy"}))
+    (tmp_path / "objaverse_lvis_metadata.json").write_text(json.dumps(
+        {"value_to_key_mapping": {"u": "teapot"}, "all_keys": ["Band_Aid", "teapot", "bat_(animal)"]}))
+    assert load_eval_set(tmp_path, 512).classnames == ["Band_Aid", "teapot", "bat_(animal)"]
+
+
+class _Shell:
+    """A pickle payload that would run a shell command when unpickled."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch PWNED",))
+
+
+@pytest.mark.parametrize("layout", ["modelnet40", "lvis"])
+def test_a_pickle_that_runs_code_is_refused_and_runs_nothing(tmp_path, rng, monkeypatch, layout):
+    """ULIP's .npy files are pickled dicts; a restricted unpickler reads those and refuses
+    anything else, naming the file, before any code in it runs."""
+    monkeypatch.chdir(tmp_path)
+    evil = np.empty(1, dtype=object)
+    evil[0] = {"xyz": _Shell()}
+    if layout == "modelnet40":
+        np.save(tmp_path / "modelnet40_colored_10k_pc.npy", evil, allow_pickle=True)
+        (tmp_path / "modelnet40_test_split_10k_colored.json").write_text(json.dumps([{"category": "chair"}]))
+        (tmp_path / "modelnet40_shape_names.txt").write_text("chair\n")
+        bad = tmp_path / "modelnet40_colored_10k_pc.npy"
+    else:
+        (tmp_path / "pcs").mkdir()
+        np.save(tmp_path / "pcs" / "u.npy", np.array({"xyz": _Shell()}, dtype=object), allow_pickle=True)
+        (tmp_path / "lvis.json").write_text(json.dumps({"u": "pcs/u.npy"}))
+        (tmp_path / "objaverse_lvis_metadata.json").write_text(json.dumps({"value_to_key_mapping": {"u": "x"}}))
+        bad = tmp_path / "pcs" / "u.npy"
+    with pytest.raises(Ulip2Error) as err:
+        load_eval_set(tmp_path, 512)
+    assert str(bad) in str(err.value) and "refusing posix.system" in str(err.value)
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_an_lvis_path_outside_the_data_set_is_refused(tmp_path, rng):
+    outside = tmp_path / "outside.npy"
+    np.save(outside, {"xyz": _cloud(rng)}, allow_pickle=True)
+    (tmp_path / "set").mkdir()
+    (tmp_path / "set" / "lvis.json").write_text(json.dumps({"u": "../outside.npy"}))
+    (tmp_path / "set" / "objaverse_lvis_metadata.json").write_text(json.dumps({"value_to_key_mapping": {"u": "x"}}))
+    with pytest.raises(Ulip2Error, match="leaves the data set's folder"):
+        load_eval_set(tmp_path / "set", 512)
 
 
 def test_scanobjectnn_layout(tmp_path, rng):

@@ -8,8 +8,14 @@ Loaders for the layouts ULIP-2 evaluates on, and for a studio's own labelled ass
                         modelnet40_test_split_10k_colored.json ([{"category": ...}]),
                         modelnet40_shape_names.txt; colour is ULIP-2's 0.4 grey
     Objaverse-LVIS      PATH/lvis.json ({uid: npy path}), objaverse_lvis_metadata.json
-                        ({"value_to_key_mapping": {uid: category}}), npy dicts with xyz, rgb
+                        ({"value_to_key_mapping": {uid: category}, "all_keys": [...]}), npy
+                        dicts with xyz, rgb; class names go into the prompts verbatim, in
+                        all_keys' order, as ULIP's test puts them ("pan_(metal_container)")
     ScanObjectNN        an .h5 file with 'data' (M, N, 3) and 'label' (M,), the 15 classes
+
+The ModelNet40 and LVIS .npy files hold pickled dicts. Nothing from a data set is
+unpickled as such: a restricted unpickler admits numpy arrays, dtypes and plain containers
+and refuses everything else (a pickle that calls os.system is an error naming the file).
 """
 
 from __future__ import annotations
@@ -18,11 +24,13 @@ import csv
 import dataclasses
 import json
 import os
+import pickle
 from pathlib import Path
 
 import numpy as np
 
 from core.errors import AssetError, Ulip2Error
+from core.prompts import ULIP_TEMPLATES
 from core.sampling import DEFAULT_GREY, normalize_unit_sphere
 
 from .augment import subsample
@@ -38,6 +46,7 @@ class EvalSet:
     labels: list[str]
     classnames: list[str]
     failed: list[dict] = dataclasses.field(default_factory=list)
+    verbatim: bool = False        # class names enter the prompts as written (else prompt_name)
 
 
 def _with_rgb(xyz: np.ndarray, rgb: np.ndarray | None = None) -> np.ndarray:
@@ -77,8 +86,47 @@ def load_csv(path: Path, num_points: int, seed: int = 0) -> EvalSet:
     return _from_meshes(path.stem, [(path.parent / r["path"], r["label"]) for r in rows], num_points, seed)
 
 
+class _ArraysOnly(pickle.Unpickler):
+    """Unpickles numpy arrays (object arrays of dicts of arrays included) and nothing else."""
+
+    ALLOWED = {(m, n) for m in ("numpy.core.multiarray", "numpy._core.multiarray") for n in ("_reconstruct", "scalar")}
+    ALLOWED |= {("numpy", "ndarray"), ("numpy", "dtype")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing {module}.{name}: only numpy arrays and plain containers are read")
+
+
+def load_npy(path: Path):
+    """An .npy file's array; an object array (ULIP's dicts of xyz, rgb) through _ArraysOnly."""
+    from numpy.lib import format as npy_format
+
+    try:
+        with open(path, "rb") as fh:
+            version = npy_format.read_magic(fh)
+            header = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
+            shape, fortran, dtype = header(fh)
+            if not dtype.hasobject:
+                fh.seek(0)
+                return np.load(fh, allow_pickle=False)
+            array = _ArraysOnly(fh).load()
+    except (OSError, ValueError, EOFError, pickle.UnpicklingError) as exc:
+        raise Ulip2Error(f"{path}: not a readable .npy of arrays ({exc})") from None
+    if not isinstance(array, np.ndarray) or array.shape != shape:
+        raise Ulip2Error(f"{path}: the pickled payload is not the {shape} array its header names")
+    return array
+
+
+def _cloud(item, path: Path) -> dict:
+    """One ULIP point-cloud dict ({'xyz': (N, 3)[, 'rgb']}), checked."""
+    if not isinstance(item, dict) or not isinstance(item.get("xyz"), np.ndarray) or item["xyz"].ndim != 2:
+        raise Ulip2Error(f"{path}: expected dicts with an 'xyz' (N, 3) array")
+    return item
+
+
 def load_modelnet40(path: Path) -> EvalSet:
-    clouds = np.load(path / "modelnet40_colored_10k_pc.npy", allow_pickle=True)
+    clouds = [_cloud(c, path / "modelnet40_colored_10k_pc.npy") for c in load_npy(path / "modelnet40_colored_10k_pc.npy")]
     split = json.loads((path / "modelnet40_test_split_10k_colored.json").read_text())
     names = (path / "modelnet40_shape_names.txt").read_text().split()
     return EvalSet("modelnet40", [_with_rgb(c["xyz"]) for c in clouds], [s["category"] for s in split], names)
@@ -86,13 +134,18 @@ def load_modelnet40(path: Path) -> EvalSet:
 
 def load_objaverse_lvis(path: Path) -> EvalSet:
     files = json.loads((path / "lvis.json").read_text())
-    category = json.loads((path / "objaverse_lvis_metadata.json").read_text())["value_to_key_mapping"]
+    metadata = json.loads((path / "objaverse_lvis_metadata.json").read_text())
+    category = metadata["value_to_key_mapping"]
     points, labels = [], []
     for uid, rel in files.items():
-        data = np.load(path / rel, allow_pickle=True).item()
-        points.append(_with_rgb(data["xyz"], data["rgb"]))
+        cloud = path / rel
+        if not cloud.resolve().is_relative_to(path.resolve()):
+            raise Ulip2Error(f"{path / 'lvis.json'}: {rel!r} leaves the data set's folder; refusing it")
+        data = _cloud(load_npy(cloud).item(), cloud)
+        points.append(_with_rgb(data["xyz"], data.get("rgb")))
         labels.append(category[uid])
-    return EvalSet("objaverse-lvis", points, labels, sorted(set(category.values())))
+    classnames = list(metadata.get("all_keys") or sorted(set(category.values())))
+    return EvalSet("objaverse-lvis", points, labels, classnames, verbatim=True)
 
 
 def load_scanobjectnn(path: Path) -> EvalSet:
@@ -143,6 +196,8 @@ def evaluate(encoder, space, evalset: EvalSet, seed: int = 0) -> dict:
         raise Ulip2Error(f"{evalset.name}: nothing to evaluate ({len(evalset.failed)} files failed)")
     clouds = np.stack([subsample(p, encoder.num_points, np.random.default_rng(seed)) for p in evalset.points])
     embeddings = encoder.embed_points(clouds)
-    class_vectors = space.embed_prompts([prompt_name(c) for c in evalset.classnames])
+    names = evalset.classnames if evalset.verbatim else [prompt_name(c) for c in evalset.classnames]
+    class_vectors = space.embed_prompts(names,
+                                        known=encoder.bundle.carried_prompts(ULIP_TEMPLATES))
     return {"set": evalset.name, **zero_shot(embeddings, evalset.labels, class_vectors, evalset.classnames),
             "failed": evalset.failed}
