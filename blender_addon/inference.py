@@ -20,6 +20,7 @@ from core.blender_formats import y_up
 from core.bundle import read_bundle
 from core.errors import AssetError, BundleError
 from core.library.tagging import load_bank, load_vocabulary, prompt_name
+from core.prompts import ULIP_TEMPLATES
 from core.sampling import sample_points
 
 from .extract import extract
@@ -57,6 +58,7 @@ class Models:
         self.device = device
         self.encoder = PointEncoder(self.bundle, device=device)
         self.text = text_space_for_bundle(self.bundle, device=device)
+        self.carried = self.bundle.carried_prompts(ULIP_TEMPLATES)  # the shipped vocabularies' ensembles
         self._text_sets: dict[tuple[str, str], TextSet] = {}
 
     @property
@@ -75,7 +77,7 @@ class Models:
         name, labels = load_vocabulary(source)
         yield from self._embed_in_steps(
             ("vocabulary", name), labels, CLASSES_PER_STEP, f"embedding the {Path(name).name} vocabulary",
-            lambda part: self.text.embed_prompts([prompt_name(label) for label in part]))
+            lambda part: self.text.embed_prompts([prompt_name(label) for label in part], known=self.carried))
 
     def bank(self, source: str | None = None) -> Iterator[tuple[int, int, str]]:
         """Steps embedding a caption bank (the shipped one by default): self.text_set("bank", source)."""

@@ -9,12 +9,14 @@
                        -> L2-normalised text embedding (B, dim), fp32, dynamic batch
     text/tokenizer.json  its tokenizer for the HF `tokenizers` library, truncation and
                        padding included
-    text/prompts.npz   prompt ensembles (ULIP's templates) of the shipped vocabularies'
-                       class names, made with the torch space: "classnames", "vectors",
-                       "templates" (optional)
+    prompts.npz        prompt ensembles (ULIP's templates) of the shipped vocabularies'
+                       class names in the bundle's space: "classnames", "vectors",
+                       "templates" (optional; bundle.json's "prompts" names it). Tagging
+                       with LVIS then embeds none of its 74k prompts. Bundles made before
+                       kept it as text/prompts.npz under "text": it is read from there too.
 
-With a text tower (bundle.json's optional "text" entry: "onnx", "tokenizer", optional
-"prompts", and the space's text-cache key), the bundle embeds texts without torch
+With a text tower (bundle.json's optional "text" entry: "onnx", "tokenizer", and the
+space's text-cache key), the bundle embeds texts without torch
 (core.spaces.text_space_for_bundle); `ulip2 models add-text` adds one.
 Reading a bundle needs neither torch nor the space's weights.
 """
@@ -54,10 +56,23 @@ class Bundle:
     # "onnx", "tokenizer" -> file names; "cache_key" -> the space's text-cache key; None
     # for a bundle without a text tower (the key is optional in bundle.json).
     text: dict | None = None
+    prompts: str | None = None  # prompts.npz, the carried prompt ensembles, or None
 
     @property
     def has_text(self) -> bool:
         return self.text is not None
+
+    def carried_prompts(self, templates) -> dict:
+        """class name -> prompt-ensemble vector from the bundle's prompts.npz, when it was made
+        with these templates (else {}): no torch, no text tower needed."""
+        if not self.prompts:
+            return {}
+        import numpy as np
+
+        with np.load(self.path / self.prompts, allow_pickle=False) as data:
+            if data["templates"].tolist() != list(templates):
+                return {}
+            return dict(zip(data["classnames"].tolist(), data["vectors"].astype(np.float32)))
 
     def text_file(self, what: str) -> Path:
         """The text tower's "onnx" or "tokenizer" file."""
@@ -88,7 +103,9 @@ class Bundle:
             "provenance": self.provenance,
         }
         if self.text is not None:
-            meta["text"] = self.text
+            meta["text"] = {k: v for k, v in self.text.items() if k != "prompts"}
+        if self.prompts:
+            meta["prompts"] = self.prompts
         return meta
 
 
@@ -109,6 +126,14 @@ def _text_entry(text) -> dict | None:
     if not (isinstance(text["onnx"], str) and isinstance(text["tokenizer"], str)):
         raise TypeError('"text" needs "onnx" and "tokenizer" file names')
     return text
+
+
+def _prompts_entry(meta: dict) -> str | None:
+    """The carried prompt ensembles' file: "prompts", or where older bundles kept it."""
+    name = meta.get("prompts") or (meta.get("text") or {}).get("prompts")
+    if name is not None and not isinstance(name, str):
+        raise TypeError('"prompts" is a file name')
+    return name
 
 
 def read_bundle(path: str | os.PathLike, *, warn_untrained: bool = True) -> Bundle:
@@ -135,11 +160,12 @@ def read_bundle(path: str | os.PathLike, *, warn_untrained: bool = True) -> Bund
             trained=bool(meta["trained"]),
             provenance=dict(meta.get("provenance", {})),
             text=_text_entry(meta.get("text")),
+            prompts=_prompts_entry(meta),
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise BundleError(f"{meta_file}: malformed bundle description ({type(exc).__name__}: {exc})") from exc
-    text_files = [bundle.text[k] for k in ("onnx", "tokenizer", "prompts") if k in bundle.text] if bundle.text else []
-    needed = [*bundle.files.values(), *text_files]
+    text_files = [bundle.text[k] for k in ("onnx", "tokenizer")] if bundle.text else []
+    needed = [*bundle.files.values(), *text_files, *([bundle.prompts] if bundle.prompts else [])]
     missing = [name for name in needed if not (bundle.path / name).is_file()]
     if missing:
         raise BundleError(f"{path}: bundle is incomplete, missing {', '.join(missing)}; re-export it")

@@ -23,7 +23,8 @@ ONNX_OPSET = 17
 WEIGHTS_FILE = "encoder.safetensors"
 INPUT_NAME, OUTPUT_NAME = "points", "embedding"
 # The text tower's files inside a bundle (see core/bundle.py).
-TEXT_DIR, TEXT_ONNX, TEXT_TOKENIZER, TEXT_PROMPTS = "text", "text.onnx", "tokenizer.json", "prompts.npz"
+TEXT_DIR, TEXT_ONNX, TEXT_TOKENIZER = "text", "text.onnx", "tokenizer.json"
+PROMPTS_FILE = "prompts.npz"
 # Texts of different lengths that an exported text tower must embed as its torch model does.
 _TEXT_CHECK = ["a chair", "A wooden chair with two armrests, painted red; about 80 cm tall."]
 
@@ -259,10 +260,7 @@ def add_text_tower(bundle_dir: str | os.PathLike, prompts: Sequence[str] = ()) -
     already there; returns the bundle read again.
 
     `prompts` names shipped vocabularies (core.library.tagging.VOCABULARIES) whose prompt
-    ensembles are computed now and carried (text/prompts.npz): tagging with them in Blender
-    then embeds no prompts (LVIS: 74k texts, minutes on a CPU)."""
-    from .library.tagging import load_vocabulary, prompt_name
-    from .prompts import ULIP_TEMPLATES
+    ensembles are computed now and carried (add_prompts)."""
     from .runtime import OnnxTextSpace
     from .spaces import load_space
 
@@ -290,10 +288,27 @@ def add_text_tower(bundle_dir: str | os.PathLike, prompts: Sequence[str] = ()) -
         diff = float(abs(got - space._encode_text(_TEXT_CHECK)).max())
         if diff > 1e-4:
             raise BundleError(f"the exported text tower of {bundle.space!r} differs from its torch model by {diff:.2g}")
-        classnames = list(dict.fromkeys(prompt_name(label) for vocab in prompts for label in load_vocabulary(vocab)[1]))
-        if classnames:
-            np.savez(staging / TEXT_PROMPTS, classnames=np.array(classnames), templates=np.array(ULIP_TEMPLATES),
-                     vectors=_prompt_ensembles(space, classnames))
-            entry["prompts"] = f"{TEXT_DIR}/{TEXT_PROMPTS}"
     write_bundle(dataclasses.replace(bundle, text=entry))
+    if prompts:
+        return add_prompts(bundle.path, prompts, space)
+    return read_bundle(bundle.path, warn_untrained=False)
+
+
+def add_prompts(bundle_dir: str | os.PathLike, vocabularies: Sequence[str], space=None) -> Bundle:
+    """Compute the prompt ensembles (ULIP's templates) of the named shipped vocabularies in
+    the bundle's space and carry them in the bundle (prompts.npz, written atomically): every
+    surface then tags with them without embedding a prompt (LVIS: 74k texts, minutes on a CPU).
+    Loads the torch space unless one is given; returns the bundle read again."""
+    from .library.tagging import load_vocabulary, prompt_name
+    from .prompts import ULIP_TEMPLATES
+    from .spaces import load_space
+
+    bundle = read_bundle(bundle_dir, warn_untrained=False)
+    space = space or load_space(bundle.space)
+    classnames = list(dict.fromkeys(prompt_name(label) for vocab in vocabularies for label in load_vocabulary(vocab)[1]))
+    staged = bundle.path / f".{PROMPTS_FILE}.tmp.npz"
+    np.savez(staged, classnames=np.array(classnames), templates=np.array(ULIP_TEMPLATES),
+             vectors=_prompt_ensembles(space, classnames))
+    os.replace(staged, bundle.path / PROMPTS_FILE)
+    write_bundle(dataclasses.replace(bundle, prompts=PROMPTS_FILE))
     return read_bundle(bundle.path, warn_untrained=False)

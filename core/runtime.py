@@ -127,20 +127,6 @@ class OnnxTextSpace(Space):
         unknown = [name for name in self._inputs if name not in _TOKEN_FIELDS]
         if unknown:
             raise BundleError(f"{onnx_file}: unknown text-tower inputs {unknown}; re-export it")
-        self._prompts: tuple[list[str], dict[str, np.ndarray]] | None = None
-
-    def _known_prompts(self, templates: list[str]) -> dict[str, np.ndarray]:
-        """The prompt ensembles the bundle carries (core.export.add_text_tower), when they
-        were made with these templates: a vocabulary of 1,156 classes x 64 templates then
-        costs nothing, where embedding it takes minutes on a CPU."""
-        name = self.bundle.text.get("prompts")
-        if not name:
-            return {}
-        if self._prompts is None:
-            with np.load(self.bundle.path / name) as data:
-                self._prompts = (data["templates"].tolist(), dict(zip(data["classnames"].tolist(), data["vectors"])))
-        carried_templates, ensembles = self._prompts
-        return ensembles if carried_templates == list(templates) else {}
 
     def _encode_text(self, texts: list[str]) -> np.ndarray:
         encodings = self.tokenizer.encode_batch(texts)

@@ -17,7 +17,7 @@ from core.bundle import BUNDLE_FILE, read_bundle
 from core.errors import BundleError
 from core.export import add_text_tower
 from core.runtime import OnnxTextSpace
-from core.spaces import load_space, text_space_for_bundle
+from core.spaces import load_space, prompt_vectors, text_space_for_bundle
 from core.textcache import TextCache
 
 REPO = Path(__file__).resolve().parents[1]
@@ -258,10 +258,10 @@ def test_cli_models_add_text_copies_the_default(tmp_path, capsys, monkeypatch, m
     assert main(["models", "add-text", "default", "--out", str(out), "--prompts", "modelnet40"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["path"] == str(out.resolve()) and printed["text"]["onnx"] == "text/text.onnx"
-    assert printed["text"]["prompts"] == "text/prompts.npz"
+    assert printed["prompts"] == "prompts.npz" and "prompts" not in printed["text"]
     assert not (core.bundle.SHIPPED_BUNDLE / "text").exists()
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [p.name for p in core.bundle.SHIPPED_BUNDLE.iterdir()] + ["text"])
+        {p.name for p in core.bundle.SHIPPED_BUNDLE.iterdir()} | {"text", "prompts.npz"})
     vectors = text_space_for_bundle(out).embed_text(TEXTS[:2])
     assert np.abs(vectors - minilm.embed_text(TEXTS[:2])).max() <= 1e-4
     assert main(["info", str(out)]) == 0
@@ -277,15 +277,15 @@ def test_cli_export_with_text(clip_bundle, tmp_path, capsys):
     assert main(["export", "--out", str(out), "--config", "pointbert-tiny", "--space", CLIP_SPACE, "--text",
                  "--prompts"]) == 0  # --prompts alone: no prompt ensembles carried
     assert json.loads(capsys.readouterr().out)["text"]["tokenizer"] == "text/tokenizer.json"
-    assert read_bundle(out, warn_untrained=False).has_text and "prompts" not in read_bundle(out).text
+    assert read_bundle(out, warn_untrained=False).has_text and read_bundle(out).prompts is None
     assert main(["info", str(core.bundle.SHIPPED_BUNDLE)]) == 0
     assert "text tower none" in capsys.readouterr().out
 
 
 def test_carried_prompt_ensembles_replace_the_tower_and_match_torch(tmp_path, monkeypatch, minilm, no_text_cache):
-    """A text tower made with the ModelNet40 prompt ensembles answers embed_prompts for those
-    classes from the bundle without running the tower, equal to the torch space's ensembles;
-    a class it does not carry, or other templates, are embedded as before."""
+    """A bundle made with the ModelNet40 prompt ensembles answers prompt_vectors for those
+    classes without running the tower, equal to the torch space's ensembles; a class it does
+    not carry, or other templates, are embedded as before."""
     from core.library.tagging import load_vocabulary, prompt_name
 
     path = tmp_path / "with-prompts"
@@ -297,9 +297,11 @@ def test_carried_prompt_ensembles_replace_the_tower_and_match_torch(tmp_path, mo
     calls = []
     encode = space._encode_text
     monkeypatch.setattr(space, "_encode_text", lambda texts: calls.append(len(texts)) or encode(texts))
-    got = space.embed_prompts(classes[:5] + ["teapot"])
+    got = prompt_vectors(bundle, classes[:5] + ["teapot"])
     assert np.abs(got - expected).max() <= 1e-4
     assert sum(calls) == 64, "only the class not carried (teapot) was embedded: 64 templates"
     calls.clear()
-    space.embed_prompts(classes[:2], templates=["a {}"])
+    assert np.abs(prompt_vectors(bundle, classes[:5]) - expected[:5]).max() <= 1e-4
+    assert sum(calls) == 0, "every class carried: nothing embedded"
+    prompt_vectors(bundle, classes[:2], templates=["a {}"])
     assert sum(calls) == 2, "other templates: the carried ensembles do not apply"

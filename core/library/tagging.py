@@ -96,10 +96,10 @@ def tag_library(library: Library, bundle, vocabulary: str | os.PathLike = DEFAUL
     """Tag every asset of `bundle` in `library` with its top-k labels; returns (vocab, tags).
     on_batch(done, total) follows the vocabulary's classes being embedded (minutes for LVIS
     on a CPU the first time; cached texts cost nothing)."""
-    from core.spaces import load_space
+    from core.spaces import prompt_vectors
 
     name, labels = load_vocabulary(vocabulary)
-    class_vectors = load_space(bundle.space).embed_prompts([prompt_name(label) for label in labels], on_batch=on_batch)
+    class_vectors = prompt_vectors(bundle, [prompt_name(label) for label in labels], on_batch=on_batch)
     return name, _label_assets(library, bundle, "tags", name, class_vectors, labels, k, threshold)
 
 

@@ -40,7 +40,8 @@ class EncoderConfig:
         return dataclasses.replace(self, embed_dim=int(embed_dim))
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """As JSON holds it (bundle.json, checkpoints): group_dims as a list."""
+        return {**dataclasses.asdict(self), "group_dims": list(self.group_dims)}
 
     @classmethod
     def from_dict(cls, data: dict) -> "EncoderConfig":

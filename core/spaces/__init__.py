@@ -29,7 +29,7 @@ import numpy as np
 from core.errors import SpaceError
 from core.prompts import ULIP_TEMPLATES
 
-__all__ = ["Space", "load_space", "text_space_for_bundle", "space_dim", "ULIP2_SPACE", "DEFAULT_SPACE"]
+__all__ = ["Space", "load_space", "text_space_for_bundle", "prompt_vectors", "space_dim", "ULIP2_SPACE", "DEFAULT_SPACE"]
 
 ULIP2_SPACE = "openclip:ViT-bigG-14:laion2b_s39b_b160k"
 #: Classes per step of embed_prompts (x 64 templates: about a thousand texts).
@@ -146,12 +146,15 @@ class Space:
         return np.concatenate(parts)
 
     def embed_prompts(self, classnames: Sequence[str], templates: Sequence[str] = ULIP_TEMPLATES,
-                      batch_size: int = 64, on_batch: Callable[[int, int], None] | None = None) -> np.ndarray:
+                      batch_size: int = 64, on_batch: Callable[[int, int], None] | None = None,
+                      known: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """(n_classes, dim) prompt-ensemble vectors: every template filled per class,
         embedded, normalised, averaged, normalised again (ULIP's zero-shot recipe).
 
         Classes are embedded PROMPT_STEP at a time (each step lands in the text cache, so an
-        interrupted vocabulary resumes); on_batch(done, total) follows the classes to embed."""
+        interrupted vocabulary resumes); on_batch(done, total) follows the classes to embed.
+        `known` holds ensembles already made with these templates (a bundle's carried ones:
+        prompt_vectors); those classes are not embedded again."""
         if isinstance(classnames, str):
             raise SpaceError("embed_prompts takes a sequence of class names; wrap a single one as [name]")
         classnames, templates = list(classnames), list(templates)
@@ -159,9 +162,8 @@ class Space:
             raise SpaceError("embed_prompts needs at least one template")
         if not classnames:
             return np.zeros((0, self.dim), dtype=np.float32)
-        known = self._known_prompts(templates)
+        known = dict(known or {})
         missing = [c for c in dict.fromkeys(classnames) if c not in known]
-        known = dict(known)
         for start in range(0, len(missing), PROMPT_STEP):
             step = missing[start:start + PROMPT_STEP]
             per_prompt = self.embed_text([t.format(c) for c in step for t in templates], batch_size=batch_size)
@@ -169,11 +171,6 @@ class Space:
             if on_batch is not None:
                 on_batch(start + len(step), len(missing))
         return np.stack([known[c] for c in classnames]).astype(np.float32, copy=False)
-
-    def _known_prompts(self, templates: list[str]) -> dict[str, np.ndarray]:
-        """Prompt ensembles over `templates` this space already holds, by class name (none here;
-        a bundle's text tower carries those of the shipped vocabularies)."""
-        return {}
 
 
 def _file_stamp(path: Path) -> str:
@@ -278,6 +275,23 @@ def text_space_for_bundle(bundle, device: str = "auto") -> Space:
 
             _LOADED[key] = OnnxTextSpace(bundle, device=device)
         return _LOADED[key]
+
+
+def prompt_vectors(bundle, classnames: Sequence[str], templates: Sequence[str] = ULIP_TEMPLATES, *,
+                   device: str = "auto", on_batch: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Prompt ensembles of `classnames` in a bundle's space: those the bundle carries
+    (prompts.npz: the shipped vocabularies) at once, the rest embedded by its text side
+    (text_space_for_bundle), which is then loaded only if something is missing."""
+    from core.bundle import Bundle, read_bundle
+
+    if not isinstance(bundle, Bundle):
+        bundle = read_bundle(bundle, warn_untrained=False)
+    known = bundle.carried_prompts(templates)
+    if all(c in known for c in classnames):
+        return np.stack([known[c] for c in classnames]).astype(np.float32) if len(classnames) else \
+            np.zeros((0, bundle.dim), np.float32)
+    return text_space_for_bundle(bundle, device=device).embed_prompts(classnames, templates, on_batch=on_batch,
+                                                                       known=known)
 
 
 def space_dim(name: str) -> int:
