@@ -30,13 +30,13 @@ import posixpath
 import random
 import re
 import shutil
-import subprocess
 import sys
 import zipfile
 from pathlib import Path, PurePosixPath
 
 from core.errors import Ulip2Error
 from training.recipes import d2
+from training.recipes.debian import fetch_packages
 from training.recipes.properties import parse_properties
 
 PACKAGES = ("sweethome3d-furniture", "sweethome3d")
@@ -55,43 +55,7 @@ _HEAD_END = re.compile(r" with | and | & |,|\(")
 
 def fetch(out: Path) -> Path:
     """Download the two packages (unless present) and unpack them; returns DIR/extracted."""
-    debs = out / "debs"
-    debs.mkdir(parents=True, exist_ok=True)
-    missing = [p for p in PACKAGES if not list(debs.glob(f"{p}_*.deb"))]
-    if missing:
-        # apt-get writes into its working folder as it goes; a killed download must not
-        # leave a truncated .deb where the next run would take it as done.
-        partial = debs / ".download"
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir()
-        print(f"fetch: apt-get download {' '.join(missing)} (about 140 MB)", file=sys.stderr)
-        _run(["apt-get", "download", *missing], partial,
-             "if it cannot locate the packages, run `apt-get update` (as root) first, or "
-             + ASSETS_HINT)
-        for deb in partial.glob("*.deb"):
-            os.replace(deb, debs / deb.name)
-        partial.rmdir()
-    extracted = out / "extracted"
-    extracted.mkdir(exist_ok=True)
-    for deb in sorted(d for p in PACKAGES for d in debs.glob(f"{p}_*.deb")):
-        done = extracted / f".{deb.name}.done"
-        if not done.exists():
-            print(f"fetch: dpkg -x {deb.name}", file=sys.stderr)
-            _run(["dpkg", "-x", str(deb), str(extracted)], out, ASSETS_HINT)
-            done.touch()
-    return extracted
-
-
-def _run(command: list[str], cwd: Path, hint: str) -> None:
-    """Run a packaging tool; `hint` says what to do when it runs and fails."""
-    try:
-        result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
-    except FileNotFoundError:
-        raise Ulip2Error(f"{command[0]} not found: on non-Debian systems {ASSETS_HINT}") from None
-    if result.returncode != 0:
-        detail = (result.stderr.strip() or result.stdout.strip()).splitlines()[-3:]
-        raise Ulip2Error(f"`{' '.join(command)}` failed (exit {result.returncode}): "
-                         f"{' / '.join(detail)}; {hint}")
+    return fetch_packages(PACKAGES, out / "debs", out / "extracted", ASSETS_HINT)
 
 
 # ---- catalogue -------------------------------------------------------------------------
