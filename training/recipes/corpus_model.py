@@ -1,0 +1,355 @@
+"""The default model from the multi-source corpus (training/recipes/corpus.py), and the
+evaluation that says whether it generalises.
+
+    python -m training.recipes.corpus_model pack     --corpus DIR --out PACK.npz
+    python -m training.recipes.corpus_model train    --pack PACK.npz --out RUN [--holdout SOURCE]
+    python -m training.recipes.corpus_model loso     --pack PACK.npz --out RUNS
+    python -m training.recipes.corpus_model evaluate --pack PACK.npz --bundle B [--bundle B2] [--loso RUNS]
+    python -m training.recipes.corpus_model ship     --pack PACK.npz --weights RUN/encoder.safetensors --bundle OUT
+
+pack      one .npz (and a .json beside it) with what training and evaluation read, so
+          both can move to a GPU machine the corpus (gigabytes) cannot reach: for every
+          distinct object its 1,024 points sampled from its .glb as `ulip2 index` samples
+          them (xyz as int8 / 127, rgb as uint8 / 255: 6 bytes a point), the minilm vectors
+          of its texts (one table of distinct texts, float16), and in the .json its key,
+          source, label and split (train / val / test), each source's label set and the
+          prompt-ensemble vectors of every label
+train     the encoder on the train objects (with --validate: train minus val, scored on
+          val every 5 epochs), with every source or all but --holdout; random up axis on
+          (each sample's up turned onto any of the 6 axis directions). Resumes from RUN
+loso      one `train` a source left out, for each source with labels
+evaluate  for each bundle, in one run: (a) top-1/top-5 on each source's held-out test
+          objects over that source's label set; (b) leave-one-source-out top-1 of the
+          --loso runs on each left-out source's labelled objects, beside D2 nearest
+          neighbour (references: the other sources' labelled objects of the same labels)
+          and the majority class; (c) top-1 on all test objects turned y-up, z-up and
+          x-up (as a y-up reader sees files saved z-up or x-up). A table, then one JSON line
+ship      the bundle (with the shipped vocabularies' prompt ensembles) and its figures
+
+Test objects never reach training; validation objects are used for selection only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import Ulip2Error
+
+SPACE = "minilm"
+POINTS = 1024
+CHOSEN = {"encoder": "pointbert-lite", "epochs": 40, "lr": 1e-3, "batch_size": 64}
+# A y-up cloud as a y-up reader sees the file when it was saved with another axis up.
+FRAMES = {
+    "y-up": np.eye(3),
+    "z-up": np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]], float),   # the object's up lands on +z
+    "x-up": np.array([[0, 1, 0], [-1, 0, 0], [0, 0, 1]], float),   # ... on +x
+}
+
+
+# ---- pack ------------------------------------------------------------------------------
+
+def write_pack(corpus_dir: Path, out: Path) -> Path:
+    """The pack of the corpus at `corpus_dir` (after its split stage)."""
+    from tqdm import tqdm
+
+    from core.library.tagging import prompt_name
+    from core.meshio import load_points
+    from core.spaces import load_space
+
+    from .corpus import _read_json, distinct, read_lines
+
+    near = _read_json(corpus_dir / "near_duplicates.json", "dedupe")
+    parts = _read_json(corpus_dir / "split.json", "split")
+    objects = [e for e in distinct(read_lines(corpus_dir), near) if e["object"] in parts]
+    xyz = np.zeros((len(objects), POINTS, 3), np.int8)
+    rgb = np.zeros((len(objects), POINTS, 3), np.uint8)
+    for i, entry in enumerate(tqdm(objects, desc="pack: sample", unit="object", file=sys.stderr, dynamic_ncols=True)):
+        points = load_points(corpus_dir / entry["glb"], POINTS, seed=0)
+        xyz[i] = np.round(np.clip(points[:, :3], -1, 1) * 127)
+        rgb[i] = np.round(np.clip(points[:, 3:6], 0, 1) * 255)
+    space = load_space(SPACE)
+    texts = sorted({t for e in objects for t in e["texts"] or [f"a {e['name']}"]})
+    index = {t: i for i, t in enumerate(texts)}
+    labels = {}
+    for e in objects:
+        if e.get("label"):
+            labels.setdefault(e["source"], set()).add(e["label"])
+    classnames = sorted({c for names in labels.values() for c in names})
+    text_ids = [[index[t] for t in e["texts"] or [f"a {e['name']}"]] for e in objects]
+    offsets = np.zeros(len(objects) + 1, np.int64)
+    offsets[1:] = np.cumsum([len(t) for t in text_ids])
+    arrays = {"xyz": xyz, "rgb": rgb, "text_table": space.embed_text(texts).astype(np.float16),
+              "text_ids": np.concatenate(text_ids).astype(np.int32), "text_offsets": offsets,
+              "class_vectors": space.embed_prompts([prompt_name(c) for c in classnames]).astype(np.float32)}
+    meta = {"space": SPACE, "points": POINTS, "classnames": classnames,
+            "labels": {s: sorted(v) for s, v in sorted(labels.items())},
+            "objects": [{"object": e["object"], "source": e["source"], "label": e.get("label"),
+                         "split": parts[e["object"]], "name": e["name"]} for e in objects]}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out.with_suffix(".tmp.npz"), **arrays)
+    out.with_suffix(".json").write_text(json.dumps(meta, ensure_ascii=False))
+    out.with_suffix(".tmp.npz").replace(out)
+    return out
+
+
+class Pack:
+    """A pack as training and evaluation read it."""
+
+    def __init__(self, path: Path):
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                self.arrays = dict(data)
+            self.meta = json.loads(Path(path).with_suffix(".json").read_text())
+        except (OSError, ValueError) as exc:
+            raise Ulip2Error(f"{path}: not a readable pack ({exc}); write one with: "
+                             "python -m training.recipes.corpus_model pack --corpus DIR --out PACK.npz") from None
+        self.objects = self.meta["objects"]
+        self.classnames = self.meta["classnames"]
+
+    def points(self, index) -> np.ndarray:
+        """(n, POINTS, 6) float32 of the objects at `index`."""
+        xyz = self.arrays["xyz"][index].astype(np.float32) / 127
+        return np.concatenate([xyz, self.arrays["rgb"][index].astype(np.float32) / 255], axis=-1)
+
+    def select(self, *, splits=(), sources=None, exclude_source=None, labelled=False) -> np.ndarray:
+        return np.array([i for i, o in enumerate(self.objects)
+                         if (not splits or o["split"] in splits)
+                         and (sources is None or o["source"] in sources)
+                         and o["source"] != exclude_source and (o["label"] or not labelled)], dtype=np.int64)
+
+    def features(self, index: np.ndarray):
+        """TripletFeatures of the objects at `index` (their points and text vectors)."""
+        from ..features import TripletFeatures
+
+        table, ids, off = self.arrays["text_table"], self.arrays["text_ids"], self.arrays["text_offsets"]
+        return TripletFeatures.from_lists(self.meta["space"], [self.objects[i]["object"] for i in index],
+                                          self.points(index), [table[ids[off[i]:off[i + 1]]] for i in index])
+
+    def class_vectors(self, names: list[str]) -> np.ndarray:
+        position = {c: i for i, c in enumerate(self.classnames)}
+        return self.arrays["class_vectors"][[position[c] for c in names]]
+
+
+# ---- train -----------------------------------------------------------------------------
+
+def train(pack_path: Path, job: dict, out: Path, *, holdout: str | None = None, validate: bool = False,
+          device: str = "auto", show_progress: bool = True) -> dict:
+    """Train one configuration on the pack's train objects (less `holdout`'s; with `validate`,
+    less the val objects too, scored on them every 5 epochs). Resumes from out."""
+    from .selection import _device
+    from ..trainer import Trainer, TrainConfig
+
+    pack = Pack(pack_path)
+    splits = ("train",) if validate else ("train", "val")
+    index = pack.select(splits=splits, exclude_source=holdout)
+    config = TrainConfig(encoder=job["encoder"], epochs=job["epochs"], batch_size=job["batch_size"], lr=job["lr"],
+                         seed=job.get("seed", 0), random_up=True)
+    trainer = Trainer(pack.features(index), config, out, device=_device(device))
+    start = time.perf_counter()
+    result = dict(job, holdout=holdout, train_objects=len(index))
+    if not validate:
+        trainer.resume()
+        history = trainer.fit(show_progress=show_progress)
+        return result | {"final_loss": round(history[-1]["loss"], 4) if history else None,
+                         "seconds": round(time.perf_counter() - start, 1), "weights": str(out / "encoder.safetensors")}
+    val = pack.select(splits=("val",), exclude_source=holdout, labelled=True)
+    curve = []
+    while trainer.epoch < config.epochs:
+        metrics = trainer.train_epoch()
+        if trainer.epoch % 5 == 0 or trainer.epoch == config.epochs:
+            scores = per_source_top1(_torch_embed(trainer.model, pack.points(val), trainer.device), pack, val)
+            curve.append({"epoch": trainer.epoch, "loss": round(metrics["loss"], 4),
+                          "val_top1_mean": round(float(np.mean(list(scores.values()))), 4)})
+            trainer.model.train()
+    return result | {"curve": curve, "val_top1_mean": curve[-1]["val_top1_mean"],
+                     "seconds": round(time.perf_counter() - start, 1)}
+
+
+def _torch_embed(model, points: np.ndarray, device) -> np.ndarray:
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        return torch.cat([model(torch.from_numpy(points[i:i + 64]).to(device)).float()
+                          for i in range(0, len(points), 64)]).cpu().numpy()
+
+
+# ---- evaluate --------------------------------------------------------------------------
+
+def zero_shot(embedded: np.ndarray, pack: Pack, index: np.ndarray, labels: list[str]) -> dict:
+    """Top-1/top-5 of the objects at `index` over the label set `labels`."""
+    from ..evaluation import zero_shot as score
+
+    return score(embedded, [pack.objects[i]["label"] for i in index], pack.class_vectors(labels), labels)
+
+
+def per_source_top1(embedded: np.ndarray, pack: Pack, index: np.ndarray) -> dict[str, float]:
+    """Top-1 per source of the objects at `index`, each over its own source's labels."""
+    out = {}
+    for source, labels in pack.meta["labels"].items():
+        mine = np.array([k for k, i in enumerate(index) if pack.objects[i]["source"] == source], dtype=np.int64)
+        if len(mine):
+            out[source] = zero_shot(embedded[mine], pack, index[mine], labels)["top1"]
+    return out
+
+
+def embed_bundle(bundle: Path, points: np.ndarray) -> np.ndarray:
+    from core.runtime import PointEncoder
+
+    encoder = PointEncoder(bundle, device="cpu")
+    if encoder.bundle.space != SPACE:
+        raise Ulip2Error(f"{bundle}: in space {encoder.bundle.space!r}; the corpus is labelled in {SPACE!r}")
+    return encoder.embed_points(points[:, :encoder.num_points])
+
+
+def held_out(pack: Pack, bundle: Path) -> dict:
+    """(a) per source, and (c) the frame test, on the test objects."""
+    test = pack.select(splits=("test",), labelled=True)
+    points = pack.points(test)
+    by_source = {}
+    base = embed_bundle(bundle, points)
+    for source, labels in pack.meta["labels"].items():
+        mine = np.array([k for k, i in enumerate(test) if pack.objects[i]["source"] == source], dtype=np.int64)
+        if len(mine):
+            r = zero_shot(base[mine], pack, test[mine], labels)
+            by_source[source] = {"n": r["n"], "classes": r["classes"], "top1": round(r["top1"], 4),
+                                 "top5": round(r["top5"], 4)}
+    frames = {}
+    for frame, rotation in FRAMES.items():
+        turned = points.copy()
+        turned[..., :3] = points[..., :3] @ rotation.T
+        embedded = base if frame == "y-up" else embed_bundle(bundle, turned)
+        frames[frame] = round(float(np.mean(list(per_source_top1(embedded, pack, test).values()))), 4)
+    return {"held_out": by_source, "frames": frames}
+
+
+def leave_one_source_out(pack: Pack, runs: Path) -> dict:
+    """(b) each left-out source's labelled objects through the run that never saw it, beside
+    D2 nearest neighbour and the majority class."""
+    from collections import Counter
+
+    from .d2 import d2_descriptor
+
+    result = {}
+    for source, labels in pack.meta["labels"].items():
+        bundle = runs / source / "bundle"
+        if not (bundle / "bundle.json").is_file():
+            continue
+        index = pack.select(sources={source}, labelled=True)
+        r = zero_shot(embed_bundle(bundle, pack.points(index)), pack, index, labels)
+        truth = [pack.objects[i]["label"] for i in index]
+        refs = np.array([i for i in pack.select(exclude_source=source, labelled=True)
+                         if pack.objects[i]["label"] in set(labels)], dtype=np.int64)
+        d2 = 0.0
+        if len(refs):
+            ref_d = np.stack([d2_descriptor(p[:, :3]) for p in pack.points(refs)])
+            ref_labels = [pack.objects[i]["label"] for i in refs]
+            hits = [ref_labels[int(np.abs(ref_d - d2_descriptor(p[:, :3])).sum(1).argmin())] == t
+                    for p, t in zip(pack.points(index), truth)]
+            d2 = float(np.mean(hits))
+        result[source] = {"n": len(index), "classes": len(labels), "top1": round(r["top1"], 4),
+                          "d2_top1": round(d2, 4), "d2_references": len(refs),
+                          "majority_top1": round(Counter(truth).most_common(1)[0][1] / len(truth), 4)}
+    return result
+
+
+def evaluate(pack_path: Path, bundles: list[Path], loso: Path | None = None) -> dict:
+    pack = Pack(pack_path)
+    report = {"bundles": {str(b): held_out(pack, b) for b in bundles}}
+    if loso is not None:
+        report["leave_one_source_out"] = leave_one_source_out(pack, loso)
+        values = [r["top1"] for r in report["leave_one_source_out"].values()]
+        report["leave_one_source_out_mean_top1"] = round(float(np.mean(values)), 4) if values else None
+    return report
+
+
+def print_report(report: dict) -> None:
+    for bundle, r in report["bundles"].items():
+        print(f"{bundle}")
+        print(f"  {'held-out test':<16} {'n':>5} {'classes':>7} {'top-1':>6} {'top-5':>6}")
+        for source, row in r["held_out"].items():
+            print(f"  {source:<16} {row['n']:>5} {row['classes']:>7} {row['top1']:>6.3f} {row['top5']:>6.3f}")
+        print("  frames (mean over sources): " + ", ".join(f"{k} {v:.3f}" for k, v in r["frames"].items()))
+    if "leave_one_source_out" in report:
+        print(f"  {'left out':<16} {'n':>5} {'classes':>7} {'top-1':>6} {'D2':>6} {'major':>6}")
+        for source, row in report["leave_one_source_out"].items():
+            print(f"  {source:<16} {row['n']:>5} {row['classes']:>7} {row['top1']:>6.3f} "
+                  f"{row['d2_top1']:>6.3f} {row['majority_top1']:>6.3f}")
+    print(json.dumps(report))
+
+
+# ---- ship ------------------------------------------------------------------------------
+
+def export(weights: Path, bundle: Path, job: dict, note: str, *, prompts: bool = True) -> Path:
+    """The trained weights as a bundle; with `prompts`, carrying the shipped vocabularies'
+    prompt ensembles (what users tag with; the leave-one-out bundles need none)."""
+    from core.export import add_prompts, export_bundle
+
+    export_bundle(bundle, config=job["encoder"], checkpoint=weights, space=SPACE, overwrite=True, source=note)
+    if prompts:
+        add_prompts(bundle, ["lvis", "modelnet40", "shapenet55"])
+    return bundle
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.recipes.corpus_model", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
+    p = sub.add_parser("pack", help="the corpus -> one pack")
+    p.add_argument("--corpus", type=Path, required=True, help="the folder training.recipes.corpus made")
+    p.add_argument("--out", type=Path, required=True, help="PACK.npz to write")
+    for name in ("train", "loso"):
+        p = sub.add_parser(name, help="train the chosen settings" if name == "train" else "one run a source left out")
+        p.add_argument("--pack", type=Path, required=True)
+        p.add_argument("--out", type=Path, required=True, help="run folder (resumes what is there)")
+        p.add_argument("--encoder", default=CHOSEN["encoder"], help=f"config (default {CHOSEN['encoder']})")
+        p.add_argument("--epochs", type=int, default=CHOSEN["epochs"], help=f"default {CHOSEN['epochs']}")
+        p.add_argument("--lr", type=float, default=CHOSEN["lr"], help=f"default {CHOSEN['lr']:g}")
+        p.add_argument("--batch-size", type=int, default=CHOSEN["batch_size"], help=f"default {CHOSEN['batch_size']}")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--device", default="auto", help="cuda, cpu or auto (default: cuda when present)")
+    sub.choices["train"].add_argument("--holdout", help="a source to leave out")
+    sub.choices["train"].add_argument("--validate", action="store_true",
+                                      help="train without the val objects and score them every 5 epochs")
+    p = sub.add_parser("evaluate", help="held-out, leave-one-source-out and frame figures")
+    p.add_argument("--pack", type=Path, required=True)
+    p.add_argument("--bundle", type=Path, action="append", required=True, help="a bundle to score (repeat to compare)")
+    p.add_argument("--loso", type=Path, help="the folder `loso` trained into")
+    p = sub.add_parser("ship", help="export the trained weights as a bundle")
+    p.add_argument("--weights", type=Path, required=True)
+    p.add_argument("--bundle", type=Path, required=True)
+    p.add_argument("--encoder", default=CHOSEN["encoder"])
+    args = parser.parse_args(argv)
+    try:
+        if args.stage == "pack":
+            print(write_pack(args.corpus.resolve(), args.out))
+        elif args.stage in ("train", "loso"):
+            job = {k: getattr(args, k) for k in ("encoder", "epochs", "lr", "batch_size", "seed")}
+            if args.stage == "train":
+                print(json.dumps(train(args.pack, job, args.out, holdout=args.holdout, validate=args.validate,
+                                       device=args.device)))
+            else:
+                for source in Pack(args.pack).meta["labels"]:
+                    result = train(args.pack, job, args.out / source, holdout=source, device=args.device)
+                    export(args.out / source / "encoder.safetensors", args.out / source / "bundle", job,
+                           f"training.recipes.corpus_model loso: every source but {source}", prompts=False)
+                    print(json.dumps(result))
+        elif args.stage == "evaluate":
+            print_report(evaluate(args.pack, args.bundle, args.loso))
+        else:
+            print(export(args.weights, args.bundle, {"encoder": args.encoder},
+                         "training.recipes.corpus_model: the multi-source corpus"))
+    except (Ulip2Error, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
