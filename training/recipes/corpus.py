@@ -296,6 +296,38 @@ def split(out: Path) -> dict[str, str]:
     return result
 
 
+# ---- examples --------------------------------------------------------------------------
+
+EXAMPLE_TEXTURE_SIDE = 256  # examples stay small in git
+
+
+def export_examples(out: Path, picks: dict[str, str], into: Path) -> list[Path]:
+    """Copy chosen objects (object key -> file stem) into `into` as small .glb files
+    (textures downscaled to EXAMPLE_TEXTURE_SIDE); test objects are refused."""
+    import trimesh
+
+    lines = read_lines(out)
+    parts = _read_json(out / "split.json", "split")
+    written = []
+    for key, stem in picks.items():
+        if key not in lines or "glb" not in lines[key]:
+            raise Ulip2Error(f"{key}: not a converted object of {out / 'corpus.jsonl'}")
+        if parts.get(key) == "test":
+            raise Ulip2Error(f"{key} is a held-out test object; pick a training object for the examples")
+        scene = trimesh.load_scene(out / lines[key]["glb"], process=False)
+        for mesh in scene.geometry.values():
+            material = getattr(mesh.visual, "material", None)
+            image = getattr(material, "baseColorTexture", None)
+            if image is not None and max(image.size) > EXAMPLE_TEXTURE_SIDE:
+                image = image.copy()
+                image.thumbnail((EXAMPLE_TEXTURE_SIDE, EXAMPLE_TEXTURE_SIDE))
+                material.baseColorTexture = image
+        target = into / f"{stem}.glb"
+        target.write_bytes(scene.export(file_type="glb"))
+        written.append(target)
+    return written
+
+
 # ---- summary ---------------------------------------------------------------------------
 
 def summary(out: Path) -> dict:
@@ -355,13 +387,17 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
     for stage, help in (("all", "every stage in turn"), ("fetch", "download and unpack the packages"),
                         ("build", "objects -> .glb, points, texts"), ("dedupe", "near-identical geometry"),
-                        ("split", "test / val / train per source"), ("summary", "counts and licences")):
+                        ("split", "test / val / train per source"), ("summary", "counts and licences"),
+                        ("examples", "copy chosen training objects into a folder (small .glb)")):
         p = sub.add_parser(stage, help=help)
         p.add_argument("--out", type=Path, required=True, help="working folder (outside the repository)")
         if stage in ("all", "fetch", "build"):
             p.add_argument("--sources", help=f"comma-separated subset (default all: {','.join(SOURCES)})")
         if stage in ("all", "build"):
             p.add_argument("--workers", type=int, default=2, help="processes converting objects (default 2)")
+        if stage == "examples":
+            p.add_argument("--into", type=Path, required=True, help="the folder to copy them into")
+            p.add_argument("picks", nargs="+", metavar="KEY=NAME", help="object key and file name, e.g. 0ad/...=horse")
     args = parser.parse_args(argv)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -375,12 +411,16 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"near_identical": len(dedupe(out))}))
         if args.stage in ("all", "split"):
             print(json.dumps({"split": collections.Counter(split(out).values())}))
+        if args.stage == "examples":
+            picks = dict(p.split("=", 1) for p in args.picks)
+            for path in export_examples(out, picks, args.into):
+                print(path)
         if args.stage in ("all", "summary"):
             result = summary(out)
             print(f"{'source':<14} {'found':>6} {'failed':>6} {'same':>6} {'near':>6} {'distinct':>8} "
                   f"{'labelled':>8} {'classes':>7}  licence")
             for name, row in result["sources"].items():
-                main_licence = ", ".join(filter(None, (lic["main"] for lic in row["licences"]))) or "synthetic"
+                main_licence = ", ".join(lic["main"] or lic["all"][0] for lic in row["licences"] if lic["all"]) or "synthetic"
                 print(f"{name:<14} {row['found']:>6} {row['failed']:>6} {row['byte_identical']:>6} "
                       f"{row['near_identical']:>6} {row['distinct']:>8} {row['labelled']:>8} {row['classes']:>7}  "
                       f"{main_licence}")
