@@ -17,7 +17,7 @@ pack      one .npz (and a .json beside it) with what training and evaluation rea
 train     the encoder on the train objects (with --validate: train minus val, scored on
           val every 5 epochs), with every source or all but --holdout; random up axis on
           (each sample's up turned onto any of the 6 axis directions). Resumes from RUN
-loso      one `train` a source left out, for each source with labels
+loso      one `train` a source left out, for each source with two labels or more
 evaluate  for each bundle, in one run: (a) top-1/top-5 on each source's held-out test
           objects over that source's label set; (b) leave-one-source-out top-1 of the
           --loso runs on each left-out source's labelled objects, beside D2 nearest
@@ -99,7 +99,8 @@ def write_pack(corpus_dir: Path, out: Path) -> Path:
 
 
 class Pack:
-    """A pack as training and evaluation read it."""
+    """A pack as training and evaluation read it. `labels` holds the sources that zero-shot
+    scores mean something on: two classes at least (Trigger Rally's cars are one)."""
 
     def __init__(self, path: Path):
         try:
@@ -111,6 +112,7 @@ class Pack:
                              "python -m training.recipes.corpus_model pack --corpus DIR --out PACK.npz") from None
         self.objects = self.meta["objects"]
         self.classnames = self.meta["classnames"]
+        self.labels = {s: names for s, names in self.meta["labels"].items() if len(names) >= 2}
 
     def points(self, index) -> np.ndarray:
         """(n, POINTS, 6) float32 of the objects at `index`."""
@@ -192,7 +194,7 @@ def zero_shot(embedded: np.ndarray, pack: Pack, index: np.ndarray, labels: list[
 def per_source_top1(embedded: np.ndarray, pack: Pack, index: np.ndarray) -> dict[str, float]:
     """Top-1 per source of the objects at `index`, each over its own source's labels."""
     out = {}
-    for source, labels in pack.meta["labels"].items():
+    for source, labels in pack.labels.items():
         mine = np.array([k for k, i in enumerate(index) if pack.objects[i]["source"] == source], dtype=np.int64)
         if len(mine):
             out[source] = zero_shot(embedded[mine], pack, index[mine], labels)["top1"]
@@ -214,7 +216,7 @@ def held_out(pack: Pack, bundle: Path) -> dict:
     points = pack.points(test)
     by_source = {}
     base = embed_bundle(bundle, points)
-    for source, labels in pack.meta["labels"].items():
+    for source, labels in pack.labels.items():
         mine = np.array([k for k, i in enumerate(test) if pack.objects[i]["source"] == source], dtype=np.int64)
         if len(mine):
             r = zero_shot(base[mine], pack, test[mine], labels)
@@ -237,7 +239,7 @@ def leave_one_source_out(pack: Pack, runs: Path) -> dict:
     from .d2 import d2_descriptor
 
     result = {}
-    for source, labels in pack.meta["labels"].items():
+    for source, labels in pack.labels.items():
         bundle = runs / source / "bundle"
         if not (bundle / "bundle.json").is_file():
             continue
@@ -335,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(train(args.pack, job, args.out, holdout=args.holdout, validate=args.validate,
                                        device=args.device)))
             else:
-                for source in Pack(args.pack).meta["labels"]:
+                for source in Pack(args.pack).labels:
                     result = train(args.pack, job, args.out / source, holdout=source, device=args.device)
                     export(args.out / source / "encoder.safetensors", args.out / source / "bundle", job,
                            f"training.recipes.corpus_model loso: every source but {source}", prompts=False)
