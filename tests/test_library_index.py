@@ -285,3 +285,23 @@ def test_a_version_1_library_migrates_keeping_its_rows(tmp_path):
             "marked assets replace the whole-file asset"
         assert library.user_tags() == {}, "its rows went with it (foreign keys are on again)"
         assert library.integrity_check() == "ok"
+
+
+def test_a_fifo_and_a_link_to_a_device_are_reported_not_read(tmp_path, encoder):
+    """Only regular files are assets: a named pipe called .obj (reading it would block for
+    ever) and a link to /dev/zero called .stl (endless bytes) are recorded with a reason,
+    within seconds, and the good mesh beside them is indexed."""
+    folder = tmp_path / "assets"
+    folder.mkdir()
+    shutil.copy(REPO / "examples" / "chair.glb", folder / "chair.glb")
+    os.mkfifo(folder / "pipe.obj")
+    (folder / "zero.stl").symlink_to("/dev/zero")
+    start = time.perf_counter()
+    report = run([folder], tmp_path / "lib.sqlite", encoder)
+    assert time.perf_counter() - start < 30
+    failed = {Path(f["path"]).name: f["reason"] for f in report.failed}
+    assert failed["pipe.obj"].startswith("not a regular file (a named pipe)")
+    assert failed["zero.stl"].startswith("not a regular file (a character device)")
+    assert report.added == 1
+    again = run([folder], tmp_path / "lib.sqlite", encoder)
+    assert again.failed == [] and again.known_errors == 2

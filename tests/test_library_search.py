@@ -23,11 +23,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def library(tmp_path_factory, tiny_bundle):
-    """examples/*.glb copied twice (props/ and a copy of the chair under other/), indexed."""
+    """The three examples made here (chair, lamp, table) under props/ and a copy of the chair
+    under other/, indexed."""
     root = tmp_path_factory.mktemp("lib")
     (root / "props").mkdir()
-    for mesh in sorted((REPO / "examples").glob("*.glb")):
-        shutil.copy(mesh, root / "props" / mesh.name)
+    for name in ("chair.glb", "lamp.glb", "table.glb"):
+        shutil.copy(REPO / "examples" / name, root / "props" / name)
     (root / "other").mkdir()
     shutil.copy(REPO / "examples" / "chair.glb", root / "other" / "chair copy.glb")
     db = root / "lib.sqlite"
@@ -159,3 +160,31 @@ def test_vectors_of_the_library_are_unit_norm(library, tiny_bundle):
     with Library(db) as lib:
         _, vectors = lib.embeddings(bundle_id(tiny_bundle.bundle))
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["a chair", "--k", "-3"], "-3 is below 1"),
+    (["a chair", "--k", "0"], "0 is below 1"),
+    (["a chair", "--k", "ten"], "'ten' is not a whole number"),
+    (["a chair", "--format", "xyz"], "'xyz' is not a format ulip2 indexes; choose from"),
+])
+def test_bad_search_arguments_are_refused_by_name(argv, message, capsys):
+    """Tried as a new user would: a negative or zero count, or an unknown format, is one
+    line naming the argument, exit 2, before any library is opened."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["search", *argv, "--db", "/nonexistent/lib.sqlite"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_an_empty_text_query_is_refused(library, capsys):
+    root, db = library
+    assert main(["search", "  ", "--db", str(db)]) == 2
+    assert "the query is empty" in capsys.readouterr().err
+
+
+def test_format_filter_takes_a_dot_and_capitals(library, tiny_bundle, capsys):
+    root, db = library
+    out = cli_json(capsys, "search", "a chair", "--format", ".GLB", "--db", str(db), "--bundle", str(tiny_bundle.path))
+    assert out["hits"] and all(h["format"] == "glb" for h in out["hits"])

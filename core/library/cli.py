@@ -16,6 +16,29 @@ _BUNDLE_HELP = "model bundle folder (default: $ULIP2_BUNDLE, else the bundle shi
 DEFAULT_QUERIES = ("a chair", "a table", "a lamp", "a sofa")
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1 (a count of results, a batch size)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is below 1; give a count of at least 1")
+    return value
+
+
+def asset_format(text: str) -> str:
+    """argparse type: a file format ulip2 indexes ('glb' or '.glb'), as its extension without the dot."""
+    from core.blender_formats import BLENDER_READS
+    from core.meshio import SUPPORTED_EXTENSIONS
+
+    known = sorted({e.lstrip(".") for e in (*SUPPORTED_EXTENSIONS, *BLENDER_READS)})
+    name = text.lower().lstrip(".")
+    if name not in known:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a format ulip2 indexes; choose from {', '.join(known)}")
+    return name
+
+
 def _open(args, *, create: bool = False):
     from core.library.store import Library
 
@@ -91,6 +114,10 @@ def cmd_thumbnails(args) -> int:
 def cmd_search(args) -> int:
     from core.library.search import Searcher
 
+    if not args.like and not args.image and not (args.text or "").strip():
+        print('error: the query is empty: give words to look for ("a wooden chair"), --like MESH or --image PHOTO',
+              file=sys.stderr)
+        return 2
     with _open(args) as library:
         searcher = Searcher(library, args.bundle, device=args.device)
         exclude = None
@@ -234,7 +261,7 @@ def register(sub) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the encoder runs")
     p.add_argument("--workers", type=int, default=None,
                    help="loader processes (default: one per CPU; 0 loads in the main process)")
-    p.add_argument("--batch-size", type=int, default=16, help="assets per encoder batch and per commit (default 16)")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="assets per encoder batch and per commit (default 16)")
     p.add_argument("--seed", type=int, default=0, help="point sampling seed (default 0)")
     p.add_argument("--thumbnails", choices=("points", "blender", "none"), default="points",
                    help="points (default): fast previews of the sampled points for what trimesh reads, renders "
@@ -276,8 +303,9 @@ def register(sub) -> None:
     query.add_argument("text", nargs="?", help="what to look for, in words")
     query.add_argument("--like", metavar="ASSET_OR_MESH", help="find assets that look like this mesh")
     query.add_argument("--image", metavar="PHOTO", help="find assets that look like this image")
-    p.add_argument("--k", type=int, default=10, help="how many results (default 10)")
-    p.add_argument("--format", action="append", help="only this file format (e.g. glb); repeat for several")
+    p.add_argument("--k", type=positive_int, default=10, help="how many results (default 10)")
+    p.add_argument("--format", type=asset_format, action="append",
+                   help="only this file format (e.g. glb); repeat for several")
     p.add_argument("--folder", help="only assets under this folder")
     p.add_argument("--tag", action="append", help="only assets tagged so by 'ulip2 tag'; repeat to need several")
     p.add_argument("--space", help="refuse the search unless the bundle's space is this one")
@@ -294,7 +322,7 @@ def register(sub) -> None:
             "  ulip2 tag --vocab modelnet40 --k 3\n"
             "  ulip2 tag --vocab my-labels.txt --threshold 0.2 --export tags.csv")
     p.add_argument("--vocab", default="lvis", help="lvis, modelnet40, shapenet55 or FILE (default lvis)")
-    p.add_argument("--k", type=int, default=5, help="labels per asset at most (default 5)")
+    p.add_argument("--k", type=positive_int, default=5, help="labels per asset at most (default 5)")
     p.add_argument("--threshold", type=float, default=0.0, help="lowest cosine score kept (default 0.0)")
     p.add_argument("--export", type=Path, help="also write the tags to FILE.csv or FILE.json")
 
@@ -306,7 +334,7 @@ def register(sub) -> None:
             "  ulip2 caption --k 1\n"
             "  ulip2 caption --bank studio-captions.txt --export captions.json")
     p.add_argument("--bank", help="caption file, one per line (default: the shipped bank)")
-    p.add_argument("--k", type=int, default=3, help="captions per asset (default 3)")
+    p.add_argument("--k", type=positive_int, default=3, help="captions per asset (default 3)")
     p.add_argument("--export", type=Path, help="also write the captions to FILE.csv or FILE.json")
 
     p = add("report", cmd_report, "write a library as one HTML page: thumbnails, tags, captions, searches",
@@ -355,4 +383,4 @@ def register(sub) -> None:
 def _report_args(p) -> None:
     p.add_argument("--query", action="extend", nargs="+", metavar="TEXT",
                    help="text searches to show (default: " + ", ".join(f'"{q}"' for q in DEFAULT_QUERIES) + ")")
-    p.add_argument("--k", type=int, default=5, help="hits per search (default 5)")
+    p.add_argument("--k", type=positive_int, default=5, help="hits per search (default 5)")

@@ -26,6 +26,7 @@ from itertools import chain
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from stat import S_ISBLK, S_ISCHR, S_ISDIR, S_ISFIFO, S_ISREG, S_ISSOCK
 
 import numpy as np
 
@@ -44,6 +45,14 @@ ASSET_EXTENSIONS = SUPPORTED_EXTENSIONS + BLENDER_ONLY
 _POOL_MIN_JOBS = 8
 #: Seconds a Blender worker may spend on one file before it is killed and the file failed.
 BLENDER_TIMEOUT_S = 600.0
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((S_ISFIFO, "a named pipe"), (S_ISCHR, "a character device"),
+                       (S_ISBLK, "a block device"), (S_ISSOCK, "a socket"), (S_ISDIR, "a folder")):
+        if test(mode):
+            return name
+    return "not a plain file"
 
 
 def walk(roots: Iterable[str | os.PathLike]) -> list[str]:
@@ -212,12 +221,20 @@ def index_paths(roots: Sequence[str | os.PathLike], library: Library, encoder, *
 
     known = library.known(paths, bundle)
     jobs = []
+    irregular = []  # FIFOs, devices, links to them: reading one could block forever
     for path in paths:
         k = known.get(path)
         try:
             stat = os.stat(path)
         except OSError:
             continue  # vanished between walk and stat: the next run drops it
+        if not S_ISREG(stat.st_mode):
+            if k is None or k.sha256 is not None:
+                irregular.append((path, stat.st_size, stat.st_mtime_ns, f"not a regular file ({_kind(stat.st_mode)}): "
+                                  "only regular files are assets; replace it with the file itself"))
+            else:
+                report.known_errors += 1
+            continue
         if k is not None and (k.size, k.mtime_ns) == (stat.st_size, stat.st_mtime_ns):
             if k.sha256 is None:
                 report.known_errors += 1
@@ -232,7 +249,7 @@ def index_paths(roots: Sequence[str | os.PathLike], library: Library, encoder, *
     records: list[AssetRecord] = []
     points: list[np.ndarray] = []
     touched: list[tuple[str, int, int]] = []
-    failed: list[tuple[str, int, int, str]] = []
+    failed: list[tuple[str, int, int, str]] = irregular  # recorded with the first batch
     unremembered: list[dict] = []  # failures of this environment, not of the file
     done = files = 0  # files processed, files in the batch being gathered
 
