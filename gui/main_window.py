@@ -49,6 +49,14 @@ def human_size(size: int) -> str:
     raise AssertionError("unreachable")
 
 
+def plain_label(text: str = "") -> QLabel:
+    """A QLabel that shows its text as written: file names, tags and captions are user data,
+    and a label's default AutoText would draw `<font size=6>...` as markup."""
+    label = QLabel(text)
+    label.setTextFormat(Qt.TextFormat.PlainText)
+    return label
+
+
 class MainWindow(QMainWindow):
     #: Emitted when an index run ends: its jobs.IndexOutcome, or None when it failed.
     index_finished = Signal(object)
@@ -149,7 +157,7 @@ class MainWindow(QMainWindow):
         self.cancel_button.setEnabled(False)
         layout.addWidget(self.cancel_button)
         # The last run's outcome stays here; the status bar moves on to the search that follows.
-        self.index_status = QLabel()
+        self.index_status = plain_label()
         self.index_status.setWordWrap(True)
         layout.addWidget(self.index_status)
         return box
@@ -182,7 +190,7 @@ class MainWindow(QMainWindow):
         layout.addWidget(self.tag_filter)
         row = QHBoxLayout()
         self._image_note = IMAGE_HINT  # what the drop zone says between image searches
-        self.image_zone = QLabel(IMAGE_HINT)
+        self.image_zone = plain_label(IMAGE_HINT)
         self.image_zone.setFrameShape(QFrame.Shape.StyledPanel)
         self.image_zone.setWordWrap(True)
         row.addWidget(self.image_zone, 1)
@@ -212,8 +220,8 @@ class MainWindow(QMainWindow):
         box = QGroupBox("Details")
         form = QFormLayout(box)
         form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
-        self.path_label, self.format_label, self.size_label = QLabel(), QLabel(), QLabel()
-        self.suggested_label, self.caption_label = QLabel(), QLabel()
+        self.path_label, self.format_label, self.size_label = plain_label(), plain_label(), plain_label()
+        self.suggested_label, self.caption_label = plain_label(), plain_label()
         for label in (self.path_label, self.suggested_label, self.caption_label):
             label.setWordWrap(True)
         self.path_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -244,6 +252,7 @@ class MainWindow(QMainWindow):
         same line in the status bar."""
         self.statusBar().showMessage(f"{title}: {text}")
         box = QMessageBox(QMessageBox.Icon.Warning, title, text, QMessageBox.StandardButton.Ok, self)
+        box.setTextFormat(Qt.TextFormat.PlainText)  # the text may hold file names
         if details:
             box.setDetailedText(details)
         box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)

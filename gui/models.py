@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import math
 import os
 
@@ -39,7 +40,10 @@ class ResultsModel(QAbstractListModel):
         if role == Qt.ItemDataRole.DecorationRole:
             return self._icon(hit.asset_id)
         if role == Qt.ItemDataRole.ToolTipRole:
-            return hit.path if math.isnan(hit.score) else f"{hit.path}\nsimilarity {hit.score:.4f}"
+            # Tooltips guess rich text from what they are given: escape the path, so a file
+            # name with markup in it shows as written.
+            text = hit.path if math.isnan(hit.score) else f"{hit.path}\nsimilarity {hit.score:.4f}"
+            return "<qt>" + html.escape(text).replace("\n", "<br>") + "</qt>"
         if role == HitRole:
             return hit
         return None

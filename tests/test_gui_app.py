@@ -486,3 +486,25 @@ def test_cli_stays_light_without_qt():
     code = ("import sys, core.cli; core.cli.build_parser(); "
             "assert not [m for m in sys.modules if m.startswith('PySide6')], 'Qt imported by ulip2 --help'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_file_names_with_markup_show_as_written(qtbot, tmp_path, make_window):
+    """A file named like rich text is shown as plain text in the details, the grid's tooltip
+    and the error box: user data is never markup."""
+    write_meshes(tmp_path / "assets", 2)
+    mesh = sorted((tmp_path / "assets").iterdir())[0]
+    name = f"<font size=6 color=red>LIBRARY CORRUPTED{mesh.suffix}"
+    shutil.copy(mesh, tmp_path / "assets" / name)
+    (tmp_path / "assets" / "<b>broken.ply").write_bytes(b"ply\nthis is not a mesh\n")
+    window = make_window([tmp_path / "assets"])
+    index(qtbot, window)
+    path = str(tmp_path / "assets" / name)
+    assert window.select_path(path)
+    assert window.path_label.text() == path
+    assert window.path_label.textFormat() == Qt.TextFormat.PlainText
+    row = next(r for r in range(window.results.rowCount())
+               if name in window.results.data(window.results.index(r)))
+    tooltip = window.results.data(window.results.index(row), Qt.ItemDataRole.ToolTipRole)
+    assert "&lt;font size=6 color=red&gt;" in tooltip and "<font" not in tooltip
+    box = window.findChildren(QMessageBox)[0]
+    assert box.textFormat() == Qt.TextFormat.PlainText and "<b>broken.ply" in box.text()
