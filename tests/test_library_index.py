@@ -305,3 +305,18 @@ def test_a_fifo_and_a_link_to_a_device_are_reported_not_read(tmp_path, encoder):
     assert report.added == 1
     again = run([folder], tmp_path / "lib.sqlite", encoder)
     assert again.failed == [] and again.known_errors == 2
+
+
+def test_a_file_name_that_is_not_utf8_is_reported_and_the_run_goes_on(tmp_path, encoder, capsys):
+    """Tried as a new user would: caf\\xe9_chair.glb (latin-1) stopped the whole run with a
+    UnicodeEncodeError; now it is one error line naming it and the fix, every run."""
+    folder = tmp_path / "assets"
+    folder.mkdir()
+    shutil.copy(REPO / "examples" / "table.glb", folder / "table.glb")
+    shutil.copy(REPO / "examples" / "chair.glb", os.fsdecode(bytes(folder) + b"/caf\xe9_chair.glb"))
+    for _ in range(2):
+        report = run([folder], tmp_path / "lib.sqlite", encoder)
+        assert [f["path"] for f in report.failed] == [str(folder / "caf\\xe9_chair.glb")]
+        assert "not valid UTF-8; rename it" in report.failed[0]["reason"]
+    assert report.unchanged == 1
+    assert "error: " + str(folder / "caf\\xe9_chair.glb") in capsys.readouterr().err

@@ -47,6 +47,14 @@ _POOL_MIN_JOBS = 8
 BLENDER_TIMEOUT_S = 600.0
 
 
+def _utf8(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _kind(mode: int) -> str:
     for test, name in ((S_ISFIFO, "a named pipe"), (S_ISCHR, "a character device"),
                        (S_ISBLK, "a block device"), (S_ISSOCK, "a socket"), (S_ISDIR, "a folder")):
@@ -216,6 +224,15 @@ def index_paths(roots: Sequence[str | os.PathLike], library: Library, encoder, *
     roots = [os.path.abspath(os.fspath(r)) for r in roots]
     paths = walk(roots)
     report.seen = len(paths)
+    # A name that is not UTF-8 (latin-1 from an old archive) cannot be stored as text: it
+    # is reported on every run, by a readable form of its name, and the rest goes on.
+    unnamed = [p for p in paths if not _utf8(p)]
+    paths = [p for p in paths if _utf8(p)]
+    report.failed += [{"path": os.fsencode(p).decode("utf-8", "backslashreplace"),
+                       "reason": "the file name is not valid UTF-8; rename it (e.g. convmv -f latin1 -t utf-8 -r FOLDER)"}
+                      for p in unnamed]
+    for failure in report.failed:
+        print(f"error: {failure['path']}: {failure['reason']}", file=sys.stderr)
     # Deletions first: a run killed later still leaves no row for a file that is gone.
     report.removed = library.drop_missing(roots, set(paths))
 
