@@ -233,3 +233,19 @@ def test_models_pull_offline_fails_cleanly(capsys, tmp_path):
 def test_unknown_release(capsys, tmp_path):
     code, _, err = run(capsys, "models", "pull", "no-such-release", "--out", tmp_path / "b")
     assert code == 2 and "ulip2-pointbert-10k" in err
+
+
+
+def test_a_write_that_fails_is_one_line_naming_the_file(tmp_path, capsys):
+    """Tried as a new user would: `report --out` where it cannot write ended in an OSError
+    traceback; now one line names the file, exit 1. (A path through a file fails for root
+    too, where a read-only folder would not.)"""
+    from core.library.store import Library
+
+    with Library(tmp_path / "lib.sqlite", create=True):
+        pass
+    (tmp_path / "afile").write_text("not a folder")
+    out = tmp_path / "afile" / "report.html"
+    assert main(["report", "--db", str(tmp_path / "lib.sqlite"), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"error: {out.parent}: File exists" in err and "Traceback" not in err
