@@ -136,9 +136,17 @@ def _prompts_entry(meta: dict) -> str | None:
     return name
 
 
+def bundle_path(path: str | os.PathLike) -> Path:
+    """A bundle argument as a folder: the name `default` (when no such folder is here) is
+    the bundle commands use when none is named ($ULIP2_BUNDLE, else the shipped one)."""
+    if os.fspath(path) == "default" and not Path("default").exists():
+        return default_bundle_path()
+    return Path(path).expanduser()
+
+
 def read_bundle(path: str | os.PathLike, *, warn_untrained: bool = True) -> Bundle:
-    """Open the bundle at `path` (a directory, or its bundle.json) and check it is complete."""
-    path = Path(path).expanduser()
+    """Open the bundle at `path` (a directory, its bundle.json, or `default`) and check it is complete."""
+    path = bundle_path(path)
     if path.name == BUNDLE_FILE:
         path = path.parent
     meta_file = path / BUNDLE_FILE

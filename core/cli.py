@@ -140,12 +140,12 @@ def cmd_models_pull(args) -> int:
 def cmd_models_add_text(args) -> int:
     import shutil
 
-    from .bundle import default_bundle_path, read_bundle
+    from .bundle import read_bundle
     from .errors import BundleError
     from .export import add_text_tower
     from .paths import replacing_folder
 
-    source = read_bundle(default_bundle_path() if str(args.bundle) == "default" else args.bundle, warn_untrained=False)
+    source = read_bundle(args.bundle, warn_untrained=False)
     out = args.out.expanduser()
     print(f"exporting the text tower of {source.space} ...", file=sys.stderr)
     if out.resolve() == source.path:

@@ -5,6 +5,7 @@ import hashlib
 import json
 import shutil
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -365,3 +366,16 @@ def test_a_failed_bundle_write_leaves_the_old_bundle_and_no_staging(tmp_path):
         (staging / "bundle.json").write_text("new")
     assert (target / "bundle.json").read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
+
+
+def test_the_name_default_opens_the_default_bundle_everywhere(monkeypatch, tmp_path):
+    """`--bundle default`, `info default`, `train --init default`: the name is the bundle
+    commands use when none is named (a folder called default here still wins)."""
+    from core.bundle import SHIPPED_BUNDLE, bundle_path, read_bundle
+
+    monkeypatch.delenv("ULIP2_BUNDLE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert read_bundle("default").path == SHIPPED_BUNDLE.resolve()
+    assert PointEncoder("default", device="cpu").bundle.path == SHIPPED_BUNDLE.resolve()
+    (tmp_path / "default").mkdir()
+    assert bundle_path("default") == Path("default")

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from core.bundle import bundle_path
 from core.models import create_encoder, get_config
 
 from .augment import Augment, subsample
@@ -101,7 +102,7 @@ class Trainer:
         if len(features) < config.batch_size:
             raise ValueError(f"{len(features)} objects are fewer than one batch of {config.batch_size}")
         torch.manual_seed(config.seed)
-        if config.init and Path(config.init).is_dir():  # a bundle: fine-tune what it runs
+        if config.init and bundle_path(config.init).is_dir():  # a bundle (or `default`): fine-tune what it runs
             from core.bundle import read_bundle
             from core.export import load_bundle_model
 
