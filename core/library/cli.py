@@ -11,9 +11,9 @@ from core.library.store import DB_ENV, DEFAULT_DB_NAME
 
 _DB_HELP = f"library file (default: ${DB_ENV}, else ./{DEFAULT_DB_NAME})"
 _BUNDLE_HELP = "model bundle folder (default: $ULIP2_BUNDLE, else the bundle shipped with ulip2)"
-#: Searches a report shows when none are named: common furniture, which any interior
-#: library (Sweet Home 3D's, the examples) holds some of.
-DEFAULT_QUERIES = ("a chair", "a table", "a lamp", "a sofa")
+#: Searches a report shows when none are named: kinds of asset the sample library holds
+#: (furniture, animals, plants, vehicles, buildings).
+DEFAULT_QUERIES = ("a chair", "a lamp", "a horse", "a tree", "a car", "a tower")
 
 
 def positive_int(text: str) -> int:
