@@ -75,6 +75,18 @@ def bounded_image(image):
     return image
 
 
+def read_bounded(path: Path, shown: str | None = None) -> bytes:
+    """A file's bytes, refused above MAX_FILE_BYTES before it is read; errors name `shown` (else the path)."""
+    shown = shown or str(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise SourceError(f"{shown}: {size} bytes is above the limit of {MAX_FILE_BYTES}")
+        return path.read_bytes()
+    except OSError as exc:
+        raise SourceError(f"{shown}: not readable ({exc.strerror or exc})") from None
+
+
 def check_counts(path: str, vertices: int, faces: int) -> None:
     """Refuse meshes above the bounds before their arrays are allocated."""
     if vertices > MAX_VERTICES or faces > MAX_FACES:

@@ -48,10 +48,9 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
-from training.recipes.sources import SourceError, SourceObject, check_counts, sentence_words
+from training.recipes.sources import SourceError, SourceObject, check_counts, read_bounded, sentence_words
 from training.recipes.sources.rts_meshes import (bleed_cutouts, build_mesh, checked_faces,
-                                                 decode_image, join_words, labels_for,
-                                                 read_bounded, with_article)
+                                                 decode_image, join_words, labels_for, with_article)
 from training.recipes.sweethome3d import classify, load_keyword_map
 
 NAME = "megaglest"

@@ -42,8 +42,8 @@ import trimesh
 from PIL import Image
 
 from training.recipes.sources import (
-    MAX_FACES, MAX_FILE_BYTES, MAX_VERTICES, SourceError, SourceObject, bounded_image,
-    check_counts, sentence_words, z_up_to_y_up)
+    MAX_FACES, MAX_VERTICES, SourceError, SourceObject, bounded_image, check_counts, read_bounded,
+    sentence_words, z_up_to_y_up)
 from training.recipes.sweethome3d import classify
 
 NAME = "redeclipse"
@@ -92,7 +92,7 @@ def read_script(data: Path, cfg: Path) -> ModelScript | None:
 def _run_script(data: Path, top: Path, cfg: Path, state: dict, depth: int) -> None:
     if depth > MAX_EXEC_DEPTH:
         raise SourceError(f"{data / top}: `exec` nested deeper than {MAX_EXEC_DEPTH}")
-    for words in _commands(_read_bytes(data / cfg).decode("utf-8", "replace")):
+    for words in _commands(read_bounded(data / cfg).decode("utf-8", "replace")):
         command, args = words[0], words[1:]
         fmt, verb = command[:3], command[3:]
         if fmt in FORMATS and verb == "load" and args and state["mesh"] is None:
@@ -142,16 +142,6 @@ def _inside(data: Path, top: Path, base: Path, name: str) -> Path:
     return path.relative_to(data.resolve())
 
 
-def _read_bytes(path: Path) -> bytes:
-    try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise SourceError(f"{path}: {size} bytes is above the limit ({MAX_FILE_BYTES})")
-        return path.read_bytes()
-    except OSError as exc:
-        raise SourceError(f"{path}: not readable ({exc.strerror or exc})") from None
-
-
 # ---- mesh readers: each returns parts in the z-up frame, counter-clockwise -----------------
 
 @dataclasses.dataclass
@@ -181,7 +171,7 @@ def _flip_v(uv: np.ndarray) -> np.ndarray:
 
 
 def read_obj(path: Path) -> list[Part]:
-    data = _read_bytes(path)
+    data = read_bounded(path)
     check_counts(str(path), data.count(b"\nv "), data.count(b"\nf "))
     try:
         loaded = trimesh.exchange.obj.load_obj(io.BytesIO(data), split_groups=True,
@@ -217,7 +207,7 @@ IQM_POSITION, IQM_TEXCOORD = 0, 1
 
 
 def read_iqm(path: Path) -> list[Part]:
-    buf = _read_bytes(path)
+    buf = read_bounded(path)
     if len(buf) < IQM_HEADER.size or not buf.startswith(b"INTERQUAKEMODEL\0"):
         raise SourceError(f"{path}: not an IQM file (no INTERQUAKEMODEL header)")
     h = dict(zip(("magic version filesize flags num_text ofs_text num_meshes ofs_meshes "
@@ -289,7 +279,7 @@ _MD5_COUNT = re.compile(r"^\s*(numJoints|numMeshes|numverts|numtris|numweights)\
 
 
 def read_md5mesh(path: Path) -> list[Part]:
-    lines = _read_bytes(path).decode("utf-8", "replace").splitlines()
+    lines = read_bounded(path).decode("utf-8", "replace").splitlines()
     if len(lines) > MAX_MD5_LINES:
         raise SourceError(f"{path}: {len(lines)} lines is above the limit ({MAX_MD5_LINES}); a corrupt file?")
     versions = {m[1] for line in lines[:20] if (m := re.match(r"\s*MD5Version\s+(\S+)", line))}
@@ -372,7 +362,7 @@ MD3_SURFACE = struct.Struct("<4s64si4i5i")      # id, name, flags, counts, offse
 
 
 def read_md3(path: Path) -> list[Part]:
-    buf = _read_bytes(path)
+    buf = read_bounded(path)
     if len(buf) < MD3_HEADER.size or buf[:4] != b"IDP3":
         raise SourceError(f"{path}: not an md3 file (no IDP3 header)")
     _id, version, _name, _flags, frames, _tags, surfaces, _skins, _of, _ot, offset, _end = \
@@ -463,7 +453,7 @@ def _skin(data: Path, script: ModelScript, part: Part) -> Path | None:
 def _image(path: Path) -> Image.Image | None:
     """The texture, bounded; None (the part keeps no texture) if it is not an image."""
     try:
-        image = Image.open(io.BytesIO(_read_bytes(path)))
+        image = Image.open(io.BytesIO(read_bounded(path)))
         image.load()
         return bounded_image(image)
     except (OSError, ValueError, Image.DecompressionBombError, SourceError) as exc:
@@ -530,7 +520,7 @@ def _unique_contents(data: Path, candidates) -> list[ModelScript]:
     kept, seen = [], set()
     for script in sorted(candidates, key=lambda s: str(s.mesh)):
         try:
-            digest = hashlib.sha256(_read_bytes(data / script.mesh)).hexdigest()
+            digest = hashlib.sha256(read_bounded(data / script.mesh)).hexdigest()
         except SourceError:
             digest = str(script.mesh)  # unreadable: its load will say why
         if digest not in seen:

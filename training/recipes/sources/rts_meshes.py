@@ -14,25 +14,14 @@ import trimesh
 from PIL import Image
 from scipy import ndimage
 
-from training.recipes.sources import MAX_FILE_BYTES, MAX_TEXTURE_SIDE, SourceError, bounded_image
+from training.recipes.sources import MAX_TEXTURE_SIDE, SourceError, bounded_image
 from training.recipes.sweethome3d import assign_classes, load_keyword_map
 
-__all__ = ["read_bounded", "decode_image", "bleed_cutouts", "checked_faces", "build_mesh",
+__all__ = ["decode_image", "bleed_cutouts", "checked_faces", "build_mesh",
            "labels_for", "with_article", "join_words"]
 
 # A texture header may claim any size; refuse before decoding what no asset needs.
 _MAX_TEXTURE_PIXELS = (8 * MAX_TEXTURE_SIDE) ** 2
-
-
-def read_bounded(path: Path, shown: str) -> bytes:
-    """A file's bytes, refused above MAX_FILE_BYTES before it is read."""
-    try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise SourceError(f"{shown}: {size} bytes is above the limit of {MAX_FILE_BYTES}")
-        return path.read_bytes()
-    except OSError as exc:
-        raise SourceError(f"{shown}: not readable ({exc.strerror or exc})") from None
 
 
 def decode_image(data: bytes, shown: str) -> Image.Image:
