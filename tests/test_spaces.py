@@ -325,3 +325,15 @@ def test_import_is_light():
     code = "import sys, core.spaces, core.textcache, core.prompts; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_loading_minilm_draws_no_progress_bar(capfd):
+    """Every text query printed transformers' "Loading weights" bar; the load is quiet now
+    and transformers' own setting is left as it was."""
+    from transformers.utils import logging as hf_logging
+
+    from core.spaces.minilm import MiniLMSpace, bundled_model_dir
+
+    MiniLMSpace(bundled_model_dir(), name="minilm", cache_key=None, device="cpu")._load()
+    assert "Loading weights" not in capfd.readouterr().err
+    assert hf_logging.is_progress_bar_enabled()

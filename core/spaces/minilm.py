@@ -70,12 +70,21 @@ class MiniLMSpace(Space):
             except ImportError as exc:  # the torch extra is optional for the rest of core
                 raise SpaceError(f"the minilm space needs torch and transformers ({exc}); "
                                  "install them with: pip install 'ulip2[torch]'") from exc
+            from transformers.utils import logging as hf_logging
+
+            # transformers draws a "Loading weights" bar on every load: a 90 MB local model
+            # loads in a second, and the bar cluttered every text query's output.
+            was_shown = hf_logging.is_progress_bar_enabled()
+            hf_logging.disable_progress_bar()
             try:
                 # local_files_only: a folder is given, never reach for the hub
                 tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir), local_files_only=True)
                 model = AutoModel.from_pretrained(str(self.model_dir), local_files_only=True)
             except (OSError, ValueError) as exc:
                 raise SpaceError(f"could not load a MiniLM model from {self.model_dir}: {exc}") from exc
+            finally:
+                if was_shown:
+                    hf_logging.enable_progress_bar()
             self._loaded = tokenizer, model.to(self.device).eval()
         return self._loaded
 
