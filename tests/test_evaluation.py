@@ -185,3 +185,11 @@ def test_eval_command_on_a_mesh_folder(tmp_path, tiny_bundle, capsys):
         assert main(["eval", str(tmp_path / "lib"), "--bundle", str(tiny_bundle.path)]) == 0
     out = capsys.readouterr()
     assert "top-1" in out.out and "lib" in out.out and "broken.glb" in out.err
+
+
+def test_a_folder_without_label_subfolders_names_the_layouts(tmp_path):
+    """Tried as a new user would: meshes straight in the folder said "nothing to evaluate";
+    now the error says how an evaluation folder is laid out."""
+    trimesh.creation.box().export(tmp_path / "box.glb")
+    with pytest.raises(Ulip2Error, match="no labelled meshes: an evaluation folder holds one subfolder per label"):
+        load_eval_set(tmp_path, 512)

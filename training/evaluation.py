@@ -75,6 +75,10 @@ def load_mesh_folder(path: Path, num_points: int, seed: int = 0) -> EvalSet:
 
     items = [(f, sub.name) for sub in sorted(p for p in path.iterdir() if p.is_dir())
              for f in sorted(sub.rglob("*")) if f.suffix.lower() in SUPPORTED_EXTENSIONS]
+    if not items:
+        raise Ulip2Error(f"{path}: no labelled meshes: an evaluation folder holds one subfolder per label "
+                         f"({path}/chair/*.glb, {path}/lamp/*.obj, ...); or give a CSV of path,label, a ModelNet40 "
+                         "or Objaverse-LVIS folder, or a ScanObjectNN .h5 file")
     return _from_meshes(path.name, items, num_points, seed)
 
 
