@@ -320,3 +320,30 @@ def test_a_file_name_that_is_not_utf8_is_reported_and_the_run_goes_on(tmp_path, 
         assert "not valid UTF-8; rename it" in report.failed[0]["reason"]
     assert report.unchanged == 1
     assert "error: " + str(folder / "caf\\xe9_chair.glb") in capsys.readouterr().err
+
+
+def test_another_programs_sqlite_file_is_refused_and_left_byte_identical(tmp_path):
+    """Tried as a careful tester would: a browser's history.sqlite given as --db got 7 tables
+    added and its schema stamped; a schema "4.1" ended in a ValueError traceback."""
+    other = tmp_path / "history.sqlite"
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE visits (url TEXT, at INTEGER)")
+    conn.execute("INSERT INTO visits VALUES ('https://example.org', 1)")
+    conn.commit()
+    conn.close()
+    before = other.read_bytes()
+    with pytest.raises(LibraryError, match="another program .tables visits., not a ulip2 library"):
+        Library(other)
+    assert other.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["history.sqlite"], "no -wal or -shm left beside it"
+    odd = tmp_path / "odd.sqlite"
+    with Library(odd):
+        pass
+    conn = sqlite3.connect(odd)
+    conn.execute("UPDATE meta SET value = '4.1' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(LibraryError, match="schema '4.1' is not one ulip2 wrote"):
+        Library(odd)
+    with Library(tmp_path / "new.sqlite"):  # a new file is still made
+        pass

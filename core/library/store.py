@@ -175,6 +175,8 @@ class Library:
         if not create and not self.path.is_file():
             raise LibraryError(f"no library at {self.path}; make one with: ulip2 index FOLDER --db {self.path}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_file() and self.path.stat().st_size:
+            self._refuse_other_files()
         try:
             self.conn = sqlite3.connect(self.path, timeout=_TIMEOUT_S, isolation_level=None)
             self.conn.execute("PRAGMA journal_mode=WAL")
@@ -186,6 +188,28 @@ class Library:
             self.conn.execute("PRAGMA foreign_keys=ON")
         except sqlite3.DatabaseError as exc:
             raise LibraryError(f"{self.path}: not a ulip2 library or corrupt ({exc})") from exc
+
+    def _refuse_other_files(self) -> None:
+        """Before anything is written: an existing file must be a ulip2 library (or an empty
+        database). Another program's SQLite file is refused and left byte for byte as it was."""
+        try:
+            conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=_TIMEOUT_S)
+            try:
+                tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                version = (conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+                           if "meta" in tables else None)
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as exc:
+            raise LibraryError(f"{self.path}: not a ulip2 library or corrupt ({exc}); "
+                               "point --db at a ulip2 library or a new file") from exc
+        if tables and version is None:
+            shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+            raise LibraryError(f"{self.path}: a SQLite database of another program (tables {shown}), not a ulip2 "
+                               "library; it was left as it is: point --db at a new file")
+        if version is not None and not str(version[0]).isdigit():
+            raise LibraryError(f"{self.path}: library schema {version[0]!r} is not one ulip2 wrote; "
+                               "point --db at a ulip2 library or a new file")
 
     def _migrate(self) -> None:
         with self.transaction():
