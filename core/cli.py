@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import sqlite3
 import sys
 import warnings
 from pathlib import Path
@@ -281,6 +282,19 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
     print(f"warning: {message}", file=sys.stderr)
 
 
+def _database_advice(exc: Exception, db) -> str:
+    """One line for a SQLite error that reached the command line: what happened and the fix.
+    What was committed before it stays (each batch is its own transaction)."""
+    where = f"{db}: " if db else "the library: "
+    text = str(exc)
+    if "full" in text:
+        return f"{where}the disk is full ({text}); free some space and run the command again: committed work is kept"
+    if "malformed" in text or "not a database" in text:
+        return (f"{where}the library file is damaged ({text}); restore it from a backup, or index the folders "
+                "again into a new file with --db NEW")
+    return f"{where}{text}"
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     warnings.showwarning = _show_warning
@@ -289,6 +303,9 @@ def main(argv=None) -> int:
     except Ulip2Error as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except sqlite3.DatabaseError as exc:  # the library file, mid-run: a full disk, damage
+        print(f"error: {_database_advice(exc, getattr(args, 'db', None))}", file=sys.stderr)
+        return 1
     except OSError as exc:  # a read-only folder, a full disk, a missing file named on the command line
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"error: {where}{exc.strerror or exc}; check the path and that it is writable", file=sys.stderr)

@@ -3,9 +3,11 @@
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -249,3 +251,51 @@ def test_a_write_that_fails_is_one_line_naming_the_file(tmp_path, capsys):
     assert main(["report", "--db", str(tmp_path / "lib.sqlite"), "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert f"error: {out.parent}: File exists" in err and "Traceback" not in err
+
+
+def _one_asset_library(tmp_path):
+    import shutil
+
+    assets = tmp_path / "assets"
+    assets.mkdir()
+    shutil.copy(Path(__file__).resolve().parents[1] / "examples" / "chair.glb", assets / "chair.glb")
+    db = tmp_path / "lib.sqlite"
+    assert main(["index", str(assets), "--db", str(db), "--quiet", "--workers", "0"]) == 0
+    return assets, db
+
+
+def test_a_damaged_library_is_one_line_with_the_way_out(tmp_path, capsys):
+    """Tried as a careful tester would: 8 KB of garbage in the middle of the library made
+    `search` end in a sqlite3.DatabaseError traceback."""
+    _, db = _one_asset_library(tmp_path)
+    data = bytearray(db.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 8192] = os.urandom(min(8192, len(data) - middle))
+    db.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main(["search", "a chair", "--db", str(db)]) in (1, 2)
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(db) in err and "Traceback" not in err
+    assert "damaged" in err or "corrupt" in err
+
+
+def test_a_full_disk_says_so_and_keeps_what_was_committed(tmp_path, capsys, monkeypatch):
+    """The disk filling up at a commit (made here by a write that raises SQLite's own
+    'database or disk is full', as a full disk does) is one line that says so, exit 1; the
+    assets committed before it stay."""
+    from core.library.store import Library
+
+    assets, db = _one_asset_library(tmp_path)
+    (assets / "chair2.glb").write_bytes((assets / "chair.glb").read_bytes() + b"\0" * 8)
+
+    def full(*args, **kwargs):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(Library, "write_batch", full)
+    capsys.readouterr()
+    assert main(["index", str(assets), "--db", str(db), "--quiet", "--workers", "0"]) == 1
+    err = capsys.readouterr().err
+    assert f"error: {db}: the disk is full" in err and "committed work is kept" in err
+    monkeypatch.undo()
+    with Library(db) as library:
+        assert [Path(row["path"]).name for row in library.assets().values()] == ["chair.glb"]

@@ -28,6 +28,7 @@ from core.errors import Ulip2Error
 SCHEMA_VERSION = 4
 DB_ENV = "ULIP2_DB"
 DEFAULT_DB_NAME = "ulip2-library.sqlite"
+QUICK_CHECK_BYTES = 256 << 20  # quick_check read a 332 MB file in 0.28 s here (page cache warm)
 _TIMEOUT_S = 60.0
 _CHUNK = 500  # rows per IN (...) query, under SQLite's host-parameter limit
 #: What made a thumbnail (thumbnails.source): core's software preview of the sampled points,
@@ -180,6 +181,7 @@ class Library:
         try:
             self.conn = sqlite3.connect(self.path, timeout=_TIMEOUT_S, isolation_level=None)
             self.conn.execute("PRAGMA journal_mode=WAL")
+            self._check_pages()
             # FULL: a committed batch survives power loss too, not only a killed process.
             self.conn.execute("PRAGMA synchronous=FULL")
             # Foreign keys go on after migrating: a migration that rebuilds a table drops the
@@ -188,6 +190,17 @@ class Library:
             self.conn.execute("PRAGMA foreign_keys=ON")
         except sqlite3.DatabaseError as exc:
             raise LibraryError(f"{self.path}: not a ulip2 library or corrupt ({exc})") from exc
+
+    def _check_pages(self) -> None:
+        """SQLite's quick_check where it is cheap (a library under QUICK_CHECK_BYTES: well
+        under a second): a damaged file is found at open, not as a traceback mid-search while
+        `index` goes on writing into it."""
+        if self.path.stat().st_size > QUICK_CHECK_BYTES:
+            return
+        problems = [row[0] for row in self.conn.execute("PRAGMA quick_check(3)")]
+        if problems != ["ok"]:
+            raise LibraryError(f"{self.path}: the library file is damaged ({'; '.join(problems)[:200]}); restore it "
+                               "from a backup, or index the folders again into a new file with --db NEW")
 
     def _refuse_other_files(self) -> None:
         """Before anything is written: an existing file must be a ulip2 library (or an empty
