@@ -280,10 +280,10 @@ def split(out: Path) -> dict[str, str]:
     the labelled training objects only."""
     from .sweethome3d import split_by_item
 
-    near = _read_json(out / "near_duplicates.json", "dedupe")
+    objects = distinct(read_lines(out), _read_json(out / "near_duplicates.json", "dedupe"))
     result: dict[str, str] = {}
     for name in SOURCES:
-        mine = [e for e in distinct(read_lines(out), near) if e["source"] == name]
+        mine = [e for e in objects if e["source"] == name]
         label = {e["object"]: e["label"] for e in mine if e.get("label")}
         parts = {e["object"]: e["split"] for e in mine if e.get("split")}
         parts |= split_by_item({k: v for k, v in label.items() if k not in parts}, TEST_FRACTION, SPLIT_SEED)

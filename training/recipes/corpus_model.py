@@ -191,22 +191,32 @@ def zero_shot(embedded: np.ndarray, pack: Pack, index: np.ndarray, labels: list[
     return score(embedded, [pack.objects[i]["label"] for i in index], pack.class_vectors(labels), labels)
 
 
-def per_source_top1(embedded: np.ndarray, pack: Pack, index: np.ndarray) -> dict[str, float]:
-    """Top-1 per source of the objects at `index`, each over its own source's labels."""
-    out = {}
+def _by_source(pack: Pack, index: np.ndarray):
+    """(source, its labels, positions in `index` of its objects) for each scored source."""
     for source, labels in pack.labels.items():
         mine = np.array([k for k, i in enumerate(index) if pack.objects[i]["source"] == source], dtype=np.int64)
         if len(mine):
-            out[source] = zero_shot(embedded[mine], pack, index[mine], labels)["top1"]
-    return out
+            yield source, labels, mine
 
 
-def embed_bundle(bundle: Path, points: np.ndarray) -> np.ndarray:
+def per_source_top1(embedded: np.ndarray, pack: Pack, index: np.ndarray) -> dict[str, float]:
+    """Top-1 per source of the objects at `index`, each over its own source's labels."""
+    return {source: zero_shot(embedded[mine], pack, index[mine], labels)["top1"]
+            for source, labels, mine in _by_source(pack, index)}
+
+
+def open_encoder(bundle: Path):
+    """A bundle's PointEncoder on the CPU, refused unless it is in the corpus's space."""
     from core.runtime import PointEncoder
 
     encoder = PointEncoder(bundle, device="cpu")
     if encoder.bundle.space != SPACE:
         raise Ulip2Error(f"{bundle}: in space {encoder.bundle.space!r}; the corpus is labelled in {SPACE!r}")
+    return encoder
+
+
+def embed(encoder, points: np.ndarray) -> np.ndarray:
+    """The pack's points (POINTS a cloud, in random order) at the encoder's point count."""
     return encoder.embed_points(points[:, :encoder.num_points])
 
 
@@ -214,19 +224,18 @@ def held_out(pack: Pack, bundle: Path) -> dict:
     """(a) per source, and (c) the frame test, on the test objects."""
     test = pack.select(splits=("test",), labelled=True)
     points = pack.points(test)
+    encoder = open_encoder(bundle)
+    base = embed(encoder, points)
     by_source = {}
-    base = embed_bundle(bundle, points)
-    for source, labels in pack.labels.items():
-        mine = np.array([k for k, i in enumerate(test) if pack.objects[i]["source"] == source], dtype=np.int64)
-        if len(mine):
-            r = zero_shot(base[mine], pack, test[mine], labels)
-            by_source[source] = {"n": r["n"], "classes": r["classes"], "top1": round(r["top1"], 4),
-                                 "top5": round(r["top5"], 4)}
+    for source, labels, mine in _by_source(pack, test):
+        r = zero_shot(base[mine], pack, test[mine], labels)
+        by_source[source] = {"n": r["n"], "classes": r["classes"], "top1": round(r["top1"], 4),
+                             "top5": round(r["top5"], 4)}
     frames = {}
     for frame, rotation in FRAMES.items():
         turned = points.copy()
         turned[..., :3] = points[..., :3] @ rotation.T
-        embedded = base if frame == "y-up" else embed_bundle(bundle, turned)
+        embedded = base if frame == "y-up" else embed(encoder, turned)
         frames[frame] = round(float(np.mean(list(per_source_top1(embedded, pack, test).values()))), 4)
     return {"held_out": by_source, "frames": frames}
 
@@ -244,7 +253,8 @@ def leave_one_source_out(pack: Pack, runs: Path) -> dict:
         if not (bundle / "bundle.json").is_file():
             continue
         index = pack.select(sources={source}, labelled=True)
-        r = zero_shot(embed_bundle(bundle, pack.points(index)), pack, index, labels)
+        points = pack.points(index)
+        r = zero_shot(embed(open_encoder(bundle), points), pack, index, labels)
         truth = [pack.objects[i]["label"] for i in index]
         refs = np.array([i for i in pack.select(exclude_source=source, labelled=True)
                          if pack.objects[i]["label"] in set(labels)], dtype=np.int64)
@@ -253,7 +263,7 @@ def leave_one_source_out(pack: Pack, runs: Path) -> dict:
             ref_d = np.stack([d2_descriptor(p[:, :3]) for p in pack.points(refs)])
             ref_labels = [pack.objects[i]["label"] for i in refs]
             hits = [ref_labels[int(np.abs(ref_d - d2_descriptor(p[:, :3])).sum(1).argmin())] == t
-                    for p, t in zip(pack.points(index), truth)]
+                    for p, t in zip(points, truth)]
             d2 = float(np.mean(hits))
         result[source] = {"n": len(index), "classes": len(labels), "top1": round(r["top1"], 4),
                           "d2_top1": round(d2, 4), "d2_references": len(refs),
