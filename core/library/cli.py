@@ -29,10 +29,9 @@ def positive_int(text: str) -> int:
 
 def asset_format(text: str) -> str:
     """argparse type: a file format ulip2 indexes ('glb' or '.glb'), as its extension without the dot."""
-    from core.blender_formats import BLENDER_READS
-    from core.meshio import SUPPORTED_EXTENSIONS
+    from core.library.indexer import ASSET_EXTENSIONS
 
-    known = sorted({e.lstrip(".") for e in (*SUPPORTED_EXTENSIONS, *BLENDER_READS)})
+    known = sorted(e.lstrip(".") for e in ASSET_EXTENSIONS)
     name = text.lower().lstrip(".")
     if name not in known:
         raise argparse.ArgumentTypeError(f"{text!r} is not a format ulip2 indexes; choose from {', '.join(known)}")

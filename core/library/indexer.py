@@ -226,13 +226,13 @@ def index_paths(roots: Sequence[str | os.PathLike], library: Library, encoder, *
     report.seen = len(paths)
     # A name that is not UTF-8 (latin-1 from an old archive) cannot be stored as text: it
     # is reported on every run, by a readable form of its name, and the rest goes on.
-    unnamed = [p for p in paths if not _utf8(p)]
-    paths = [p for p in paths if _utf8(p)]
-    report.failed += [{"path": os.fsencode(p).decode("utf-8", "backslashreplace"),
-                       "reason": "the file name is not valid UTF-8; rename it (e.g. convmv -f latin1 -t utf-8 -r FOLDER)"}
-                      for p in unnamed]
-    for failure in report.failed:
-        print(f"error: {failure['path']}: {failure['reason']}", file=sys.stderr)
+    named = {p: _utf8(p) for p in paths}
+    paths = [p for p, ok in named.items() if ok]
+    for p in (p for p, ok in named.items() if not ok):
+        shown = os.fsencode(p).decode("utf-8", "backslashreplace")
+        reason = "the file name is not valid UTF-8; rename it (e.g. convmv -f latin1 -t utf-8 -r FOLDER)"
+        report.failed.append({"path": shown, "reason": reason})
+        print(f"error: {shown}: {reason}", file=sys.stderr)
     # Deletions first: a run killed later still leaves no row for a file that is gone.
     report.removed = library.drop_missing(roots, set(paths))
 
@@ -245,13 +245,6 @@ def index_paths(roots: Sequence[str | os.PathLike], library: Library, encoder, *
             stat = os.stat(path)
         except OSError:
             continue  # vanished between walk and stat: the next run drops it
-        if not S_ISREG(stat.st_mode):
-            if k is None or k.sha256 is not None:
-                irregular.append((path, stat.st_size, stat.st_mtime_ns, f"not a regular file ({_kind(stat.st_mode)}): "
-                                  "only regular files are assets; replace it with the file itself"))
-            else:
-                report.known_errors += 1
-            continue
         if k is not None and (k.size, k.mtime_ns) == (stat.st_size, stat.st_mtime_ns):
             if k.sha256 is None:
                 report.known_errors += 1
@@ -259,6 +252,10 @@ def index_paths(roots: Sequence[str | os.PathLike], library: Library, encoder, *
             if k.embedded:
                 report.unchanged += 1
                 continue
+        if not S_ISREG(stat.st_mode):
+            irregular.append((path, stat.st_size, stat.st_mtime_ns, f"not a regular file ({_kind(stat.st_mode)}): "
+                              "only regular files are assets; replace it with the file itself"))
+            continue
         jobs.append(_Job(path, None if k is None else k.sha256, k is not None and k.embedded,
                          encoder.num_points, seed, thumbnails))
     previously_indexed = {p for p, k in known.items() if k.sha256 is not None}

@@ -288,8 +288,7 @@ def prompt_vectors(bundle, classnames: Sequence[str], templates: Sequence[str] =
         bundle = read_bundle(bundle, warn_untrained=False)
     known = bundle.carried_prompts(templates)
     if all(c in known for c in classnames):
-        return np.stack([known[c] for c in classnames]).astype(np.float32) if len(classnames) else \
-            np.zeros((0, bundle.dim), np.float32)
+        return np.array([known[c] for c in classnames], np.float32).reshape(len(classnames), bundle.dim)
     return text_space_for_bundle(bundle, device=device).embed_prompts(classnames, templates, on_batch=on_batch,
                                                                        known=known)
 
