@@ -149,19 +149,19 @@ def build(data: Path, work: Path, *, views: int = 12, resolution: int = 224, wor
 def ship(data: Path, weights: Path, bundle: Path, job: dict) -> dict:
     """Export the trained weights as a bundle, then score it on the held-out items beside the
     D2 nearest-neighbour baseline of the same split (bundle/evaluation.json)."""
-    from core.export import export_bundle
     from core.runtime import PointEncoder
     from core.spaces import load_space
 
     from ..evaluation import evaluate, load_eval_set
     from . import d2
+    from .corpus_model import export
 
     catalogue = read_catalogue(data)
     records = catalogue["records"]
     train_objects = len(trainable(data, records))
-    export_bundle(bundle, config=job["encoder"], checkpoint=weights, space=SPACE, overwrite=True,
-                  source=f"training.recipes.default_model: Sweet Home 3D catalogue, {train_objects} objects, "
-                         f"{job['encoder']}, {job['epochs']} epochs on the {job['source']!r} source, seed {job['seed']}")
+    export(weights, bundle, job, f"training.recipes.default_model: Sweet Home 3D catalogue, {train_objects} objects, "
+                                 f"{job['encoder']}, {job['epochs']} epochs on the {job['source']!r} source, "
+                                 f"seed {job['seed']}")
     encoder = PointEncoder(bundle, device="cpu")
     model = evaluate(encoder, load_space(SPACE), load_eval_set(data / "test.csv", encoder.num_points))
     labelled = [r for r in records if r["class"] and not r["load_error"]]
