@@ -20,7 +20,9 @@ Format, version 1
         points.npy            (N, 6) float16: x y z on the unit sphere, r g b in 0..1
                               (ULIP-2 uses N = 10,000)
         view_00.png ...       V renders (RGBA, transparent background), ring order
-      tmp/                    records being written; anything here is garbage
+      tmp/                    records being written, and KEY.old: the old record while a
+                              rewrite swaps it (readers look there); what killed writers left
+                              is cleared by the next writer that has the store to itself
 
 Keys are content hashes: for an asset file, the sha-256 of its bytes; for an object marked
 as an asset in a .blend (each is its own record), the sha-256 of the file's key, a slash
@@ -58,10 +60,13 @@ record.json::
                                            (names, tags), trained on beside the views' captions
 
 Atomicity: a record is written into tmp/ and renamed into place (os.replace) before its
-"done" line is appended; a caption update rewrites record.json the same way before its
-"captioned" line. A kill at any moment leaves either the old state or the new one. A
-record folder without a manifest line (killed between rename and append) is simply
-redone; a torn last manifest line is ignored by readers.
+"done" line is appended; a rewrite first renames the old record to tmp/KEY.old, where
+readers find it until the new one is in place. A caption update rewrites record.json the
+same way before its "captioned" line. A kill at any moment leaves either the old record or
+the new one. A record folder without a manifest line (killed between rename and append) is
+simply redone; a torn last manifest line is ignored by readers. Readers take whether a
+record is captioned from its record.json: a rewrite killed before its "done" line leaves the
+new, uncaptioned record under the old one's "captioned" event.
 """
 
 from __future__ import annotations
@@ -73,6 +78,7 @@ import os
 import shutil
 import tempfile
 import time
+import weakref
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -160,6 +166,7 @@ class RecordWriter:
     """A record being built in tmp/; `commit` moves it into place and logs it."""
 
     def __init__(self, store: TripletStore, key: str):
+        store._begin_writing()
         self.store, self.key = store, key
         self.path = Path(tempfile.mkdtemp(prefix=f"{key[:16]}-", dir=store.root / "tmp"))
 
@@ -188,11 +195,14 @@ class RecordWriter:
         _write_json(self.path / "record.json", meta)
         final = self.store.record_path(self.key)
         final.parent.mkdir(parents=True, exist_ok=True)
-        if final.exists():  # a redo (e.g. killed before its manifest line): swap the old one out
-            trash = Path(tempfile.mkdtemp(prefix="old-", dir=self.store.root / "tmp"))
-            os.replace(final, trash / "record")
-            shutil.rmtree(trash, ignore_errors=True)
+        # A directory cannot be renamed over a full one, so a redo takes two renames; between
+        # them readers find the old record set aside, and it goes only once the new one is in.
+        aside = self.store.aside_path(self.key)
+        if final.exists():
+            shutil.rmtree(aside, ignore_errors=True)  # left by a kill after an earlier swap
+            os.replace(final, aside)
         os.replace(self.path, final)
+        shutil.rmtree(aside, ignore_errors=True)
         self.store.log(self.key, DONE, source=meta["source"]["path"], object=meta["source"]["object"],
                        views=len(files))
         return Record(self.key, final, meta)
@@ -222,13 +232,49 @@ class TripletStore:
             raise StoreError(f"{header}: format version {info.get('version')} (this ulip2 reads version {VERSION})")
         (self.root / "tmp").mkdir(exist_ok=True)
         self.manifest = self.root / "manifest.jsonl"
+        self._tmp_lock: int | None = None  # tmp/ opened and locked by this store's first write
 
     def record_path(self, key: str) -> Path:
-        if len(key) < 4 or not all(c in "0123456789abcdef" for c in key):
+        if not _is_key(key):
             raise StoreError(f"record keys are lowercase hex digests, got {key!r}")
         return self.root / "records" / key[:2] / key[2:4] / key
 
+    def aside_path(self, key: str) -> Path:
+        """Where a rewrite keeps the old record while it moves the new one in."""
+        return self.root / "tmp" / f"{key}.old"
+
     # -- writing ----------------------------------------------------------------------
+    def _begin_writing(self) -> None:
+        """Before this store's first write, clear what killed writers left in tmp/.
+
+        A live writer's half-built record looks just like a dead one's, so every writer holds
+        tmp/ locked shared from its first write on, and tmp/ is cleared only by one that gets
+        the lock to itself. Without flock (Windows) tmp/ is left alone: readers never need it
+        cleared.
+        """
+        if fcntl is None or self._tmp_lock is not None:
+            return
+        self._tmp_lock = os.open(self.root / "tmp", os.O_RDONLY)
+        weakref.finalize(self, os.close, self._tmp_lock)
+        try:
+            fcntl.flock(self._tmp_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pass  # another writer has the store open; one alone clears it later
+        else:
+            self._clear_tmp()
+        fcntl.flock(self._tmp_lock, fcntl.LOCK_SH)
+
+    def _clear_tmp(self) -> None:
+        for entry in (self.root / "tmp").iterdir():
+            key = entry.name.removesuffix(".old")
+            folder = entry.is_dir() and not entry.is_symlink()  # a link is removed, never followed
+            if folder and key != entry.name and _is_key(key) and not self.record_path(key).exists():
+                os.replace(entry, self.record_path(key))  # a rewrite killed between its renames
+            elif folder:
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+
     @contextlib.contextmanager
     def new_record(self, key: str) -> Iterator[RecordWriter]:
         """A RecordWriter whose tmp folder is removed unless it was committed."""
@@ -254,6 +300,7 @@ class TripletStore:
 
     def set_captions(self, key: str, captions: dict) -> Record:
         """Store a captions block (see the format) in a record and log "captioned"."""
+        self._begin_writing()
         record = self.record(key)
         record.meta["captions"] = captions
         tmp = self.root / "tmp" / f"{key}.{os.getpid()}.record.json"
@@ -285,21 +332,26 @@ class TripletStore:
 
     def record(self, key: str) -> Record:
         path = self.record_path(key)
-        try:
-            meta = json.loads((path / "record.json").read_text())
-        except FileNotFoundError:
-            raise StoreError(f"no record {key} in {self.root}") from None
-        return Record(key, path, meta)
+        # Mid-rewrite the old record is set aside; the place is tried again in case the
+        # rewrite finished meanwhile (and removed the old one).
+        for folder in (path, self.aside_path(key), path):
+            try:
+                return Record(key, folder, json.loads((folder / "record.json").read_text()))
+            except FileNotFoundError:
+                continue
+        raise StoreError(f"no record {key} in {self.root}")
 
     def records(self, *, captioned: bool | None = None) -> Iterator[Record]:
         """Stream the stored records in manifest order (for training: one at a time, lazily).
 
-        captioned=True: only captioned ones; False: only those still waiting for captions.
+        captioned=True: only captioned ones; False: only those still waiting for captions
+        (as their record.json says; see Atomicity).
         """
-        wanted = {None: (DONE, CAPTIONED), True: (CAPTIONED,), False: (DONE,)}[captioned]
         for key, event in self.state().items():
-            if event["event"] in wanted:
-                yield self.record(key)
+            if event["event"] in (DONE, CAPTIONED):
+                record = self.record(key)
+                if captioned is None or captioned == (record.captions is not None):
+                    yield record
 
     def info(self) -> dict:
         """Counts for `ulip2 triplets info`."""
@@ -317,6 +369,10 @@ class TripletStore:
             "failed": len(failed),
             "failures": failed,
         }
+
+
+def _is_key(key: str) -> bool:
+    return len(key) >= 4 and all(c in "0123456789abcdef" for c in key)
 
 
 def _now() -> str:

@@ -1,6 +1,10 @@
 """The triplet store: layout, atomic writes, manifest replay, streaming reads (no bpy needed)."""
 
 import json
+import random
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -73,6 +77,106 @@ def test_redo_replaces_record(tmp_path, rng):
     write(store, "e" * 64, rng, name="first")
     write(store, "e" * 64, rng, name="second")
     assert store.record("e" * 64).meta["facts"]["name"] == "second"
+
+
+# Rewrites one record forever, alternating two versions, each commit followed by its
+# captions; many views make each rewrite long enough for random kills to land inside it.
+_REWRITER = """
+import sys, time
+from pathlib import Path
+import numpy as np
+from core.triplets import TripletStore, view_name
+
+inputs, key, views = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+store = TripletStore(inputs.parent / "s")
+points = [np.load(inputs / f"v{v}.npy") for v in (0, 1)]
+pngs = [(inputs / f"v{v}.png").read_bytes() for v in (0, 1)]
+for i in range(1, 1 << 30):
+    started, v = time.perf_counter(), i % 2
+    with store.new_record(key) as record:
+        for j in range(views):
+            record.view_path(j).write_bytes(pngs[v])
+        record.commit(points[v], {"source": {"path": None, "object": f"v{v}", "kind": "scene"},
+                                  "views": {"files": [view_name(j) for j in range(views)]},
+                                  "facts": {"version": v}})
+    store.set_captions(key, {"captioner": "metadata", "space": "minilm",
+                             "views": [{"caption": f"v{v} view {j}"} for j in range(views)]})
+    if i == 1:
+        print(time.perf_counter() - started, flush=True)  # how long one rewrite takes
+"""
+
+
+def test_a_rewrite_killed_anywhere_leaves_the_old_record_or_the_new(tmp_path):
+    """25 SIGKILLs at random moments of a process rewriting one record: after each, a fresh
+    store reads the whole old version or the whole new one (points, views, meta, captions),
+    and iterating as `ulip2 features` does works."""
+    key, views, kills = "f" * 64, 100, 25
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for v in (0, 1):
+        np.save(inputs / f"v{v}.npy", np.random.default_rng(v).normal(size=(50, 6)).astype(np.float16))
+        Image.new("RGBA", (4, 4), (255 * v, 0, 0, 255)).save(inputs / f"v{v}.png")
+    points = [np.load(inputs / f"v{v}.npy") for v in (0, 1)]
+    pngs = [(inputs / f"v{v}.png").read_bytes() for v in (0, 1)]
+    captions = [[f"v{v} view {j}" for j in range(views)] for v in (0, 1)]
+    TripletStore(tmp_path / "s", create=True)
+    delays, seen = random.Random(0), set()
+    for kill in range(kills):
+        child = subprocess.Popen([sys.executable, "-c", _REWRITER, str(inputs), key, str(views)], cwd=tmp_path,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        took = child.stdout.readline()
+        assert took, child.communicate()[1]
+        time.sleep(delays.uniform(0, 2 * float(took)))
+        assert child.poll() is None, f"the rewriter stopped by itself: {child.communicate()[1]}"
+        child.kill()
+        child.communicate()
+        store = TripletStore(tmp_path / "s")
+        record = store.record(key)
+        v = record.meta["facts"]["version"]
+        assert record.meta["source"]["object"] == f"v{v}" and np.array_equal(record.points(), points[v])
+        assert [p.read_bytes() for p in record.view_paths()] == [pngs[v]] * views
+        assert record.captions in (None, captions[v]), f"kill {kill}: captions of the other version"
+        seen.add((v, record.captions is not None))
+        done = list(store.records(captioned=True))
+        waiting = list(store.records(captioned=False))
+        assert [r.key for r in done + waiting] == [key]
+        assert [c for r in done for c in r.captions] == (captions[v] if done else [])
+    assert {v for v, _ in seen} == {0, 1}, f"kills must land all through the rewrites, saw {seen}"
+    TripletStore(tmp_path / "s").set_captions(key, {"captioner": "metadata", "space": "minilm", "views": []})
+    assert list((tmp_path / "s" / "tmp").iterdir()) == [], "the first writer clears what the kills left"
+
+
+def test_the_first_writer_alone_clears_tmp(tmp_path, rng):
+    """What killed writers leave in tmp/ is removed by the next store that writes, unless
+    another writer has the store open; a record set aside mid-rewrite goes back in place."""
+    store = TripletStore(tmp_path / "s", create=True)
+    kept, gone = "a" * 64, "b" * 64
+    write(store, kept, rng, name="kept")
+    write(store, gone, rng, name="gone")
+    del store
+    tmp = tmp_path / "s" / "tmp"
+    (tmp / "0123456789abcdef-x").mkdir()  # a record being built
+    (tmp / "0123456789abcdef-x" / "view_00.png").write_bytes(b"half")
+    (tmp / f"{kept}.4242.record.json").write_text("{")  # a caption update's record.json
+    (tmp / "old-x" / "record").mkdir(parents=True)  # set aside by earlier versions of the store
+    record = tmp_path / "s" / "records" / gone[:2] / gone[2:4] / gone
+    record.rename(tmp / f"{gone}.old")  # killed between a rewrite's two renames
+    (tmp / f"{'d' * 64}.old").symlink_to(tmp_path / "s" / "records")
+    assert TripletStore(tmp_path / "s").record(gone).meta["facts"]["name"] == "gone"
+
+    writer = TripletStore(tmp_path / "s")
+    writer.set_captions(kept, {"captioner": "metadata", "space": "minilm", "views": []})
+    late = TripletStore(tmp_path / "s")
+    (tmp / "leftover").write_text("")
+    late.set_captions(kept, {"captioner": "metadata", "space": "minilm", "views": []})
+    assert sorted(p.name for p in tmp.iterdir()) == ["leftover"], "another writer is alive: left alone"
+    assert TripletStore(tmp_path / "s").record(gone).path == record
+    assert (tmp_path / "s" / "records").is_dir(), "a link is removed, not followed"
+    with pytest.raises(StoreError, match="no record"):
+        TripletStore(tmp_path / "s").record("d" * 64)
+    del writer, late
+    write(TripletStore(tmp_path / "s"), "c" * 64, rng)
+    assert list(tmp.iterdir()) == []
 
 
 def test_store_errors(tmp_path):
