@@ -15,6 +15,7 @@ from mathutils import Vector
 
 from core.blender_formats import IMPORTERS
 from core.errors import AssetError
+from core.references import check_references
 
 
 def place_asset(context, path: str, *, link: bool = False) -> list:
@@ -79,6 +80,7 @@ def _link_blend(context, path: str, cursor: Vector) -> list:
 
 
 def _import(context, path: str, extension: str, cursor: Vector) -> list:
+    check_references(path)  # the library's files are no one's to trust: nothing outside their folder
     module, name = IMPORTERS[extension]
     before = set(bpy.data.objects)
     getattr(getattr(bpy.ops, module), name)(filepath=path)

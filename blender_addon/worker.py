@@ -37,6 +37,7 @@ import numpy as np
 
 from core.blender_formats import IMPORTERS
 from core.errors import AssetError
+from core.references import check_references, leaves_folder
 from core.sampling import DEFAULT_GREY, sample_points
 
 from .extract import GEOMETRY_TYPES
@@ -50,10 +51,13 @@ def _last_line(exc: Exception) -> str:
 
 
 def load_asset(path: Path) -> list:
-    """Open or import `path` into an empty Blender; its renderable top-level objects."""
+    """Open or import `path` into an empty Blender; its renderable top-level objects.
+    Nothing of the file runs (no text blocks, no Python drivers), and a file that names
+    another outside its own folder is refused, before Blender reads it where it can be told."""
+    check_references(path)
     if path.suffix.lower() == ".blend":
         try:
-            bpy.ops.wm.open_mainfile(filepath=str(path), load_ui=False)
+            bpy.ops.wm.open_mainfile(filepath=str(path), load_ui=False, use_scripts=False)
         except RuntimeError as exc:
             raise AssetError(path, f"Blender could not open it: {_last_line(exc)}") from None
     else:
@@ -67,8 +71,19 @@ def load_asset(path: Path) -> list:
             raise AssetError(path, f"Blender's importer gave up ({', '.join(result)})")
         if path.suffix.lower() == ".obj":
             _grey_undefined_materials(path)
+    _refuse_outside_files(path)
     # Every object the file's scene renders (instancers bring their instances along).
     return [obj for obj in bpy.context.scene.objects if not obj.hide_render]
+
+
+def _refuse_outside_files(path: Path) -> None:
+    """What only Blender knows the file names (a .blend's linked libraries and images, an
+    FBX's or USD's textures) must lie in its folder too: checked before anything is read
+    from them into points or views (Blender loads images when it first draws them)."""
+    for reference in bpy.utils.blend_paths(absolute=True, packed=False, local=False):
+        if leaves_folder(path.parent, reference):
+            raise AssetError(path, f"refers to {reference!r}, outside the asset's folder: refused "
+                                   "(copy that file next to the asset, or pack it into the .blend)")
 
 
 def _undefined_obj_materials(path: Path) -> set[str]:
@@ -198,6 +213,8 @@ def run_job(job: dict) -> dict:
 
 
 def main() -> None:
+    # Off by default in bpy; said here so no setting or file can turn it on for this process.
+    bpy.context.preferences.filepaths.use_scripts_auto_execute = False
     answers = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # Blender's C code prints to fd 1: send it to the log, not the parent
     sys.stdout = sys.stderr

@@ -49,7 +49,7 @@ def test_batch_records_failures_and_resumes(assets, tmp_path, capsys):
     assert code == 1 and summary["files"] == 4 and summary["written"] == 2
     reasons = {Path(f["source"]).name: f["reason"] for f in summary["failed"]}
     assert sorted(reasons) == ["broken.glb", "crash.ply"]
-    assert "could not import" in reasons["broken.glb"]
+    assert "corrupt or truncated" in reasons["broken.glb"]
     assert "crashed" in reasons["crash.ply"] and "SIGABRT" in reasons["crash.ply"]
 
     records = {r.meta["source"]["object"]: r for r in TripletStore(store).records()}
@@ -193,3 +193,101 @@ def test_blender_points_carry_the_colours_trimesh_reads_from_the_file(tmp_path, 
         trimesh_points = load_points(folder / name, 2000, seed=0)[:, 3:6].mean(axis=0)
         np.testing.assert_allclose(blender, expected, atol=0.01)
         np.testing.assert_allclose(blender, trimesh_points, atol=0.01)
+
+
+_HOSTILE_BLENDS = """
+import sys
+import bpy
+
+outside, assets, marker = sys.argv[1:4]
+bpy.ops.wm.read_factory_settings(use_empty=True)
+bpy.ops.mesh.primitive_cube_add()
+bpy.context.object.name = "Secret"
+bpy.ops.wm.save_as_mainfile(filepath=outside + "/library.blend")
+
+bpy.ops.wm.read_factory_settings(use_empty=True)
+with bpy.data.libraries.load(outside + "/library.blend", link=True) as (source, target):
+    target.objects = ["Secret"]
+for obj in target.objects:
+    bpy.context.scene.collection.objects.link(obj)
+bpy.ops.wm.save_as_mainfile(filepath=assets + "/linked.blend", relative_remap=True)
+
+bpy.ops.wm.read_factory_settings(use_empty=True)
+bpy.ops.mesh.primitive_cube_add()
+material = bpy.data.materials.new("wood")
+material.use_nodes = True
+node = material.node_tree.nodes.new("ShaderNodeTexImage")
+node.image = bpy.data.images.load(outside + "/wood.png")
+bpy.context.object.data.materials.append(material)
+bpy.ops.wm.save_as_mainfile(filepath=assets + "/textured.blend", relative_remap=True)
+
+# Code in a file: a text block registered to run at load, and a Python driver.
+bpy.ops.wm.read_factory_settings(use_empty=True)
+bpy.ops.mesh.primitive_cube_add()
+text = bpy.data.texts.new("boot.py")
+text.write(f"open({marker + '.text'!r}, 'w').write('text block ran')")
+text.use_module = True
+driver = bpy.context.object.driver_add("location", 0).driver
+driver.type = "SCRIPTED"
+driver.expression = f"len(open({marker + '.driver'!r}, 'w').write('driver ran')) * 0"
+bpy.ops.wm.save_as_mainfile(filepath=assets + "/scripted.blend")
+"""
+
+_OPEN_TRUSTED = """
+import sys
+import bpy
+
+bpy.context.preferences.filepaths.use_scripts_auto_execute = True
+bpy.ops.wm.open_mainfile(filepath=sys.argv[1], load_ui=False, use_scripts=True)
+bpy.context.evaluated_depsgraph_get().update()
+"""
+
+
+def _gltf_with_outside_buffer(assets: Path, outside: Path) -> None:
+    import trimesh
+
+    files = trimesh.exchange.gltf.export_gltf(trimesh.creation.box())
+    document = json.loads(files.pop("model.gltf"))
+    for name, data in files.items():  # the buffers move out; the file names them there
+        (outside / name).write_bytes(data)
+    for buffer in document["buffers"]:
+        buffer["uri"] = "../outside/" + buffer["uri"]
+    (assets / "steal.gltf").write_text(json.dumps(document))
+
+
+def test_files_naming_others_outside_their_folder_are_refused_and_no_code_runs(tmp_path, capsys):
+    """glTF buffers, OBJ material libraries, a .blend's linked library and its image each
+    point outside the asset's folder: each file is refused by name, nothing of theirs is
+    recorded, the good file beside them is. A .blend's text block and Python driver, which
+    a trusting Blender runs (checked first), do not run when the worker opens it."""
+    import subprocess
+    import sys
+
+    outside, assets = tmp_path / "outside", tmp_path / "assets"
+    outside.mkdir()
+    assets.mkdir()
+    Image.fromarray(np.full((8, 8, 3), 200, np.uint8)).save(outside / "wood.png")
+    (outside / "secret.mtl").write_text("newmtl m\nKd 1 0 0\n")
+    (assets / "steal.obj").write_text("mtllib ../outside/secret.mtl\nv 0 0 0\nv 1 0 0\nv 0 1 0\nv 0 0 1\n"
+                                      "usemtl m\nf 1 2 3\nf 1 2 4\nf 1 3 4\nf 2 3 4\n")
+    (assets / "wedge.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nv 0 0 1\nf 1 2 3\nf 1 2 4\nf 1 3 4\nf 2 3 4\n")
+    _gltf_with_outside_buffer(assets, outside)
+    marker = tmp_path / "ran"
+    subprocess.run([sys.executable, "-c", _HOSTILE_BLENDS, str(outside), str(assets), str(marker)],
+                   check=True, capture_output=True, timeout=120)
+    subprocess.run([sys.executable, "-c", _OPEN_TRUSTED, str(assets / "scripted.blend")],
+                   check=True, capture_output=True, timeout=120)
+    assert sorted(p.name for p in tmp_path.glob("ran.*")) == ["ran.driver", "ran.text"], "the payload works"
+    for ran in tmp_path.glob("ran.*"):
+        ran.unlink()
+
+    code, summary = run(capsys, "build", str(assets), "--store", str(tmp_path / "store"), "--no-caption", *FAST)
+    reasons = {Path(f["source"]).name: f["reason"] for f in summary["failed"]}
+    assert sorted(reasons) == ["linked.blend", "steal.gltf", "steal.obj", "textured.blend"]
+    assert all("outside the asset's folder" in reason for reason in reasons.values())
+    assert "../outside/gltf_buffer_0.bin" in reasons["steal.gltf"] and "../outside/secret.mtl" in reasons["steal.obj"]
+    assert "library.blend" in reasons["linked.blend"] and "wood.png" in reasons["textured.blend"]
+    assert code == 1 and summary["written"] == 2
+    names = sorted(r.meta["source"]["object"] for r in TripletStore(tmp_path / "store").records())
+    assert names == ["scripted", "wedge"]
+    assert not list(tmp_path.glob("ran.*")), "a text block or driver of scripted.blend ran"
