@@ -18,7 +18,8 @@
 With a text tower (bundle.json's optional "text" entry: "onnx", "tokenizer", and the
 space's text-cache key), the bundle embeds texts without torch
 (core.spaces.text_space_for_bundle); `ulip2 models add-text` adds one.
-Reading a bundle needs neither torch nor the space's weights.
+Reading a bundle needs neither torch nor the space's weights: read_bundle checks bundle.json
+and, with onnxruntime, the encoders' declared input and output against it.
 """
 
 from __future__ import annotations
@@ -118,22 +119,135 @@ def write_bundle(bundle: Bundle) -> Path:
     return target
 
 
-def _text_entry(text) -> dict | None:
-    """bundle.json's optional "text" entry, checked (KeyError/TypeError when malformed)."""
-    if text is None:
-        return None
-    text = dict(text)
-    if not (isinstance(text["onnx"], str) and isinstance(text["tokenizer"], str)):
-        raise TypeError('"text" needs "onnx" and "tokenizer" file names')
-    return text
+# What bundle.json may say. The bounds keep a lying bundle from allocating without limit
+# (num_points 2,000,000,000 took 24 GB): the shipped configs take up to 10,000 points and
+# 512 groups, and the widest space and encoder width here are 1,280.
+MAX_POINTS = 65536
+MAX_WIDTH = 8192  # space dim, encoder widths and depth
+CHANNELS = (3, 6)  # xyz, or xyz + rgb: what the sampler makes
+ENCODERS = ("fp32", "fp16")  # the "files" entries that are encoder ONNX files
+REEXPORT = "re-export it with: ulip2 export --out DIR"
+_KINDS = {int: "a whole number", str: "a string", dict: "an object", bool: "true or false"}
 
 
-def _prompts_entry(meta: dict) -> str | None:
-    """The carried prompt ensembles' file: "prompts", or where older bundles kept it."""
-    name = meta.get("prompts") or (meta.get("text") or {}).get("prompts")
-    if name is not None and not isinstance(name, str):
-        raise TypeError('"prompts" is a file name')
+def _get(entry: dict, key: str, kind: type, where: str = ""):
+    """entry[key], which must be a `kind`; a ValueError naming the field (`where` + key, e.g.
+    "encoder.num_group") when it is missing or of another type."""
+    if key not in entry:
+        raise ValueError(f'no "{where}{key}"')
+    value = entry[key]
+    # Python's bool is an int, but `true` is no count
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
+        raise ValueError(f'"{where}{key}" is {value!r}, not {_KINDS[kind]}')
+    return value
+
+
+def _count(entry: dict, key: str, low: int, high: int, where: str = "") -> int:
+    value = _get(entry, key, int, where)
+    if not low <= value <= high:
+        raise ValueError(f'"{where}{key}" is {value}, outside {low}..{high}')
+    return value
+
+
+def _file_name(root: Path, entry: dict, key: str, where: str = "") -> str:
+    """entry[key], a file name relative to the bundle folder `root` that stays inside it: an
+    absolute path, a way up through "..", or a link out would have the bundle read files
+    that are not its own."""
+    name = _get(entry, key, str, where)
+    if Path(name).is_absolute() or not (root / name).resolve().is_relative_to(root):
+        raise ValueError(f'"{where}{key}" is {name!r}, outside the bundle folder; bundle files are named relative to it')
     return name
+
+
+def _describe(root: Path, meta) -> Bundle:
+    """The bundle at `root` as bundle.json's `meta` describes it, every field checked for its
+    type and range (a ValueError naming the field)."""
+    if not isinstance(meta, dict):
+        raise ValueError("not a JSON object")
+    version = _get(meta, "format_version", int)
+    if version > FORMAT_VERSION:
+        raise BundleError(f"{root / BUNDLE_FILE}: format version {version} is newer than this ulip2 reads "
+                          f"({FORMAT_VERSION}); upgrade ulip2")
+    space, encoder, files = (_get(meta, key, dict) for key in ("space", "encoder", "files"))
+    num_points = _count(meta, "num_points", 1, MAX_POINTS)
+    channels = _get(meta, "channels", int)
+    if channels not in CHANNELS:
+        raise ValueError(f'"channels" is {channels}; points have {" or ".join(map(str, CHANNELS))} (xyz, rgb)')
+    dim = _count(space, "dim", 1, MAX_WIDTH, "space.")
+    _get(space, "name", str, "space.")
+    _get(encoder, "name", str, "encoder.")
+    for key in ("trans_dim", "depth", "num_heads", "encoder_dims"):
+        _count(encoder, key, 1, MAX_WIDTH, "encoder.")
+    for key in ("num_group", "group_size"):  # FPS picks num_group of the points; kNN groups group_size
+        _count(encoder, key, 1, num_points, "encoder.")
+    # the torch encoder (ulip2 retrain) is built from "encoder": it must be the graph's model
+    for key, value in (("in_channels", channels), ("num_points", num_points), ("embed_dim", dim)):
+        if encoder.get(key) != value:
+            raise ValueError(f'"encoder.{key}" is {encoder.get(key)!r} but the bundle says {value}')
+    _get(files, "fp32", str, "files.")  # the encoder every bundle has
+    text = dict(_get(meta, "text", dict)) if "text" in meta else None
+    if text is not None:
+        for key in ("onnx", "tokenizer"):
+            _file_name(root, text, key, "text.")
+    # bundles made before "prompts" kept the prompt ensembles under "text"
+    prompts_entry, where = (meta, "") if "prompts" in meta else (text or {}, "text.")
+    return Bundle(
+        path=root,
+        space=space["name"],
+        dim=dim,
+        config=encoder,
+        num_points=num_points,
+        channels=channels,
+        files={key: _file_name(root, files, key, "files.") for key in files},
+        trained=_get(meta, "trained", bool),
+        provenance=dict(_get(meta, "provenance", dict)) if "provenance" in meta else {},
+        text=text,
+        prompts=_file_name(root, prompts_entry, "prompts", where) if "prompts" in prompts_entry else None,
+    )
+
+
+def _shape(dims) -> str:
+    return "(" + ", ".join("?" if d is None else str(d) for d in dims) + ")"
+
+
+def _io_problem(bundle: Bundle, inputs, outputs) -> str | None:
+    """How the encoder graph's declared input and output contradict bundle.json, or None.
+    A dimension is an int when fixed, a name (or None) when dynamic."""
+    if len(inputs) != 1 or not outputs:
+        return f"the graph takes {len(inputs)} inputs and gives {len(outputs)} outputs, not points -> embedding"
+    shape, out = inputs[0].shape, outputs[0].shape
+    if inputs[0].type != "tensor(float)" or len(shape) != 3:
+        return f"the graph takes {inputs[0].type} {_shape(shape)}, not float points (batch, points, channels)"
+    if shape[2] != bundle.channels:
+        return f"the graph takes {shape[2]} channels per point but bundle.json says channels {bundle.channels}"
+    if isinstance(shape[0], int):
+        return f"the graph takes a fixed batch of {shape[0]} (input {_shape(shape)}); ulip2 needs a dynamic batch axis"
+    if isinstance(shape[1], int) and shape[1] != bundle.num_points:
+        return f"the graph takes {shape[1]} points but bundle.json says num_points {bundle.num_points}"
+    if len(out) != 2 or out[1] != bundle.dim:
+        return f"the graph gives embeddings {_shape(out)} but bundle.json says space dim {bundle.dim}"
+    return None
+
+
+def _check_encoder(bundle: Bundle, precision: str) -> None:
+    """Refuse an encoder ONNX that onnxruntime cannot load, or whose input or output disagree
+    with bundle.json. Only the graph's declared shapes are read: nothing runs, the graph is not
+    optimised (the default bundle's: about 40 ms)."""
+    import onnxruntime as ort
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+
+    file = bundle.path / bundle.files[precision]
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.intra_op_num_threads = 1
+    try:
+        session = ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
+    except (ort_errors.Fail, ort_errors.InvalidArgument, ort_errors.InvalidGraph, ort_errors.InvalidProtobuf,
+            ort_errors.NotImplemented) as exc:
+        raise BundleError(f"{file}: not an encoder onnxruntime loads ({' '.join(str(exc).split())}); {REEXPORT}") from exc
+    problem = _io_problem(bundle, session.get_inputs(), session.get_outputs())
+    if problem:
+        raise BundleError(f"{file}: {problem}; {REEXPORT}")
 
 
 def bundle_path(path: str | os.PathLike) -> Path:
@@ -145,7 +259,9 @@ def bundle_path(path: str | os.PathLike) -> Path:
 
 
 def read_bundle(path: str | os.PathLike, *, warn_untrained: bool = True) -> Bundle:
-    """Open the bundle at `path` (a directory, its bundle.json, or `default`) and check it is complete."""
+    """Open the bundle at `path` (a directory, its bundle.json, or `default`) and check it: its
+    description's fields, types and ranges, its files (regular files inside the folder), and
+    its encoders' ONNX input and output against the description."""
     path = bundle_path(path)
     if path.name == BUNDLE_FILE:
         path = path.parent
@@ -153,30 +269,17 @@ def read_bundle(path: str | os.PathLike, *, warn_untrained: bool = True) -> Bund
     if not meta_file.is_file():
         raise BundleError(f"{path}: not a model bundle (no {BUNDLE_FILE}); make one with: ulip2 export --out {path}")
     try:
-        meta = json.loads(meta_file.read_text())
-        version = meta["format_version"]
-        if version > FORMAT_VERSION:
-            raise BundleError(f"{meta_file}: format version {version} is newer than this ulip2 reads ({FORMAT_VERSION}); upgrade ulip2")
-        bundle = Bundle(
-            path=path.resolve(),
-            space=meta["space"]["name"],
-            dim=int(meta["space"]["dim"]),
-            config=meta["encoder"],
-            num_points=int(meta["num_points"]),
-            channels=int(meta["channels"]),
-            files=dict(meta["files"]),
-            trained=bool(meta["trained"]),
-            provenance=dict(meta.get("provenance", {})),
-            text=_text_entry(meta.get("text")),
-            prompts=_prompts_entry(meta),
-        )
-    except (ValueError, KeyError, TypeError) as exc:
-        raise BundleError(f"{meta_file}: malformed bundle description ({type(exc).__name__}: {exc})") from exc
+        bundle = _describe(path.resolve(), json.loads(meta_file.read_text()))
+    except ValueError as exc:
+        raise BundleError(f"{meta_file}: malformed bundle description ({exc}); {REEXPORT}") from exc
     text_files = [bundle.text[k] for k in ("onnx", "tokenizer")] if bundle.text else []
     needed = [*bundle.files.values(), *text_files, *([bundle.prompts] if bundle.prompts else [])]
     missing = [name for name in needed if not (bundle.path / name).is_file()]
     if missing:
-        raise BundleError(f"{path}: bundle is incomplete, missing {', '.join(missing)}; re-export it")
+        raise BundleError(f"{path}: bundle is incomplete, missing {', '.join(missing)}; {REEXPORT}")
+    for precision in ENCODERS:
+        if precision in bundle.files:
+            _check_encoder(bundle, precision)
     if warn_untrained and not bundle.trained:
         warnings.warn(
             f"model bundle {bundle.path} is untrained (random weights): its embeddings carry no meaning; "
