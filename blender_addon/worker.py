@@ -37,6 +37,7 @@ import numpy as np
 
 from core.blender_formats import IMPORTERS
 from core.errors import AssetError
+from core.processes import end_with
 from core.references import check_references, leaves_folder
 from core.sampling import DEFAULT_GREY, sample_points
 
@@ -213,6 +214,8 @@ def run_job(job: dict) -> dict:
 
 
 def main() -> None:
+    if "--parent" in sys.argv:  # started by core.blender_pool: end with it, even by kill -9
+        end_with(int(sys.argv[sys.argv.index("--parent") + 1]))
     # Off by default in bpy; said here so no setting or file can turn it on for this process.
     bpy.context.preferences.filepaths.use_scripts_auto_execute = False
     answers = os.fdopen(os.dup(1), "w", buffering=1)

@@ -37,7 +37,7 @@ WHEEL_NAME = "ulip2_blender_core"
 # allowed). Not here on purpose: models/, export.py, meshio.py (trimesh), the torch spaces
 # (minilm.py, openclip.py) and library/indexer.py: Blender never needs them.
 EXTENSION_CORE_MODULES = (
-    "__init__.py", "errors.py", "paths.py", "sampling.py", "triplets.py", "blender_formats.py", "references.py",
+    "__init__.py", "errors.py", "paths.py", "sampling.py", "triplets.py", "blender_formats.py", "references.py", "processes.py",
     "bundle.py", "runtime.py", "prompts.py", "textcache.py",
     "spaces/__init__.py",
     "library/__init__.py", "library/keys.py", "library/store.py", "library/ann.py", "library/search.py",

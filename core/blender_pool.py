@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import queue
 import signal
 import subprocess
@@ -51,8 +52,8 @@ class Worker:
         if self.process is None or self.process.poll() is not None:
             with open(self.log, "ab") as log:
                 self.process = subprocess.Popen(
-                    [sys.executable, "-m", "blender_addon.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                    stderr=log, text=True, bufsize=1)
+                    [sys.executable, "-m", "blender_addon.worker", "--parent", str(os.getpid())],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, bufsize=1)
         self.log_start = self.log.stat().st_size  # this job's output starts here
         killed = threading.Event()
         process = self.process
