@@ -310,6 +310,10 @@ def main(argv=None) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"error: {where}{exc.strerror or exc}; check the path and that it is writable", file=sys.stderr)
         return 1
+    except MemoryError:  # a mesh too large for this machine (mesh readers let it through)
+        print("error: out of memory; close other programs, or run this on a machine with more memory",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

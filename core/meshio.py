@@ -70,6 +70,8 @@ def _load_scene(path) -> trimesh.Scene:
     try:
         # process=False: keep the file's arrays as they are; sampling needs no merging.
         return trimesh.load_scene(name, file_type=extension[1:], process=False)
+    except MemoryError:  # this machine ran short, which says nothing of the file
+        raise
     except Exception as error:  # trimesh raises anything from KeyError to struct.error
         # trimesh retries with fallbacks; the first error in the chain names the real problem.
         while error.__context__ is not None and isinstance(error.__context__, Exception):

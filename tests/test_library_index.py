@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -181,10 +182,14 @@ def test_bad_input_corpus_is_recorded_and_the_run_completes(tmp_path, encoder):
         else:
             assert name not in failed, (name, failed[name])
     assert report.added == sum(1 for w in expected.values() if not w)
+    assert {f["fault"] for f in report.failed} == {"file"}, "each of them is the file's fault"
     with Library(db) as library:
         assert {Path(e["path"]).name for e in library.errors()} == set(failed)
     again = run([tmp_path / "bad corpus"], db, encoder)
     assert (again.failed, again.known_errors, again.added) == ([], len(failed), 0), "known bad files are not retried"
+    retried = run([tmp_path / "bad corpus"], db, encoder, retry_failed=True)
+    assert ({Path(f["path"]).name for f in retried.failed}, retried.known_errors) == (set(failed), 0), \
+        "unless asked to"
     shutil.rmtree(tmp_path / "bad corpus" / "dossier été")
     assert run([tmp_path / "bad corpus"], db, encoder).removed == 1
 
@@ -233,7 +238,8 @@ def test_blender_formats_index_through_the_worker(tmp_path, encoder):
 
 
 def test_without_bpy_blender_files_say_what_to_install(tmp_path, encoder, monkeypatch):
-    """bpy is installed here, so the probe is made to answer as on a machine without it."""
+    """bpy is installed here, so the probe is made to answer as on a machine without it; then
+    it answers truly, as once the extra is installed."""
     import core.library.indexer as indexer
     from blender_files import write_blend_files
 
@@ -247,8 +253,15 @@ def test_without_bpy_blender_files_say_what_to_install(tmp_path, encoder, monkey
         ("cone.fbx", NEEDS_BLENDER), ("scene.blend", NEEDS_BLENDER)]
     assert "pip install 'ulip2[blender]'" in NEEDS_BLENDER
     with Library(db) as library:
-        assert library.errors() == [], "not remembered: once bpy is installed the files are read"
-    assert len(run([tmp_path / "assets"], db, encoder).failed) == 2, "and said again on the next run"
+        assert {e["fault"] for e in library.errors()} == {"run"}, "not the files' fault"
+    again = run([tmp_path / "assets"], db, encoder)
+    assert (len(again.failed), again.known_errors) == (2, 0), "so said again on the next run, not skipped"
+    pytest.importorskip("bpy")
+    monkeypatch.undo()
+    installed = run([tmp_path / "assets"], db, encoder)
+    assert (installed.failed, installed.added) == ([], 3), "once bpy is installed the files are read"
+    with Library(db) as library:
+        assert library.errors() == []
 
 
 def test_a_version_1_library_migrates_keeping_its_rows(tmp_path):
@@ -273,7 +286,7 @@ def test_a_version_1_library_migrates_keeping_its_rows(tmp_path):
             INSERT INTO tags VALUES (7, 'user', 'hero prop', 1.0, 'b1');
         """)
     with Library(db) as library:
-        assert library.get_meta("schema_version") == "4"
+        assert library.get_meta("schema_version") == "5"
         assert library.assets() == {7: dict(path="/lib/a.blend", object="", folder="/lib", format="blend", size=10,
                                             sha256="aa")}
         ids, vectors = library.embeddings("b1")
@@ -285,6 +298,87 @@ def test_a_version_1_library_migrates_keeping_its_rows(tmp_path):
             "marked assets replace the whole-file asset"
         assert library.user_tags() == {}, "its rows went with it (foreign keys are on again)"
         assert library.integrity_check() == "ok"
+
+
+def test_a_version_4_library_keeps_its_failures_as_the_files_fault(tmp_path, tiny_bundle, capsys):
+    """A library written before failures said whose fault they were opens as the current
+    schema, each failure kept as the file's: skipped, the summary saying how to retry, and
+    read again with --retry-failed."""
+    from core.cli import main
+
+    folder = tmp_path / "assets"
+    folder.mkdir()
+    bad = folder / "empty.glb"
+    bad.write_bytes(b"")
+    db = tmp_path / "old.sqlite"
+    with Library(db) as library:
+        library.write_batch("b1", "minilm", [], [], [(str(bad), 0, bad.stat().st_mtime_ns, "empty file (0 bytes)",
+                                                     "file")])
+    conn = sqlite3.connect(db)  # version 4's tables: the same, but for errors.fault
+    conn.execute("ALTER TABLE errors DROP COLUMN fault")
+    conn.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    with Library(db) as library:
+        assert library.get_meta("schema_version") == "5"
+        assert library.errors() == [{"path": str(bad), "reason": "empty file (0 bytes)", "fault": "file"}]
+    argv = ["index", str(folder), "--db", str(db), "--bundle", str(tiny_bundle.path), "--quiet", "--workers", "0"]
+    assert main(argv) == 0
+    assert "0 failed (1 known bad files skipped; retry them with --retry-failed)" in capsys.readouterr().out
+    assert main([*argv, "--retry-failed"]) == 1
+    out = capsys.readouterr().out
+    assert "1 failed in" in out and "known bad" not in out
+
+
+def test_a_failure_not_of_the_file_keeps_its_asset_and_tags(tmp_path):
+    """Out of memory on a changed file says nothing of it: its asset, and a person's tags,
+    stay until the next run reads it; a file's own failure removes them."""
+    with Library(tmp_path / "lib.sqlite") as library:
+        library.write_batch("b1", "minilm", [AssetRecord("/lib/a.glb", 10, 1, "aa", np.ones(2), None)], [], [])
+        asset = library.asset_id("/lib/a.glb")
+        library.set_user_tags(asset, ["hero prop"])
+        library.write_batch("b1", "minilm", [], [], [("/lib/a.glb", 11, 2, "out of memory", "run")])
+        assert (library.asset_id("/lib/a.glb"), library.user_tags()) == (asset, {asset: ["hero prop"]})
+        assert library.errors() == [{"path": "/lib/a.glb", "reason": "out of memory", "fault": "run"}]
+        library.write_batch("b1", "minilm", [], [], [("/lib/a.glb", 11, 2, "empty file (0 bytes)", "file")])
+        assert (library.assets(), library.user_tags()) == ({}, {})
+
+
+def _kill_first_blender_worker(timeout: float = 60) -> None:
+    """SIGKILL the first Blender worker this process starts, as the kernel's out-of-memory
+    killer ends a process."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for proc in Path("/proc").iterdir():
+            try:
+                worker = b"blender_addon.worker" in (proc / "cmdline").read_bytes()
+                parent = int(next(line.split()[1] for line in (proc / "status").read_text().splitlines()
+                                  if line.startswith("PPid:")))
+            except (OSError, ValueError):
+                continue  # not a process, or one that ended meanwhile
+            if worker and parent == os.getpid():
+                os.kill(int(proc.name), signal.SIGKILL)
+                return
+        time.sleep(0.01)
+
+
+def test_a_blender_worker_killed_by_the_system_is_not_the_files_fault(tmp_path, encoder):
+    """A worker killed mid-file (SIGKILL, the out-of-memory killer's signal) fails the file
+    by the run's fault: the next run reads it (here Blender finds it is no .blend: the
+    file's fault), and the run after skips it."""
+    pytest.importorskip("bpy")
+    folder = tmp_path / "assets"
+    folder.mkdir()
+    (folder / "scene.blend").write_bytes(b"BLENDER-v300")
+    killer = threading.Thread(target=_kill_first_blender_worker)
+    killer.start()
+    killed = run([folder], tmp_path / "lib.sqlite", encoder)
+    killer.join()
+    assert [(Path(f["path"]).name, f["fault"]) for f in killed.failed] == [("scene.blend", "run")]
+    assert "(signal SIGKILL)" in killed.failed[0]["reason"]
+    again = run([folder], tmp_path / "lib.sqlite", encoder)
+    assert ([f["fault"] for f in again.failed], again.known_errors) == (["file"], 0), again.failed
+    assert run([folder], tmp_path / "lib.sqlite", encoder).known_errors == 1
 
 
 def test_a_fifo_and_a_link_to_a_device_are_reported_not_read(tmp_path, encoder):

@@ -67,7 +67,8 @@ def cmd_index(args) -> int:
     encoder = PointEncoder(args.bundle, device=args.device)
     with _open(args, create=True) as library:
         report = index_paths(args.paths, library, encoder, batch_size=args.batch_size, workers=args.workers,
-                             seed=args.seed, thumbnails=args.thumbnails != "none", progress=not args.quiet)
+                             seed=args.seed, thumbnails=args.thumbnails != "none", progress=not args.quiet,
+                             retry_failed=args.retry_failed)
         rendered = _render_thumbnails(library, args) if args.thumbnails == "blender" else None
     if args.json:
         _print_json(report.to_json() | {"db": str(library.path)}
@@ -75,7 +76,8 @@ def cmd_index(args) -> int:
     else:
         print(f"{library.path}: {report.seen} files seen, {report.added} added, {report.updated} updated, "
               f"{report.unchanged} unchanged, {report.removed} removed, {len(report.failed)} failed"
-              + (f" ({report.known_errors} known bad files skipped)" if report.known_errors else "")
+              + (f" ({report.known_errors} known bad files skipped; retry them with --retry-failed)"
+                 if report.known_errors else "")
               + f" in {report.seconds:.1f} s")
         if rendered:
             _print_thumbnails(library, rendered)
@@ -251,7 +253,10 @@ def register(sub) -> None:
             "Walks the folders for glb, gltf, obj, ply, stl and off files, and .blend/.fbx/.usd* (read by\n"
             "headless Blender workers). Files seen before are skipped unless their size or mtime\n"
             "changed and their content hash too; deleted files are dropped; bad files are recorded\n"
-            "with their reason and the run goes on (exit code 1 if any failed this run).\n"
+            "with their reason and the run goes on (exit code 1 if any failed this run). Later runs\n"
+            "skip the files that failed by their own fault (unreadable, corrupt, no geometry) until\n"
+            "they change, and retry those that failed by the run's (out of memory, a worker killed\n"
+            "by the system, a full disk); --retry-failed retries them all.\n"
             "Every batch is committed on its own: stop it at any time and run it again to resume.\n\n"
             "examples:\n"
             "  ulip2 index ~/assets/props ~/assets/furniture --bundle my-bundle\n"
@@ -267,6 +272,8 @@ def register(sub) -> None:
                         "for what Blender reads; blender: then render the rest as 'ulip2 thumbnails' does; none")
     p.add_argument("--no-thumbnails", dest="thumbnails", action="store_const", const="none",
                    help="the same as --thumbnails none")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="read again the unchanged files that failed before (skipped otherwise)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = add("thumbnails", cmd_thumbnails, "replace the point previews of a library with Blender renders",

@@ -16,7 +16,9 @@ asset of its own (the library tells them apart by object name), written in one b
 from __future__ import annotations
 
 import base64
+import errno
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -34,7 +36,7 @@ from core.blender_pool import NEEDS_BLENDER, blender_available, needs_blender, r
 from core.bundle import Bundle
 from core.errors import AssetError
 from core.library.keys import bundle_id  # noqa: F401 (callers import it from here too)
-from core.library.store import BLENDER, POINTS, AssetRecord, Library
+from core.library.store import BLENDER, FILE_FAULT, POINTS, RUN_FAULT, AssetRecord, Library
 from core.blender_formats import BLENDER_ONLY, y_up
 from core.meshio import SUPPORTED_EXTENSIONS, load_points
 from core.paths import file_sha256
@@ -45,6 +47,13 @@ ASSET_EXTENSIONS = SUPPORTED_EXTENSIONS + BLENDER_ONLY
 _POOL_MIN_JOBS = 8
 #: Seconds a Blender worker may spend on one file before it is killed and the file failed.
 BLENDER_TIMEOUT_S = 600.0
+# Reading a file fails so when this machine runs short (memory, open files), not the file.
+_SYSTEM_ERRNOS = {errno.ENOMEM, errno.EMFILE, errno.ENFILE}
+# In a Blender worker's reason (core.blender_pool, blender_addon.worker), what says the run
+# failed, not the file: the system killed the worker (the kernel's out-of-memory killer sends
+# SIGKILL; a file that crashes Blender ends it with SIGSEGV or SIGABRT), or memory or disk
+# ran out inside it.
+_RUN_FAULT_SIGNS = (f"(signal {signal.SIGKILL.name})", MemoryError.__name__, os.strerror(errno.ENOSPC))
 
 
 def _utf8(path: str) -> bool:
@@ -103,9 +112,7 @@ class _Loaded:
     sha256: str = ""
     assets: list[_Asset] = field(default_factory=list)
     error: str | None = None  # set when the file cannot become points
-    # False for a problem of this environment, not of the file (bpy missing): reported on
-    # every run but not remembered, so the file is read once the environment is fixed.
-    remember_error: bool = True
+    fault: str = FILE_FAULT  # whose fault `error` is: RUN_FAULT ones are retried by the next run
 
     @property
     def unchanged(self) -> bool:
@@ -119,7 +126,8 @@ def _hashed(job: _Job) -> tuple[_Loaded, bool]:
         out = _Loaded(job.path, stat.st_size, stat.st_mtime_ns)
         out.sha256 = file_sha256(job.path)
     except OSError as exc:
-        return _Loaded(job.path, 0, 0, error=f"cannot read: {exc.strerror or exc}"), False
+        return _Loaded(job.path, 0, 0, error=f"cannot read: {exc.strerror or exc}",
+                       fault=RUN_FAULT if exc.errno in _SYSTEM_ERRNOS else FILE_FAULT), False
     # Same hash: touched, not changed (a copy, a checkout, a save without edits).
     return out, not (out.sha256 == job.known_sha and job.embedded)
 
@@ -141,9 +149,10 @@ def _load(job: _Job) -> _Loaded:
     except AssetError as exc:
         out.error = exc.reason
     except MemoryError:
-        out.error = "out of memory while loading (too many faces or too large a texture?)"
+        out.error, out.fault = "out of memory while loading (too many faces or too large a texture?)", RUN_FAULT
     except Exception as exc:  # a loader bug on one odd file must not stop a library-wide run
-        out.error = f"unexpected {type(exc).__name__} while loading: {str(exc)[:200]}"
+        # ulip2's fault until shown otherwise: retried, so a fixed ulip2 reads the file.
+        out.error, out.fault = f"unexpected {type(exc).__name__} while loading: {str(exc)[:200]}", RUN_FAULT
     return out
 
 
@@ -161,7 +170,7 @@ def _blender_loaded(jobs: list[_Job], workers: int | None, timeout: float) -> It
     for job in jobs:
         out, needed = _hashed(job)
         if needed and out.error is None and not blender_available():
-            out.error, out.remember_error = NEEDS_BLENDER, False
+            out.error, out.fault = NEEDS_BLENDER, RUN_FAULT  # read once the extra is installed
         if not needed or out.error is not None:
             yield out
         else:
@@ -179,6 +188,7 @@ def _blender_loaded(jobs: list[_Job], workers: int | None, timeout: float) -> It
             out = loaded.pop(request["path"])
             if not answer["ok"]:
                 out.error = answer["reason"]
+                out.fault = RUN_FAULT if any(sign in out.error for sign in _RUN_FAULT_SIGNS) else FILE_FAULT
             else:
                 out.assets = [_Asset(a["object"], y_up(_points(a["points"], request["num_points"])),
                                      base64.b64decode(a["thumbnail"]) if a["thumbnail"] else None)
@@ -193,8 +203,8 @@ class IndexReport:
     updated: int = 0
     unchanged: int = 0
     removed: int = 0
-    failed: list[dict] = field(default_factory=list)  # {path, reason} of this run
-    known_errors: int = 0  # unchanged files that failed before (not retried)
+    failed: list[dict] = field(default_factory=list)  # {path, reason, fault} of this run
+    known_errors: int = 0  # unchanged files that failed before by their own fault (skipped)
     seconds: float = 0.0
 
     def to_json(self) -> dict:
@@ -205,7 +215,7 @@ def index_paths(roots: Sequence[str | os.PathLike], library: Library, encoder, *
                 workers: int | None = None, seed: int = 0, thumbnails: bool = True,
                 progress: bool = True, on_batch: Callable[[int, int], None] | None = None,
                 should_stop: Callable[[], bool] | None = None,
-                blender_timeout: float = BLENDER_TIMEOUT_S) -> IndexReport:
+                blender_timeout: float = BLENDER_TIMEOUT_S, retry_failed: bool = False) -> IndexReport:
     """Bring `library` up to date with the asset files under `roots`, embedding with
     `encoder` (a core.runtime.PointEncoder). Returns what was done.
 
@@ -216,6 +226,8 @@ def index_paths(roots: Sequence[str | os.PathLike], library: Library, encoder, *
         after each commit, for a progress bar.
     should_stop: asked after each commit; True ends the run there (every committed batch
         stays, and the next run resumes with the rest).
+    retry_failed: read again the unchanged files that failed by their own fault (skipped
+        otherwise; those that failed by the run's are always retried).
     """
     started = time.perf_counter()
     report = IndexReport()
@@ -231,7 +243,7 @@ def index_paths(roots: Sequence[str | os.PathLike], library: Library, encoder, *
     for p in (p for p, ok in named.items() if not ok):
         shown = os.fsencode(p).decode("utf-8", "backslashreplace")
         reason = "the file name is not valid UTF-8; rename it (e.g. convmv -f latin1 -t utf-8 -r FOLDER)"
-        report.failed.append({"path": shown, "reason": reason})
+        report.failed.append({"path": shown, "reason": reason, "fault": FILE_FAULT})
         print(f"error: {shown}: {reason}", file=sys.stderr)
     # Deletions first: a run killed later still leaves no row for a file that is gone.
     report.removed = library.drop_missing(roots, set(paths))
@@ -246,7 +258,7 @@ def index_paths(roots: Sequence[str | os.PathLike], library: Library, encoder, *
         except OSError:
             continue  # vanished between walk and stat: the next run drops it
         if k is not None and (k.size, k.mtime_ns) == (stat.st_size, stat.st_mtime_ns):
-            if k.sha256 is None:
+            if k.sha256 is None and k.fault == FILE_FAULT and not retry_failed:
                 report.known_errors += 1
                 continue
             if k.embedded:
@@ -254,7 +266,7 @@ def index_paths(roots: Sequence[str | os.PathLike], library: Library, encoder, *
                 continue
         if not S_ISREG(stat.st_mode):
             irregular.append((path, stat.st_size, stat.st_mtime_ns, f"not a regular file ({_kind(stat.st_mode)}): "
-                              "only regular files are assets; replace it with the file itself"))
+                              "only regular files are assets; replace it with the file itself", FILE_FAULT))
             continue
         jobs.append(_Job(path, None if k is None else k.sha256, k is not None and k.embedded,
                          encoder.num_points, seed, thumbnails))
@@ -263,8 +275,7 @@ def index_paths(roots: Sequence[str | os.PathLike], library: Library, encoder, *
     records: list[AssetRecord] = []
     points: list[np.ndarray] = []
     touched: list[tuple[str, int, int]] = []
-    failed: list[tuple[str, int, int, str]] = irregular  # recorded with the first batch
-    unremembered: list[dict] = []  # failures of this environment, not of the file
+    failed: list[tuple[str, int, int, str, str]] = irregular  # recorded with the first batch
     done = files = 0  # files processed, files in the batch being gathered
 
     def flush() -> None:
@@ -280,9 +291,9 @@ def index_paths(roots: Sequence[str | os.PathLike], library: Library, encoder, *
             else:
                 report.added += 1
         report.unchanged += len(touched)
-        report.failed += [{"path": p, "reason": r} for p, _, _, r in failed] + unremembered
+        report.failed += [{"path": p, "reason": r, "fault": f} for p, _, _, r, f in failed]
         done, files = done + files, 0
-        for pending in (records, points, touched, failed, unremembered):
+        for pending in (records, points, touched, failed):
             pending.clear()
         if on_batch is not None:
             on_batch(done, len(jobs))
@@ -298,11 +309,9 @@ def index_paths(roots: Sequence[str | os.PathLike], library: Library, encoder, *
         for item in chain(_loaded(in_trimesh, workers), _blender_loaded(in_blender, workers, blender_timeout)):
             files += 1
             if item.error is not None:
-                if item.remember_error:
-                    failed.append((item.path, item.size, item.mtime_ns, item.error))
-                else:
-                    unremembered.append({"path": item.path, "reason": item.error})
-                bar.write(f"error: {item.path}: {item.error}", file=sys.stderr)
+                failed.append((item.path, item.size, item.mtime_ns, item.error, item.fault))
+                retried = " (not the file's fault: the next run reads it again)" if item.fault == RUN_FAULT else ""
+                bar.write(f"error: {item.path}: {item.error}{retried}", file=sys.stderr)
             elif item.unchanged:
                 touched.append((item.path, item.size, item.mtime_ns))
             else:
@@ -313,7 +322,7 @@ def index_paths(roots: Sequence[str | os.PathLike], library: Library, encoder, *
                                                asset.thumbnail, asset.object, source))
                     points.append(asset.points)
             bar.update(1)
-            if len(records) + len(touched) + len(failed) + len(unremembered) >= batch_size:
+            if len(records) + len(touched) + len(failed) >= batch_size:
                 flush()
                 if should_stop is not None and should_stop():
                     break

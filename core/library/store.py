@@ -25,7 +25,7 @@ import numpy as np
 from core.blender_formats import BLENDER_ONLY
 from core.errors import Ulip2Error
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 DB_ENV = "ULIP2_DB"
 DEFAULT_DB_NAME = "ulip2-library.sqlite"
 QUICK_CHECK_BYTES = 256 << 20  # quick_check read a 332 MB file in 0.28 s here (page cache warm)
@@ -34,6 +34,11 @@ _CHUNK = 500  # rows per IN (...) query, under SQLite's host-parameter limit
 #: What made a thumbnail (thumbnails.source): core's software preview of the sampled points,
 #: or a render by the Blender worker (`ulip2 thumbnails` replaces the first by the second).
 POINTS, BLENDER = "points", "blender"
+#: Whose fault a failure was (errors.fault): the file's own (unreadable, corrupt, no usable
+#: geometry), skipped until the file changes or `index --retry-failed`; or the run's (out of
+#: memory, a worker killed by the system, a full disk, a missing extra, a loader bug), retried
+#: by the next run.
+FILE_FAULT, RUN_FAULT = "file", "run"
 
 # One row per asset: a file, or an object marked as an asset inside a .blend (several rows
 # share the file's path then, told apart by `object`). Written once, used by the schema and
@@ -96,15 +101,20 @@ CREATE TABLE IF NOT EXISTS errors (
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
     reason TEXT NOT NULL,
-    at REAL NOT NULL
+    at REAL NOT NULL,
+    fault TEXT NOT NULL DEFAULT 'file'  -- 'file' or 'run' (see FILE_FAULT)
 );
 """ + _ASSETS_TABLE.format(name="assets")
 
 
+def _add_column(conn: sqlite3.Connection, table: str, column: str, definition: str) -> None:
+    # A file older than the table got it from _SCHEMA just now, column and all.
+    if column not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+
+
 def _add_thumbnail_source(conn: sqlite3.Connection) -> None:
-    # A file older than the thumbnails table got it from _SCHEMA just now, column and all.
-    if "source" not in {row[1] for row in conn.execute("PRAGMA table_info(thumbnails)")}:
-        conn.execute(f"ALTER TABLE thumbnails ADD COLUMN source TEXT NOT NULL DEFAULT '{POINTS}'")
+    _add_column(conn, "thumbnails", "source", f"TEXT NOT NULL DEFAULT '{POINTS}'")
     formats = [extension.lstrip(".") for extension in BLENDER_ONLY]
     conn.execute(f"UPDATE thumbnails SET source = ? WHERE asset_id IN "
                  f"(SELECT id FROM assets WHERE format IN ({','.join('?' * len(formats))}))", (BLENDER, *formats))
@@ -129,6 +139,9 @@ _MIGRATIONS = {
     # Version 3 did not say what made a thumbnail: the files only Blender reads were always
     # rendered by it, every other file got the point preview.
     4: _add_thumbnail_source,
+    # Version 4 blamed every failure on the file: they stay file faults (skipped until the
+    # file changes or `index --retry-failed`), as they were treated when recorded.
+    5: lambda conn: _add_column(conn, "errors", "fault", f"TEXT NOT NULL DEFAULT '{FILE_FAULT}'"),
 }
 
 
@@ -151,6 +164,7 @@ class Known:
     mtime_ns: int
     sha256: str | None  # None for a file remembered as an error
     embedded: bool  # every asset of the file has an embedding from the current bundle
+    fault: str | None = None  # FILE_FAULT or RUN_FAULT, for a file remembered as an error
 
 
 @dataclass
@@ -298,18 +312,21 @@ class Library:
                 earlier = found.get(path)
                 found[path] = Known(asset_id, size, mtime, sha, bool(embedded)) if earlier is None else \
                     Known(earlier.asset_id, size, mtime, sha, earlier.embedded and bool(embedded))
-            for path, size, mtime in self.conn.execute(
-                f"SELECT path, size, mtime_ns FROM errors WHERE path IN ({marks})", chunk
+            for path, size, mtime, fault in self.conn.execute(
+                f"SELECT path, size, mtime_ns, fault FROM errors WHERE path IN ({marks})", chunk
             ):
-                found.setdefault(path, Known(None, size, mtime, None, False))
+                found.setdefault(path, Known(None, size, mtime, None, False, fault))
         return found
 
     def write_batch(self, bundle: str, space: str, records: Iterable[AssetRecord],
-                    touched: Iterable[tuple[str, int, int]], failed: Iterable[tuple[str, int, int, str]]) -> None:
+                    touched: Iterable[tuple[str, int, int]],
+                    failed: Iterable[tuple[str, int, int, str, str]]) -> None:
         """One transaction: embedded assets (new content drops every derived row of the old;
         the same content under a new bundle adds that bundle's embedding beside the others),
-        files whose content did not change (new size/mtime only), and files that failed
-        (their asset, if any, removed: its rows described content that is gone)."""
+        files whose content did not change (new size/mtime only), and files that failed,
+        (path, size, mtime, reason, fault): by their own fault their asset, if any, is removed
+        (its rows described content that is gone); by the run's it stays, a person's tags with
+        it (an out-of-memory says nothing of the file), until the next run reads the file."""
         now = time.time()
         records, touched, failed = list(records), list(touched), list(failed)
         objects: dict[str, list[str]] = {}
@@ -350,11 +367,14 @@ class Library:
                         f"WHERE NOT (thumbnails.source = '{BLENDER}' AND excluded.source = '{POINTS}')",
                         (asset_id, r.thumbnail, r.thumbnail_source))
                 conn.execute("DELETE FROM errors WHERE path = ?", (path,))
-            conn.executemany("UPDATE assets SET size = ?, mtime_ns = ? WHERE path = ?",
-                             [(size, mtime, path) for path, size, mtime in touched])
-            for path, size, mtime, reason in failed:
-                conn.execute("DELETE FROM assets WHERE path = ?", (path,))
-                conn.execute("INSERT OR REPLACE INTO errors VALUES (?, ?, ?, ?, ?)", (path, size, mtime, reason, now))
+            for path, size, mtime in touched:
+                conn.execute("UPDATE assets SET size = ?, mtime_ns = ? WHERE path = ?", (size, mtime, path))
+                conn.execute("DELETE FROM errors WHERE path = ?", (path,))  # read fine this time
+            for path, size, mtime, reason, fault in failed:
+                if fault == FILE_FAULT:
+                    conn.execute("DELETE FROM assets WHERE path = ?", (path,))
+                conn.execute("INSERT OR REPLACE INTO errors VALUES (?, ?, ?, ?, ?, ?)",
+                             (path, size, mtime, reason, now, fault))
             if records or failed:
                 self._bump(bundle)
 
@@ -438,7 +458,9 @@ class Library:
             "SELECT object FROM assets WHERE path = ? AND object != '' ORDER BY object", (path,))]
 
     def errors(self) -> list[dict]:
-        return [dict(path=p, reason=r) for p, r in self.conn.execute("SELECT path, reason FROM errors ORDER BY path")]
+        """[{path, reason, fault}] of the files that failed, in path order."""
+        return [dict(path=p, reason=r, fault=f)
+                for p, r, f in self.conn.execute("SELECT path, reason, fault FROM errors ORDER BY path")]
 
     def thumbnail(self, asset_id: int) -> bytes | None:
         row = self.conn.execute("SELECT png FROM thumbnails WHERE asset_id = ?", (asset_id,)).fetchone()
