@@ -10,7 +10,10 @@ Captioning runs here, in the ulip2 environment, after the views exist.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +26,11 @@ from core.triplets import (ASSET_EXTENSIONS, CAPTIONED, DONE, RecordWriter, Trip
 
 # Ray: results in flight per cluster CPU (each holds a record's views and points in memory).
 RAY_IN_FLIGHT_PER_CPU = 2
+# With less room than this left on the store's disk after a job, its writes may have run out:
+# a record at the default settings takes 0.7 MB in tmp/, and Blender writes a view that does
+# not fit as an empty PNG while reporting it saved, so the job's answer alone cannot tell.
+DISK_FULL_BELOW = 1 << 20
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 # -- build ------------------------------------------------------------------------------
@@ -134,6 +142,7 @@ def plan_units(store: TripletStore, files: list[Path], *, engine: str, workers: 
             if answer["ok"]:
                 listed[Path(job["path"])] = answer["assets"]
             else:
+                _check_room(store.root)
                 store.fail(job["key"], job["path"], answer["reason"])
                 failed.add(job["key"])
     units, skipped, queued = [], 0, set()
@@ -166,6 +175,7 @@ def render_files(store: TripletStore, files: list[Path], settings: dict, *, engi
     with _progress(total=len(units), desc="rendering", unit="object") as bar:
         for job, answer, record in run_units(store, units, **run):
             try:
+                _check_room(record.path)
                 if answer["ok"]:
                     record.commit(np.load(record.path / "points.npy"), answer["meta"])
                 else:
@@ -176,6 +186,17 @@ def render_files(store: TripletStore, files: list[Path], settings: dict, *, engi
             bar.update(1)
     return {"skipped_done": skipped, "written": len(units) - len(failed & {u["key"] for u in units}),
             "failed": failed}
+
+
+def _disk_full(folder: Path) -> bool:
+    return shutil.disk_usage(folder).free < DISK_FULL_BELOW
+
+
+def _check_room(folder: Path) -> None:
+    """Raise ENOSPC when the disk holding `folder` is full: a job that failed, or wrote, there
+    then ran out of room, and what it made is not the file's doing."""
+    if _disk_full(folder):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(folder))
 
 
 def cmd_build(args) -> int:
@@ -190,10 +211,18 @@ def cmd_build(args) -> int:
                 "engine": args.render_engine}
     if args.samples is not None:  # else the renderer's own default (blender_addon.render.ViewSettings)
         settings["samples"] = args.samples
-    done = render_files(store, files, settings, engine=args.engine, workers=args.workers, timeout=args.timeout)
+    try:
+        done = render_files(store, files, settings, engine=args.engine, workers=args.workers, timeout=args.timeout)
+        if captioning is not None:
+            caption_store(store, *captioning, k=args.k)
+    except OSError as exc:
+        if exc.errno not in NO_SPACE and not _disk_full(store.root):  # numpy says a short write without errno
+            raise
+        print(f"error: {store.root}: the disk is full ({exc.strerror or os.strerror(errno.ENOSPC)}); free some "
+              f"space and run the same build again: committed records are kept ({store.info()['records']} in "
+              "the store) and not redone", file=sys.stderr)
+        return 1
     failed = done["failed"]
-    if captioning is not None:
-        caption_store(store, *captioning, k=args.k)
     info = store.info()
     _print_json({"store": info["store"], "files": len(files), "skipped_done": done["skipped_done"],
                  "written": done["written"], "failed": [f for f in info["failures"] if f["key"] in failed],
@@ -294,7 +323,8 @@ def register(sub) -> None:
 
     p = tsub.add_parser("build", formatter_class=fmt, help="asset files -> triplets, in headless Blender workers",
                         epilog="Resumable: files whose content is already stored are skipped. A file that fails or\n"
-                               "crashes Blender is recorded with its reason and the batch goes on (exit code 1).")
+                               "crashes Blender is recorded with its reason and the batch goes on (exit code 1).\n"
+                               "A full disk stops the batch (exit code 1); the records committed stay.")
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH",
                    help=f"asset files or folders (searched for {', '.join(ASSET_EXTENSIONS)})")
     p.add_argument("--store", type=Path, required=True, help="triplet store folder (created if new)")

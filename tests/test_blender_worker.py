@@ -291,3 +291,52 @@ def test_files_naming_others_outside_their_folder_are_refused_and_no_code_runs(t
     names = sorted(r.meta["source"]["object"] for r in TripletStore(tmp_path / "store").records())
     assert names == ["scripted", "wedge"]
     assert not list(tmp_path.glob("ran.*")), "a text block or driver of scripted.blend ran"
+
+
+def _on_a_small_disk(disk: Path, script: str) -> None:
+    """Run the sh `script` with `disk` a 8 MB tmpfs (a real file system that fills up),
+    mounted in a private mount namespace: no root needed where user namespaces are allowed."""
+    import shutil
+    import subprocess
+
+    disk.mkdir()
+    probe = subprocess.run(["unshare", "-rm", "mount", "-t", "tmpfs", "tmpfs", str(disk)], capture_output=True,
+                           text=True) if shutil.which("unshare") else None
+    if probe is None or probe.returncode:
+        pytest.skip(f"cannot mount a tmpfs in a private namespace here: {probe.stderr if probe else 'no unshare'}")
+    subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size=8m tmpfs {disk}\n{script}"],
+                   check=True, timeout=600)
+
+
+def test_a_full_disk_stops_the_batch_and_keeps_what_was_committed(assets, tmp_path):
+    """A store on a disk that fills up, once while a worker writes views and points, once while
+    this process writes a record's captions: one line says the disk is full (it was blamed on
+    the file as 'OSError: ...', or came out as 'check the path'), exit 1, no file is recorded as
+    failed, and the record committed before is whole."""
+    import shlex
+    import sys
+
+    disk, out = tmp_path / "disk", tmp_path / "out"
+    out.mkdir()
+    store = disk / "store"
+    build = " ".join(map(shlex.quote, [sys.executable, "-m", "core.cli", "triplets", "build", "--store", str(store),
+                                       *FAST, str(assets / "chair.glb")]))
+    _on_a_small_disk(disk, f"""
+        {build} --no-caption > /dev/null 2>&1
+        dd if=/dev/zero of={disk}/filler bs=64k 2> /dev/null
+        {build} {assets / "sub" / "wedge.obj"} --no-caption 2> {out}/render.err; echo $? > {out}/render.rc
+        {build} --captioner metadata --k 2 2> {out}/caption.err; echo $? > {out}/caption.rc
+        cp -r {store} {out}/store""")
+
+    for step in ("render", "caption"):
+        assert (out / f"{step}.rc").read_text().split() == ["1"], step
+        lines = [line for line in (out / f"{step}.err").read_text().splitlines() if line.strip()]
+        assert lines[-1] == (f"error: {store}: the disk is full (No space left on device); free some space and run "
+                             "the same build again: committed records are kept (1 in the store) and not redone")
+        assert not any("Traceback" in line or "crashed" in line for line in lines), lines
+    kept = TripletStore(out / "store")
+    info = kept.info()
+    assert (info["records"], info["failed"], info["captioned"]) == (1, 0, 0)
+    (record,) = kept.records()
+    assert record.meta["source"]["object"] == "chair" and record.points().shape == (10_000, 6)
+    assert [Image.open(path).size for path in record.view_paths()] == [(32, 32), (32, 32)]
