@@ -102,7 +102,7 @@ def export_labels(db: str, bundle: str | None, kind: str, out: str) -> int:
     from core.library.store import Library
     from core.library.tagging import export_labels as write
 
-    with Library(db, create=False) as library:
+    with Library(db, read_only=True) as library:
         bundle_id = Searcher(library, bundle).bundle_id
         labels = library.asset_tags(bundle_id) if kind == TAG else library.labels("captions", bundle_id)
         write(library, labels, out, kind=kind)
@@ -126,7 +126,7 @@ def run_search(db: str, bundle: str | None, device: str, *, text: str = "", like
     from core.library.store import Library
     from core.spaces import load_space
 
-    with Library(db, create=False) as library:
+    with Library(db, read_only=True) as library:
         searcher = Searcher(library, bundle, device=device)
         if image is not None:
             query = f"image {os.path.basename(image)}"

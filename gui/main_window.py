@@ -472,7 +472,7 @@ class MainWindow(QMainWindow):
             try:
                 from core.library.store import Library
 
-                with Library(self.db, create=False) as library:
+                with Library(self.db, read_only=True) as library:
                     details = jobs.asset_details(library, hit.asset_id, self.results.results.bundle_id)
             except (Ulip2Error, sqlite3.Error) as exc:
                 self.show_error("Cannot show the asset", readable_error(exc))

@@ -4,7 +4,11 @@ any encoder is checked: --like finds the identical mesh first, filters filter, t
 captions are stored and exported; text ranking is checked on the minilm side alone."""
 
 import json
+import os
 import shutil
+import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -188,3 +192,106 @@ def test_format_filter_takes_a_dot_and_capitals(library, tiny_bundle, capsys):
     root, db = library
     out = cli_json(capsys, "search", "a chair", "--format", ".GLB", "--db", str(db), "--bundle", str(tiny_bundle.path))
     assert out["hits"] and all(h["format"] == "glb" for h in out["hits"])
+
+
+def unprivileged(argv: list[str]) -> list[str]:
+    """argv run where a folder's permissions bind. Root writes through any chmod, so as root
+    it runs in a user namespace of its own, where root's files keep their owner's permission
+    bits and lose root's override (the kernel's view of a read-only share)."""
+    if os.geteuid() != 0:
+        return argv
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "--user", "true"]).returncode != 0:
+        pytest.skip("running as root, which writes through any chmod, and `unshare --user` is not allowed here: "
+                    "no way to make a folder read-only for this test")
+    return ["unshare", "--user", *argv]
+
+
+@pytest.fixture
+def share(library, tmp_path):
+    """A copy of the library in a folder then made read-only, as a share mounted read-only is."""
+    folder = tmp_path / "share"
+    folder.mkdir()
+    shutil.copy(library[1], folder / "lib.sqlite")
+    yield folder
+    folder.chmod(0o755)  # so pytest can clear it away
+
+
+def read_only(folder: Path) -> dict[str, bytes]:
+    """Make `folder` and its files read-only; what they hold."""
+    for path in folder.iterdir():
+        path.chmod(0o444)
+    folder.chmod(0o555)
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def ulip2(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run(unprivileged([sys.executable, "-m", "core.cli", *argv]), cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_a_library_on_a_read_only_share_is_searched_and_left_as_it_was(library, share, tiny_bundle):
+    """Tried as a studio would: every command on a library in a read-only folder said 'not a
+    ulip2 library or corrupt (unable to open database file)'. Searches read it, exactly and
+    through the ANN index (built, not saved), and write nothing; a writing command is one
+    line naming the folder, exit 1."""
+    root, _ = library
+    before = read_only(share)
+    db, chair = str(share / "lib.sqlite"), str(root / "props" / "chair.glb")
+    found = ulip2("search", "--like", chair, "--db", db, "--bundle", str(tiny_bundle.path), "--json")
+    assert found.returncode == 0, found.stderr
+    assert json.loads(found.stdout)["hits"][0]["path"] == str(root / "other" / "chair copy.glb")
+    ann = subprocess.run(unprivileged([sys.executable, "-c", (
+        "import sys; from core.library.search import Searcher; from core.library.store import Library\n"
+        "with Library(sys.argv[1], read_only=True) as library:\n"
+        "    searcher = Searcher(library, sys.argv[2], ann_min_assets=1)\n"
+        "    print(*sorted(h.path for h in searcher.search(searcher.like_vector(sys.argv[3])[0], 2)), sep='\\n')"),
+        db, str(tiny_bundle.path), chair]), cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert ann.returncode == 0, ann.stderr
+    assert ann.stdout.splitlines() == [str(root / "other" / "chair copy.glb"), chair], "the chair and its copy"
+
+    refused = ulip2("index", str(root / "props"), "--db", db, "--bundle", str(tiny_bundle.path), "--quiet")
+    assert refused.returncode == 1
+    assert [line for line in refused.stderr.splitlines() if line.startswith("error")] == [
+        f"error: {share}: not writable, and this command writes the library lib.sqlite; "
+        "check the path and that it is writable"]
+    assert {p.name: p.read_bytes() for p in share.iterdir()} == before, "nothing written, no -wal or -shm made"
+
+
+def test_a_read_only_library_with_changes_in_its_wal_file_says_how_to_fold_them_in(library, share, tiny_bundle):
+    """A copy taken while an index run was writing carries a -wal file; in a read-only folder
+    SQLite cannot read it (it needs the -shm beside it), and the library file alone lacks
+    those changes: refused by name, with the fix."""
+    root, _ = library
+    with Library(share / "lib.sqlite") as writing:
+        writing.set_user_tags(writing.asset_id(str(root / "props" / "lamp.glb")), ["hero prop"])
+        taken = share.parent / "taken"
+        taken.mkdir()
+        for name in ("lib.sqlite", "lib.sqlite-wal"):
+            shutil.copy(share / name, taken / name)
+    assert (taken / "lib.sqlite-wal").stat().st_size > 0
+    read_only(taken)
+    try:
+        out = ulip2("search", "--like", str(root / "props" / "chair.glb"), "--db", str(taken / "lib.sqlite"),
+                    "--bundle", str(tiny_bundle.path))
+    finally:
+        taken.chmod(0o755)
+    assert out.returncode == 2
+    assert f"error: {taken / 'lib.sqlite-wal'}: holds changes not yet in the library" in out.stderr
+    assert "PRAGMA wal_checkpoint(TRUNCATE)" in out.stderr
+
+
+def test_an_older_library_on_a_read_only_share_says_it_needs_upgrading_where_writable(library, share, tiny_bundle):
+    """Reading an older library upgrades it first, which a read-only folder forbids: one line
+    saying so, the library left as it was."""
+    conn = sqlite3.connect(share / "lib.sqlite")  # version 4: errors had no fault column
+    conn.execute("ALTER TABLE errors DROP COLUMN fault")
+    conn.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    before = read_only(share)
+    out = ulip2("search", "--like", str(library[0] / "props" / "chair.glb"), "--db", str(share / "lib.sqlite"),
+                "--bundle", str(tiny_bundle.path))
+    assert out.returncode == 2
+    assert (f"error: {share / 'lib.sqlite'}: the library is of schema 4, this ulip2 reads 5, and upgrading it "
+            f"writes it, but {share} is not writable") in out.stderr
+    assert {p.name: p.read_bytes() for p in share.iterdir()} == before

@@ -102,7 +102,10 @@ class AnnIndex:
         ann = cls.build(ids, vectors, nprobe=nprobe)
         # Write then rename, stamp last: a crash leaves an old stamp, so the next search rebuilds.
         tmp = path.with_suffix(".tmp")
-        faiss.write_index(ann.index, str(tmp))
-        os.replace(tmp, path)
-        stamp.write_text(json.dumps({"generation": generation, "count": len(ann)}) + "\n")
+        try:
+            faiss.write_index(ann.index, str(tmp))
+            os.replace(tmp, path)
+            stamp.write_text(json.dumps({"generation": generation, "count": len(ann)}) + "\n")
+        except (OSError, RuntimeError):  # a read-only share (faiss raises RuntimeError): searched unsaved
+            pass
         return ann

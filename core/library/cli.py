@@ -38,10 +38,10 @@ def asset_format(text: str) -> str:
     return name
 
 
-def _open(args, *, create: bool = False):
+def _open(args, *, create: bool = False, read_only: bool = False):
     from core.library.store import Library
 
-    return Library(args.db, create=create)
+    return Library(args.db, create=create, read_only=read_only)
 
 
 def _bundle(args):
@@ -119,7 +119,7 @@ def cmd_search(args) -> int:
         print('error: the query is empty: give words to look for ("a wooden chair"), --like MESH or --image PHOTO',
               file=sys.stderr)
         return 2
-    with _open(args) as library:
+    with _open(args, read_only=True) as library:
         searcher = Searcher(library, args.bundle, device=args.device)
         exclude = None
         if args.like:
@@ -198,7 +198,7 @@ def cmd_report(args) -> int:
     bundle = _bundle(args)
     vocab = load_vocabulary(args.vocab)[0] if args.vocab else None
     bank = load_bank(args.bank)[0] if args.bank else None
-    with _open(args) as library:
+    with _open(args, read_only=True) as library:
         _say(f"writing the report of {library.path}")
         out = write_report(library, bundle, args.out, args.query or DEFAULT_QUERIES, k=args.k, vocab=vocab, bank=bank)
     print(out.resolve())

@@ -12,6 +12,7 @@ belong to the asset alone: they stay whatever bundle is current, and across edit
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 import time
@@ -183,12 +184,25 @@ class AssetRecord:
 
 
 class Library:
-    """A connection to one library file; cheap to open, use as a context manager."""
+    """A connection to one library file; cheap to open, use as a context manager.
 
-    def __init__(self, path: str | os.PathLike | None = None, *, create: bool = True):
+    read_only: for commands that only read (search, report): the file must exist, and nothing
+    is written or locked, so a library on a read-only share can be searched. Otherwise the
+    library's folder must be writable (SQLite keeps its -wal and -shm files beside it).
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None, *, create: bool = True, read_only: bool = False):
         self.path = Path(path).expanduser() if path is not None else default_db_path()
-        if not create and not self.path.is_file():
+        if (read_only or not create) and not self.path.is_file():
             raise LibraryError(f"no library at {self.path}; make one with: ulip2 index FOLDER --db {self.path}")
+        if read_only:
+            self._open_read_only()
+            return
+        unwritable = self._unwritable()
+        if unwritable is not None:
+            # An OSError, as a full disk is: the command is right, the place cannot take it.
+            raise PermissionError(errno.EACCES, f"not writable, and this command writes the library {self.path.name}",
+                                  str(unwritable))
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.is_file() and self.path.stat().st_size:
             self._refuse_other_files()
@@ -216,27 +230,85 @@ class Library:
             raise LibraryError(f"{self.path}: the library file is damaged ({'; '.join(problems)[:200]}); restore it "
                                "from a backup, or index the folders again into a new file with --db NEW")
 
+    def _unwritable(self) -> Path | None:
+        """The library's folder, or the file, where this process may not write (None: neither)."""
+        for where in (self.path.parent, self.path):
+            if where.exists() and not os.access(where, os.W_OK):
+                return where
+        return None
+
+    def _read_only_connection(self) -> sqlite3.Connection:
+        """A connection that cannot write. mode=ro reads a WAL library even while an index run
+        writes it, through the -shm file beside it, made on first use. In a folder where it
+        cannot be made (a read-only share) the file is opened immutable instead: sound there,
+        as nothing can change it, unless a -wal file holds changes the library file lacks."""
+        uri = self.path.resolve().as_uri()
+        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=_TIMEOUT_S, isolation_level=None)
+        try:
+            conn.execute("SELECT COUNT(*) FROM sqlite_master")
+            return conn
+        except sqlite3.OperationalError:
+            conn.close()
+            if os.access(self.path.parent, os.W_OK):
+                raise
+        wal = Path(f"{self.path}-wal")
+        if wal.is_file() and wal.stat().st_size:
+            raise LibraryError(f"{wal}: holds changes not yet in the library, which cannot be read from a folder that "
+                               f"is not writable; where it is writable, fold them in: sqlite3 {self.path} "
+                               "'PRAGMA wal_checkpoint(TRUNCATE)'")
+        return sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
+
+    def _open_read_only(self) -> None:
+        try:
+            self.conn = self._read_only_connection()
+            version = self._schema_version(self.conn)
+            if version != SCHEMA_VERSION:
+                # An older library (or an empty database) is brought up to date first, which
+                # writes it: where that cannot be done, say so.
+                self.conn.close()
+                unwritable = self._unwritable()
+                if unwritable is not None:
+                    raise LibraryError(f"{self.path}: the library is of schema {version or 'none'}, this ulip2 reads "
+                                       f"{SCHEMA_VERSION}, and upgrading it writes it, but {unwritable} is not "
+                                       "writable: open it once with this ulip2 where it is")
+                Library(self.path).close()
+                self.conn = self._read_only_connection()
+            self._check_pages()
+        except sqlite3.DatabaseError as exc:
+            raise LibraryError(f"{self.path}: not a ulip2 library or corrupt ({exc})") from exc
+
     def _refuse_other_files(self) -> None:
         """Before anything is written: an existing file must be a ulip2 library (or an empty
         database). Another program's SQLite file is refused and left byte for byte as it was."""
         try:
-            conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=_TIMEOUT_S)
+            conn = self._read_only_connection()
             try:
-                tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-                version = (conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-                           if "meta" in tables else None)
+                self._schema_version(conn)
             finally:
                 conn.close()
         except sqlite3.DatabaseError as exc:
             raise LibraryError(f"{self.path}: not a ulip2 library or corrupt ({exc}); "
                                "point --db at a ulip2 library or a new file") from exc
-        if tables and version is None:
+
+    def _schema_version(self, conn: sqlite3.Connection) -> int | None:
+        """The file's schema version, None for an empty database; another program's database,
+        a version ulip2 never wrote or one newer than this ulip2 is refused."""
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() if "meta" in tables else None
+        if tables and row is None:
             shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
             raise LibraryError(f"{self.path}: a SQLite database of another program (tables {shown}), not a ulip2 "
                                "library; it was left as it is: point --db at a new file")
-        if version is not None and not str(version[0]).isdigit():
-            raise LibraryError(f"{self.path}: library schema {version[0]!r} is not one ulip2 wrote; "
+        if row is None:
+            return None
+        if not str(row[0]).isdigit():
+            raise LibraryError(f"{self.path}: library schema {row[0]!r} is not one ulip2 wrote; "
                                "point --db at a ulip2 library or a new file")
+        if int(row[0]) > SCHEMA_VERSION:
+            raise LibraryError(
+                f"{self.path}: library schema {row[0]} is newer than this ulip2 reads ({SCHEMA_VERSION}); upgrade ulip2"
+            )
+        return int(row[0])
 
     def _migrate(self) -> None:
         with self.transaction():
@@ -245,11 +317,7 @@ class Library:
                 if statement.strip():
                     self.conn.execute(statement)
             row = self.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            version = SCHEMA_VERSION if row is None else int(row[0])
-            if version > SCHEMA_VERSION:
-                raise LibraryError(
-                    f"{self.path}: library schema {version} is newer than this ulip2 reads ({SCHEMA_VERSION}); upgrade ulip2"
-                )
+            version = SCHEMA_VERSION if row is None else int(row[0])  # (newer ones were refused before)
             for step in range(version + 1, SCHEMA_VERSION + 1):
                 migration = _MIGRATIONS[step]
                 if callable(migration):
