@@ -39,7 +39,7 @@ def search_library(models, library_path: str, query: str, k: int = 20) -> list[R
                            "(make one with: ulip2 index FOLDER --db FILE)")
     if not query.strip():
         raise LibraryError("type what to search for")
-    with Library(bpy.path.abspath(library_path), create=False) as library:
+    with Library(bpy.path.abspath(library_path), create=False, read_only=True) as library:
         searcher = Searcher(library, models.bundle, device=models.device)
         hits = searcher.search(models.text.embed_text([query])[0], k)
         return [Result(h.asset_id, h.path, h.format, h.score, _thumbnail_file(library.thumbnail(h.asset_id)))

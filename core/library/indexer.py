@@ -40,6 +40,7 @@ from core.library.store import BLENDER, FILE_FAULT, POINTS, RUN_FAULT, AssetReco
 from core.blender_formats import BLENDER_ONLY, y_up
 from core.meshio import SUPPORTED_EXTENSIONS, load_points
 from core.paths import file_sha256
+from core.processes import end_with
 
 #: What a walk picks up: trimesh's formats, and Blender's (read by the Blender workers).
 ASSET_EXTENSIONS = SUPPORTED_EXTENSIONS + BLENDER_ONLY
@@ -344,7 +345,10 @@ def _loaded(jobs: list[_Job], workers: int | None) -> Iterator[_Loaded]:
     # forkserver: workers start from a clean process, not a fork of one holding
     # onnxruntime's threads (forking a multithreaded process can deadlock).
     context = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    # end_with: a kill -9 of this process must not leave the workers (and through their
+    # pipes the forkserver and resource tracker) waiting for good.
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                             initializer=end_with, initargs=(os.getpid(),)) as pool:
         yield from _bounded_map(pool, jobs, ahead=8 * workers)
 
 
