@@ -20,6 +20,20 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 
 @pytest.fixture
+def unreachable_hub(tmp_path):
+    """The environment of a machine whose Hugging Face hub refuses every connection (a local
+    port nothing listens on, whether or not this machine has network), not marked offline,
+    with an empty cache at tmp_path/hf (HF_HOME)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    return {**env, "HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": f"http://127.0.0.1:{port}"}
+
+
+@pytest.fixture
 def rng():
     import numpy as np
 

@@ -65,10 +65,27 @@ def test_batch_records_failures_and_resumes(assets, tmp_path, capsys):
     assert summary["skipped_done"] == 2 and summary["written"] == 0 and len(summary["failed"]) == 2
 
 
-def test_missing_captioner_weights_stop_before_any_work(assets, tmp_path, capsys):
-    code = main(["triplets", "build", str(assets), "--store", str(tmp_path / "store")])
-    assert code == 2 and not (tmp_path / "store").exists()
-    assert "--captioner metadata" in capsys.readouterr().err
+@pytest.mark.parametrize("hub", ["marked offline", "unreachable"])
+def test_missing_captioner_weights_stop_in_seconds_before_any_work(assets, tmp_path, unreachable_hub, hub):
+    """Tried as a new user would, offline: the build spent 2 min 27 s in HTTP retries before
+    its message. Now the empty cache, and the offline mark or a hub that cannot be reached,
+    decide it at once, in one line that says how to fetch the weights or do without."""
+    import subprocess
+    import sys
+    import time
+
+    env = {**unreachable_hub, "HF_HUB_OFFLINE": "1"} if hub == "marked offline" else unreachable_hub
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "core.cli", "triplets", "build", str(assets / "chair.glb"),
+                           "--store", str(tmp_path / "store")], env=env, capture_output=True, text=True, timeout=300)
+    elapsed = time.monotonic() - start
+    assert done.returncode == 2 and elapsed < 15, (done.returncode, elapsed)
+    (line,) = done.stderr.splitlines()
+    assert f"not in the Hugging Face cache ({tmp_path / 'hf' / 'hub'})" in line
+    said = "marked offline (HF_HUB_OFFLINE)" if hub == "marked offline" else f"{env['HF_ENDPOINT']} cannot give"
+    assert said in line
+    assert "'hf download Salesforce/blip2-opt-6.7b'" in line and "'--captioner metadata'" in line
+    assert not (tmp_path / "store").exists()
 
 
 @pytest.mark.skipif(ctypes.util.find_library("EGL") is None,

@@ -142,3 +142,22 @@ def test_blip2_without_weights_names_the_alternatives():
     assert "Salesforce/blip2-opt-6.7b" in str(error.value) and "--captioner blip" in str(error.value)
     with pytest.raises(CaptionerError, match="unknown captioner"):
         load_captioner("gpt")
+
+
+def test_cached_weights_load_from_the_cache_without_the_hub(tmp_path, unreachable_hub):
+    """A hub id whose weights are in the Hugging Face cache loads from there at once, the hub
+    unreachable and not marked offline (transformers asked the hub first, for minutes)."""
+    import subprocess
+    import sys
+    import time
+
+    snapshot = tmp_path / "hf" / "hub" / "models--studio--tiny-blip" / "snapshots" / ("0" * 40)
+    _tiny_blip(snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", "from core.captioners import load_captioner\n"
+                           "print(load_captioner('blip', 'studio/tiny-blip').net.config.vision_config.hidden_size)"],
+                          env=unreachable_hub, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["32"] and time.monotonic() - start < 60

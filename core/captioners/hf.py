@@ -1,14 +1,16 @@
 """BLIP and BLIP-2 captioners through transformers (torch).
 
-Both take a hub id or a local folder holding the model and its processor. K candidates
-per image come from nucleus sampling (top_p 0.9), as ULIP-2 generates them.
+Both take a hub id or a local folder holding the model and its processor. A hub id whose
+weights are in the local Hugging Face cache loads from there without asking the hub. K
+candidates per image come from nucleus sampling (top_p 0.9), as ULIP-2 generates them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
-from core.captioners import Captioner, CaptionerError
+from core.captioners import DEFAULT_MODELS, Captioner, CaptionerError
 
 ALTERNATIVES = (
     "alternatives: '--captioner metadata' (offline, not a vision model), '--captioner blip' "
@@ -17,11 +19,50 @@ ALTERNATIVES = (
 )
 TOP_P = 0.9
 MAX_NEW_TOKENS = 30
+# Seconds the hub may take to answer whether a model is there before it counts as unreachable
+# (transformers itself retries a dead connection for minutes).
+HUB_TIMEOUT_S = 10
+
+
+def _fetch(model: str) -> str:
+    return f"fetch them on a machine with network: 'hf download {model}', then copy its $HF_HOME/hub here"
+
+
+def _cached(name: str, model: str) -> bool:
+    """Whether the hub id `model` has its config in the local Hugging Face cache."""
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        return isinstance(try_to_load_from_cache(model, "config.json"), str)
+    except HFValidationError:
+        raise CaptionerError(f"{model}: no such folder, nor a hub id (like {DEFAULT_MODELS[name]}); "
+                             f"{ALTERNATIVES}") from None
+
+
+def _check_hub(name: str, model: str) -> None:
+    """Raise CaptionerError at once when the uncached `model` cannot be downloaded: the hub is
+    marked offline (HF_HUB_OFFLINE), or does not answer within HUB_TIMEOUT_S."""
+    from huggingface_hub import constants, model_info
+
+    where = f"the {name} captioner's weights {model!r} are not in the Hugging Face cache ({constants.HF_HUB_CACHE})"
+    if constants.HF_HUB_OFFLINE:
+        raise CaptionerError(f"{where} and the hub is marked offline (HF_HUB_OFFLINE); {_fetch(model)}; "
+                             f"{ALTERNATIVES}")
+    try:
+        model_info(model, timeout=HUB_TIMEOUT_S)
+    except Exception as exc:  # the hub client raises its HTTP library's errors, not OSError
+        raise CaptionerError(f"{where} and {constants.ENDPOINT} cannot give them ({type(exc).__name__}: "
+                             f"{' '.join(str(exc).split())[:200]}); {_fetch(model)}; {ALTERNATIVES}") from None
 
 
 class HFCaptioner(Captioner):
     def __init__(self, name: str, model: str, *, device: str = "cpu", batch_size: int = 4):
         try:
+            # Where the weights come from is settled first: in seconds, and before torch loads.
+            local = Path(model).expanduser().is_dir() or _cached(name, model)
+            if not local:
+                _check_hub(name, model)
             import torch
             import transformers
         except ImportError as exc:
@@ -32,14 +73,13 @@ class HFCaptioner(Captioner):
         self.name, self.model, self.device, self.batch_size = name, model, device, batch_size
         self._torch = torch
         try:
-            self.processor = transformers.AutoProcessor.from_pretrained(model)
+            self.processor = transformers.AutoProcessor.from_pretrained(model, local_files_only=local)
             dtype = torch.float16 if device.startswith("cuda") else torch.float32
-            self.net = model_class.from_pretrained(model, dtype=dtype).to(device).eval()
+            self.net = model_class.from_pretrained(model, dtype=dtype, local_files_only=local).to(device).eval()
         except (OSError, ValueError) as exc:  # transformers reports a missing/offline model as OSError
-            raise CaptionerError(
-                f"cannot load the {name} captioner's weights {model!r}: not cached and cannot be "
-                f"downloaded here (offline?), or not a {name} model.\n{ALTERNATIVES}\ncause: {exc}"
-            ) from exc
+            cause = " ".join(str(exc).split())
+            raise CaptionerError(f"cannot load the {name} captioner's weights {model!r} ({cause}); "
+                                 f"{_fetch(model)}; {ALTERNATIVES}") from exc
 
     def caption(self, images: Sequence, k: int, *, facts: dict | None = None) -> list[list[str]]:
         out = []
