@@ -43,7 +43,7 @@ def wait_for(predicate, seconds: float):
 
 def _assets(folder: Path, kind: str) -> None:
     if kind == "loading pool":
-        write_meshes(folder, 200, subdivisions=5)
+        write_meshes(folder, 60, subdivisions=5)
         return
     pytest.importorskip("bpy")
     from blender_files import write_blend_files
