@@ -110,6 +110,45 @@ def test_thumbnails_replace_point_previews_with_renders(tmp_path, tiny_bundle):
     assert (code, again["rendered"], len(again["failed"])) == (1, 0, 1), "a rerun renders nothing new"
 
 
+def test_an_empty_render_is_a_failure_and_the_preview_stays(tmp_path, tiny_bundle):
+    """An OBJ in UTF-16 (assimp's box_UTF16BE.obj is one): trimesh reads its box, Blender's
+    importer makes its 8 vertices all (0, 0, 0), and the render is fully transparent."""
+    pytest.importorskip("bpy")
+    folder, db = tmp_path / "assets", tmp_path / "lib.sqlite"
+    write_meshes(folder, 1)
+    box = folder / "box_UTF16BE.obj"
+    box.write_bytes(("\ufeff" + trimesh.creation.box().export(file_type="obj")).encode("utf-16-be"))
+    with Library(db) as library:
+        indexed = index_paths([folder], library, PointEncoder(tiny_bundle.bundle, device="cpu"), progress=False,
+                              workers=0)
+        assert (indexed.added, indexed.failed) == (2, []), "trimesh reads the box"
+        box_id = library.asset_id(str(box))
+        preview = library.thumbnail(box_id)
+
+    code, report = thumbnails_cli(db)
+    assert code == 1 and report["rendered"] == 1, "the other mesh renders"
+    assert [f["path"] for f in report["failed"]] == [str(box)]
+    assert report["failed"][0]["reason"].startswith("rendered nothing: box_UTF16BE.obj shows nothing")
+    with Library(db) as library:
+        assert (library.thumbnail(box_id), library.thumbnail_source(box_id)) == (preview, POINTS)
+        assert [r["path"] for r in library.unrendered()] == [str(box)], "the next run tries it again"
+
+
+def test_a_render_of_one_colour_is_empty_too():
+    from core.library.thumbnails import rendered_nothing
+
+    def png(image) -> bytes:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    background = Image.new("RGB", (16, 16), (236, 236, 236))
+    assert rendered_nothing(png(background))
+    assert rendered_nothing(png(Image.new("RGBA", (16, 16), (200, 30, 30, 0)))), "colour under no alpha"
+    background.putpixel((3, 4), (235, 236, 236))
+    assert not rendered_nothing(png(background)), "one pixel differs"
+
+
 def test_kill_9_mid_run_keeps_every_committed_render_and_the_rerun_does_the_rest(tmp_path, tiny_bundle):
     pytest.importorskip("bpy")
     folder, db = tmp_path / "assets", tmp_path / "lib.sqlite"

@@ -72,6 +72,23 @@ def thumbnail_png(points: np.ndarray, size: int = THUMBNAIL_SIZE) -> bytes:
     return buffer.getvalue()
 
 
+def rendered_nothing(png: bytes) -> bool:
+    """Whether a render shows nothing: every pixel transparent, or none differing from the
+    background. Blender writes such a PNG and reports success when its importer reads a file
+    as geometry without area (an OBJ in UTF-16 becomes vertices all at the origin)."""
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(png)).convert("RGBA")
+    low, high = zip(*image.getextrema())
+    return high[3] == 0 or low == high
+
+
+def _nothing_reason(path: str, objects: list[str]) -> str:
+    what = os.path.basename(path) if objects == [""] else f"{', '.join(map(repr, objects))} in {os.path.basename(path)}"
+    return (f"rendered nothing: {what} shows nothing once Blender imports it (Blender reads it otherwise than "
+            "ulip2 index did); import it in Blender to check, and save it again, e.g. as .glb; its thumbnail stays")
+
+
 @dataclass
 class ThumbnailReport:
     rendered: int = 0  # assets whose thumbnail is now a Blender render
@@ -95,8 +112,8 @@ def render_thumbnails(library, *, workers: int | None = None, redo: bool = False
     redo: render every asset again, renders included.
     on_batch: called with (assets done, assets to render) before the first file and after
         each; should_stop: asked after each file, True ends the run there.
-    A file that fails (Blender cannot import it, it crashed or hung, the file changed since
-    indexing) keeps its previews and is listed with the reason; the next run tries it again.
+    A file that fails (Blender cannot import it, it crashed or hung, its render is empty, the
+    file changed since indexing) keeps its previews and is listed with the reason; the next run tries it again.
     """
     from core.blender_formats import BLENDER_READS
     from core.blender_pool import NEEDS_BLENDER, blender_available, run_jobs
@@ -142,9 +159,14 @@ def render_thumbnails(library, *, workers: int | None = None, redo: bool = False
             reason = None if answer["ok"] else answer["reason"]
             if reason is None:
                 pngs = {r["id"]: base64.b64decode(answer["thumbnails"][r["object"]]) for r in rows}
+                blank = [r for r in rows if rendered_nothing(pngs[r["id"]])]
+                for r in blank:
+                    del pngs[r["id"]]  # an empty render is no thumbnail: the one it had stays
                 stored = library.set_rendered_thumbnails(rows[0]["sha256"], pngs)
                 report.rendered += stored
-                if stored < len(rows):
+                if blank:
+                    reason = _nothing_reason(job["path"], [r["object"] for r in blank])
+                elif stored < len(rows):
                     reason = "re-indexed while it was rendering: run this again"
             if reason is not None:
                 report.failed.append({"path": job["path"], "reason": reason})
