@@ -35,17 +35,27 @@ NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 # -- build ------------------------------------------------------------------------------
 
-def asset_files(paths: list[Path]) -> list[Path]:
-    """Files given, and asset files found under folders given, in a stable order."""
+def asset_files(paths: list[Path], command: str = "ulip2 triplets build") -> tuple[list[Path], list[dict]]:
+    """(files Blender reads, skipped): the files given and the asset files under the folders
+    given, in a stable order; skipped holds the others, each with the commands that read its
+    format (asset_formats.not_read, saying `command` does not)."""
+    from core.asset_formats import is_asset, not_read
+
     found = []
     for path in paths:
         if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in ASSET_EXTENSIONS))
+            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and is_asset(p)))
         elif path.is_file():
             found.append(path)
         else:
             raise Ulip2Error(f"{path}: no such file or folder")
-    return list(dict.fromkeys(p.resolve() for p in found))
+    files, skipped = [], []
+    for path in dict.fromkeys(p.resolve() for p in found):
+        if path.suffix.lower() in ASSET_EXTENSIONS:
+            files.append(path)
+        else:
+            skipped.append(not_read(path, command))
+    return files, skipped
 
 
 def run_units(store: TripletStore, jobs: list[dict], *, engine: str, workers: int,
@@ -204,7 +214,7 @@ def cmd_build(args) -> int:
 
     if not blender_available():
         raise Ulip2Error("triplets build renders in Blender: pip install 'ulip2[blender]'")
-    files = asset_files(args.paths)
+    files, skipped = asset_files(args.paths)
     captioning = _captioning(args) if not args.no_caption else None  # fails here, before any work
     store = TripletStore(args.store, create=not (args.store / "store.json").is_file())
     settings = {"count": args.views, "elevation_deg": args.elevation, "resolution": args.resolution,
@@ -224,8 +234,9 @@ def cmd_build(args) -> int:
         return 1
     failed = done["failed"]
     info = store.info()
-    _print_json({"store": info["store"], "files": len(files), "skipped_done": done["skipped_done"],
-                 "written": done["written"], "failed": [f for f in info["failures"] if f["key"] in failed],
+    _print_json({"store": info["store"], "files": len(files), "skipped": skipped,
+                 "skipped_done": done["skipped_done"], "written": done["written"],
+                 "failed": [f for f in info["failures"] if f["key"] in failed],
                  "records": info["records"], "captioned": info["captioned"]})
     return 1 if failed else 0
 
@@ -326,7 +337,8 @@ def register(sub) -> None:
                                "crashes Blender is recorded with its reason and the batch goes on (exit code 1).\n"
                                "A full disk stops the batch (exit code 1); the records committed stay.")
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH",
-                   help=f"asset files or folders (searched for {', '.join(ASSET_EXTENSIONS)})")
+                   help=f"asset files or folders (searched for {', '.join(ASSET_EXTENSIONS)}; files in the "
+                        "formats other ulip2 commands read are listed as skipped)")
     p.add_argument("--store", type=Path, required=True, help="triplet store folder (created if new)")
     p.add_argument("--views", type=int, default=12, help="views per object on a ring (default 12)")
     p.add_argument("--elevation", type=float, default=30.0, help="camera elevation in degrees (default 30)")

@@ -34,6 +34,8 @@ def assets(tmp_path):
     (folder / "broken.glb").write_bytes(b"glTF\x02\x00\x00\x00garbage")
     (folder / "crash.ply").write_text(CRASHING_PLY)
     (folder / "notes.txt").write_text("not an asset")
+    (folder / "sub" / "wedge.off").write_text("OFF\n4 4 0\n0 0 0\n1 0 0\n0 1 0\n0 0 1\n"
+                                              "3 0 1 2\n3 0 1 3\n3 0 2 3\n3 1 2 3\n")  # Blender has no OFF importer
     return folder
 
 
@@ -47,6 +49,9 @@ def test_batch_records_failures_and_resumes(assets, tmp_path, capsys):
     code, summary = run(capsys, "build", str(assets), "--store", str(store), "--captioner", "metadata", "--k", "3",
                         "--workers", "2", *FAST)
     assert code == 1 and summary["files"] == 4 and summary["written"] == 2
+    off = {"path": str(assets / "sub" / "wedge.off"),
+           "reason": "ulip2 triplets build does not read .off files; ulip2 eval and ulip2 index read them"}
+    assert summary["skipped"] == [off], "the .off was left out without a word"
     reasons = {Path(f["source"]).name: f["reason"] for f in summary["failed"]}
     assert sorted(reasons) == ["broken.glb", "crash.ply"]
     assert "corrupt or truncated" in reasons["broken.glb"]
@@ -60,9 +65,14 @@ def test_batch_records_failures_and_resumes(assets, tmp_path, capsys):
     code, info = run(capsys, "info", str(store), "--json")
     assert (info["records"], info["views"], info["captioned"], info["failed"]) == (2, 4, 2, 2)
 
-    # Rerun: done files are skipped by content hash; the failed ones are tried again.
-    code, summary = run(capsys, "build", str(assets), "--store", str(store), "--no-caption", *FAST)
+    # Rerun: done files are skipped by content hash; the failed ones are tried again. A file
+    # named on the command line in a format Blender does not read is skipped as well (it was
+    # sent to Blender and failed as "KeyError: '.txt'").
+    code, summary = run(capsys, "build", str(assets), str(assets / "notes.txt"), "--store", str(store),
+                        "--no-caption", *FAST)
     assert summary["skipped_done"] == 2 and summary["written"] == 0 and len(summary["failed"]) == 2
+    assert summary["skipped"] == [off, {"path": str(assets / "notes.txt"),
+                                        "reason": "ulip2 triplets build does not read .txt files"}]
 
 
 @pytest.mark.parametrize("hub", ["marked offline", "unreachable"])

@@ -187,9 +187,40 @@ def test_eval_command_on_a_mesh_folder(tmp_path, tiny_bundle, capsys):
     assert "top-1" in out.out and "lib" in out.out and "broken.glb" in out.err
 
 
+def test_files_eval_does_not_read_are_named_and_counted(tmp_path, tiny_bundle, capsys):
+    """Tried as a new user would: an .fbx in a label folder and a mesh beside the label folders
+    were left out without a word ("n" one short, "failed": []). Each is named with why, and
+    evaluated + failed + skipped are the asset files there (a text file is no asset)."""
+    lib = tmp_path / "lib"
+    _mesh_library(lib)
+    trimesh.creation.box().export(lib / "box" / "box2.off")  # trimesh reads .off: evaluated
+    (lib / "box" / "crate.fbx").write_bytes(b"Kaydara FBX Binary  \x00")
+    trimesh.creation.box().export(lib / "stray.glb")
+    (lib / "box" / "notes.txt").write_text("not an asset")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["eval", str(lib), "--bundle", str(tiny_bundle.path), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    reasons = {entry["path"]: entry["reason"] for entry in result["skipped"]}
+    assert reasons == {
+        str(lib / "box" / "crate.fbx"): "ulip2 eval does not read .fbx files; ulip2 index and ulip2 triplets build "
+                                        "read them",
+        str(lib / "stray.glb"): f"not in a label subfolder ({lib}/<label>/stray.glb)"}
+    assert (result["n"], len(result["failed"]), len(result["skipped"])) == (5, 1, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["eval", str(lib), "--bundle", str(tiny_bundle.path)]) == 0
+    err = capsys.readouterr().err
+    assert f"skipped {lib / 'box' / 'crate.fbx'}: ulip2 eval does not read .fbx files" in err
+    assert f"skipped {lib / 'stray.glb'}: not in a label subfolder" in err
+
+
 def test_a_folder_without_label_subfolders_names_the_layouts(tmp_path):
     """Tried as a new user would: meshes straight in the folder said "nothing to evaluate";
     now the error says how an evaluation folder is laid out."""
     trimesh.creation.box().export(tmp_path / "box.glb")
-    with pytest.raises(Ulip2Error, match="no labelled meshes: an evaluation folder holds one subfolder per label"):
+    layout = "no labelled meshes: an evaluation folder holds one subfolder per label"
+    with pytest.raises(Ulip2Error, match=layout) as error:
         load_eval_set(tmp_path, 512)
+    assert str(error.value).endswith(f"(skipped {tmp_path / 'box.glb'}: not in a label subfolder "
+                                     f"({tmp_path}/<label>/box.glb))")

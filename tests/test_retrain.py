@@ -37,7 +37,18 @@ def test_split_is_stable_and_labels_come_from_folders(tmp_path):
 
 
 def test_retrain_runs_every_stage_and_resumes(tmp_path, tiny_bundle, capsys):
+    """Besides the 12 meshes: an .fbx whose name hashes into the held-out share (it was held out
+    and never evaluated: '5 held out', 4 evaluated), an .off (left out without a word: Blender
+    cannot render it) and a damaged held-out .glb. Every file is accounted for."""
+    import shutil
+
+    from blender_files import write_blend_files
+
     root = _library(tmp_path / "lib")
+    _, fbx = write_blend_files(tmp_path / "blender", mark=False)
+    shutil.copy(fbx, root / "pipe" / "pipe-x.fbx")  # hash bucket 0.03: held out, were it a mesh eval reads
+    trimesh.creation.box().export(root / "crate" / "crate-9.off")
+    (root / "crate" / "crate-bad.glb").write_bytes(b"glTF\x02\x00\x00\x00garbage")  # bucket 0.44: held out
     out, work = tmp_path / "studio", tmp_path / "work"
     args = ["retrain", str(root), "--from", str(tiny_bundle.path), "--out", str(out), "--work", str(work),
             "--epochs", "1", "--batch-size", "4", "--holdout", "0.5", "--views", "2", "--resolution", "32"]
@@ -47,14 +58,21 @@ def test_retrain_runs_every_stage_and_resumes(tmp_path, tiny_bundle, capsys):
     captured = capsys.readouterr()
     result = json.loads(captured.out.strip().splitlines()[-1])
     assert "before  top-1" in captured.err and "after   top-1" in captured.err
-    assert result["held_out"] >= 2 and result["trained_on"] + result["held_out"] == 12
+    assert result["skipped"] == [{"path": str((root / "crate" / "crate-9.off").resolve()),
+                                  "reason": "ulip2 retrain does not read .off files; ulip2 eval and ulip2 index "
+                                            "read them"}]
+    assert [f["path"] for f in result["held_out_failed"]] == [str((root / "crate" / "crate-bad.glb").resolve())]
+    assert result["held_out"] == result["before"]["n"] + 1 >= 3
+    assert result["trained_on"] + result["held_out"] + len(result["skipped"]) == 15, "pipe-x.fbx trains"
+    assert f"held-out zero-shot on {result['before']['n']} of {result['held_out']} held-out assets" in captured.err
+    assert "skipped " + result["skipped"][0]["path"] in captured.err
     for when in ("before", "after"):
         assert 0 <= result[when]["top1"] <= result[when]["top5"] <= 1
     meta = json.loads((out / "bundle.json").read_text())
     assert meta["trained"] is True and meta["encoder"]["name"] == "pointbert-tiny"
     assert (work / "run" / "last.pt").is_file()
     events = (work / "store" / "manifest.jsonl").read_text()
-    assert events.count('"done"') == 8 and events.count('"captioned"') == 8
+    assert events.count('"done"') == 9 and events.count('"captioned"') == 9
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

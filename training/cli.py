@@ -66,9 +66,15 @@ def cmd_eval(args) -> int:
         return 0
     print(f"{'set':20s} {'objects':>8s} {'classes':>8s} {'top-1':>7s} {'top-5':>7s}")
     print(f"{result['set']:20s} {result['n']:8d} {result['classes']:8d} {result['top1']:7.1%} {result['top5']:7.1%}")
-    for failure in result["failed"]:
-        print(f"skipped {failure['path']}: {failure['error']}", file=sys.stderr)
+    _say_left_out(result["failed"] + result["skipped"])
     return 0
+
+
+def _say_left_out(entries: list[dict]) -> None:
+    """One line per file left out of an evaluation: it failed to load ("error") or its format
+    or place is not read ("reason")."""
+    for entry in entries:
+        print(f"skipped {entry['path']}: {entry.get('error') or entry['reason']}", file=sys.stderr)
 
 
 def cmd_retrain(args) -> int:
@@ -82,7 +88,9 @@ def cmd_retrain(args) -> int:
                      lr=args.lr, holdout=args.holdout, views=args.views, resolution=args.resolution,
                      captioner=args.captioner, workers=args.workers)
     b, a = result["before"], result["after"]
-    print(f"held-out zero-shot on {b['n']} assets, {b['classes']} labels:", file=sys.stderr)
+    _say_left_out(result["held_out_failed"] + result["skipped"])
+    print(f"held-out zero-shot on {b['n']} of {result['held_out']} held-out assets, {b['classes']} labels:",
+          file=sys.stderr)
     print(f"  before  top-1 {b['top1']:.1%}  top-5 {b['top5']:.1%}", file=sys.stderr)
     print(f"  after   top-1 {a['top1']:.1%}  top-5 {a['top5']:.1%}", file=sys.stderr)
     print(json.dumps(result))

@@ -46,6 +46,7 @@ class EvalSet:
     labels: list[str]
     classnames: list[str]
     failed: list[dict] = dataclasses.field(default_factory=list)
+    skipped: list[dict] = dataclasses.field(default_factory=list)  # {"path", "reason"}: files not read
     verbatim: bool = False        # class names enter the prompts as written (else prompt_name)
 
 
@@ -71,15 +72,24 @@ def _from_meshes(name: str, items: list[tuple[Path, str]], num_points: int, seed
 
 
 def load_mesh_folder(path: Path, num_points: int, seed: int = 0) -> EvalSet:
+    from core.asset_formats import is_asset, not_read
     from core.meshio import SUPPORTED_EXTENSIONS
 
-    items = [(f, sub.name) for sub in sorted(p for p in path.iterdir() if p.is_dir())
-             for f in sorted(sub.rglob("*")) if f.suffix.lower() in SUPPORTED_EXTENSIONS]
+    items, skipped = [], []
+    for file in sorted(f for f in path.rglob("*") if f.is_file() and is_asset(f)):
+        if file.parent == path:
+            skipped.append({"path": str(file), "reason": f"not in a label subfolder ({path}/<label>/{file.name})"})
+        elif file.suffix.lower() not in SUPPORTED_EXTENSIONS:
+            skipped.append(not_read(file, "ulip2 eval"))
+        else:
+            items.append((file, file.relative_to(path).parts[0]))
     if not items:
+        more = f", and {len(skipped) - 1} more" if len(skipped) > 1 else ""
+        first = f" (skipped {skipped[0]['path']}: {skipped[0]['reason']}{more})" if skipped else ""
         raise Ulip2Error(f"{path}: no labelled meshes: an evaluation folder holds one subfolder per label "
                          f"({path}/chair/*.glb, {path}/lamp/*.obj, ...); or give a CSV of path,label, a ModelNet40 "
-                         "or Objaverse-LVIS folder, or a ScanObjectNN .h5 file")
-    return _from_meshes(path.name, items, num_points, seed)
+                         f"or Objaverse-LVIS folder, or a ScanObjectNN .h5 file{first}")
+    return dataclasses.replace(_from_meshes(path.name, items, num_points, seed), skipped=skipped)
 
 
 def load_csv(path: Path, num_points: int, seed: int = 0) -> EvalSet:
@@ -204,4 +214,4 @@ def evaluate(encoder, space, evalset: EvalSet, seed: int = 0) -> dict:
     class_vectors = space.embed_prompts(names,
                                         known=encoder.bundle.carried_prompts(ULIP_TEMPLATES))
     return {"set": evalset.name, **zero_shot(embeddings, evalset.labels, class_vectors, evalset.classnames),
-            "failed": evalset.failed}
+            "failed": evalset.failed, "skipped": evalset.skipped}

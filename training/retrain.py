@@ -3,7 +3,9 @@ eval -> a new bundle, in one command; every stage resumes where a stop left it.
 
 Assets are laid out one subfolder per label (PATH/<label>/<files>), the layout `ulip2 eval`
 reads. A fixed share of each label is held out (chosen by a hash of the file name, so the
-split never changes between runs); the encoder is evaluated on it before and after.
+split never changes between runs); the encoder is evaluated on it before and after. Files
+only Blender reads (.blend, .fbx, .usd*, .abc) are never held out: the evaluation samples
+meshes without Blender.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ from pathlib import Path
 
 def split_files(files: list[Path], roots: list[Path], holdout: float) -> tuple[list[Path], list[tuple[Path, str]]]:
     """(training files, [(held-out file, label)]): the label is the file's folder under its root."""
+    from core.meshio import SUPPORTED_EXTENSIONS
+
     train, held = [], []
     for path in files:
         root = next(r for r in roots if r == path or r in path.parents)
         label = path.relative_to(root).parts[0] if path.parent != root else None
         bucket = int(hashlib.sha256(path.name.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-        if label is not None and bucket < holdout:
+        if label is not None and bucket < holdout and path.suffix.lower() in SUPPORTED_EXTENSIONS:
             held.append((path, label))
         else:
             train.append(path)
@@ -45,7 +49,8 @@ def retrain(paths: list[Path], source: Path, out: Path, work: Path, *, epochs: i
 
     bundle = read_bundle(source, warn_untrained=False)
     roots = [p.resolve() for p in paths]
-    train, held = split_files(asset_files(paths), roots, holdout)
+    files, skipped = asset_files(paths, "ulip2 retrain")
+    train, held = split_files(files, roots, holdout)
     if len({label for _, label in held}) < 2:
         raise Ulip2Error("retrain holds out part of each label to measure itself: put the assets in one subfolder "
                          "per label (PATH/<label>/...), with enough files per label")
@@ -83,7 +88,8 @@ def retrain(paths: list[Path], source: Path, out: Path, work: Path, *, epochs: i
                         source=f"ulip2 retrain from {bundle.path} on {len(features)} objects")
     after = evaluate(PointEncoder(new, device="cpu"), space, heldout)
     keep = ("n", "classes", "top1", "top5")
-    result = {"bundle": str(new.path), "trained_on": len(features), "held_out": before["n"],
-              "before": {k: before[k] for k in keep}, "after": {k: after[k] for k in keep}}
+    result = {"bundle": str(new.path), "trained_on": len(features), "held_out": len(held),
+              "before": {k: before[k] for k in keep}, "after": {k: after[k] for k in keep},
+              "held_out_failed": before["failed"], "skipped": skipped}
     (work / "retrain.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
