@@ -29,6 +29,7 @@ class Results:
     # Whether the bundle's space embeds images, where this search loaded it (text and image
     # queries); an image query in a space without an image tower searches nothing.
     image_tower: bool | None = None
+    total: int = 0  # assets the search ranked (or the browse listed): hits are the first RESULTS_K of them
 
 
 @dataclass
@@ -41,6 +42,7 @@ class IndexOutcome:
     cancelled: bool
     done: int  # files processed this run
     total: int  # files that needed work this run
+    known_errors: int = 0  # unchanged files that failed in an earlier run by their own fault (skipped)
 
 
 def run_index(folders: Sequence[str], db: str, bundle: str | None, device: str, *, batch_size: int = 16,
@@ -63,7 +65,7 @@ def run_index(folders: Sequence[str], db: str, bundle: str | None, device: str, 
                              on_batch=batch, should_stop=should_stop)
     done, total = progress
     return IndexOutcome(report.added, report.updated, report.unchanged, report.removed, report.failed,
-                        cancelled=done < total, done=done, total=total)
+                        cancelled=done < total, done=done, total=total, known_errors=report.known_errors)
 
 
 def run_thumbnails(db: str, *, workers: int | None = None, on_batch: Callable[[int, int], None] | None = None,
@@ -109,11 +111,18 @@ def export_labels(db: str, bundle: str | None, kind: str, out: str) -> int:
     return len(labels)
 
 
-def _results(searcher, hits: list[Hit], query: str, tags: Sequence[str], image_tower: bool | None = None) -> Results:
+def _matching(searcher, tags: Sequence[str]) -> set[int]:
+    """Ids of the assets a search ranks: the bundle's embedded ones carrying every tag."""
+    ids = searcher.library.embedded_ids(searcher.bundle_id)
+    return ids & set(searcher.library.filtered_ids(tags=tags)) if tags else ids
+
+
+def _results(searcher, hits: list[Hit], query: str, tags: Sequence[str], total: int,
+             image_tower: bool | None = None) -> Results:
     library = searcher.library
     thumbnails = {h.asset_id: png for h in hits if (png := library.thumbnail(h.asset_id)) is not None}
     return Results(hits, thumbnails, searcher.bundle_id, searcher.bundle.space, query, list(tags),
-                   library.tag_labels(searcher.bundle_id), image_tower)
+                   library.tag_labels(searcher.bundle_id), image_tower, total)
 
 
 def run_search(db: str, bundle: str | None, device: str, *, text: str = "", like: str | None = None,
@@ -128,26 +137,24 @@ def run_search(db: str, bundle: str | None, device: str, *, text: str = "", like
 
     with Library(db, read_only=True) as library:
         searcher = Searcher(library, bundle, device=device)
+        ids = _matching(searcher, tags)
         if image is not None:
             query = f"image {os.path.basename(image)}"
             if not load_space(searcher.bundle.space).has_images:
-                return _results(searcher, [], query, tags, image_tower=False)
+                return _results(searcher, [], query, tags, 0, image_tower=False)
             return _results(searcher, searcher.search(searcher.image_vector(image), k, tags=tags), query, tags,
-                            image_tower=True)
+                            len(ids), image_tower=True)
         if like is not None:
             vector, exclude = searcher.like_vector(like)
             return _results(searcher, searcher.search(vector, k, tags=tags, exclude=exclude),
-                            f"like {os.path.basename(like)}", tags)
+                            f"like {os.path.basename(like)}", tags, len(ids - {exclude}))
         if text.strip():
             hits = searcher.search(searcher.text_vector(text.strip()), k, tags=tags)
             # The text query loaded the space: say now whether images can be queries too.
-            return _results(searcher, hits, text.strip(), tags, load_space(searcher.bundle.space).has_images)
-        ids = set(library.embeddings(searcher.bundle_id)[0].tolist())
-        if tags:
-            ids &= set(library.filtered_ids(tags=tags))
-        rows = [(i, row) for i, row in library.assets().items() if i in ids][:k]
-        hits = [Hit(i, row["path"], row["format"], row["folder"], float("nan")) for i, row in rows]
-        return _results(searcher, hits, "", tags)
+            return _results(searcher, hits, text.strip(), tags, len(ids), load_space(searcher.bundle.space).has_images)
+        rows = [(i, row) for i, row in library.assets().items() if i in ids]
+        hits = [Hit(i, row["path"], row["format"], row["folder"], float("nan")) for i, row in rows[:k]]
+        return _results(searcher, hits, "", tags, len(rows))
 
 
 @dataclass

@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QCompleter, QFileDialog, QForm
                                QPushButton, QSplitter, QVBoxLayout, QWidget)
 
 from core.errors import Ulip2Error
+from core.library.tagging import prompt_name
 from gui import desktop, jobs
 from gui.label_dialog import LabelDialog
 from gui.models import HitRole, ResultsModel
@@ -214,6 +215,9 @@ class MainWindow(QMainWindow):
         self.grid.activated.connect(self.open_in_blender)  # Enter or double-click
         self.grid.setToolTip("Arrow keys move; Enter or double-click opens the asset in Blender")
         layout.addWidget(self.grid)
+        # How many the grid shows of how many matched: it holds the first RESULTS_K only.
+        self.count_label = plain_label()
+        layout.addWidget(self.count_label)
         return panel
 
     def _build_details_panel(self) -> QWidget:
@@ -338,8 +342,12 @@ class MainWindow(QMainWindow):
             message = (f"Indexing cancelled: {outcome.done} of {outcome.total} files done; "
                        "press Index to resume with the rest")
         else:
+            # Known bad files are skipped, not read again, but they are still not in the library.
+            known = (f" ({outcome.known_errors} of them known from earlier runs, skipped until they change)"
+                     if outcome.known_errors else "")
             message = (f"Indexed: {outcome.added} added, {outcome.updated} updated, {outcome.unchanged} unchanged, "
-                       f"{outcome.removed} removed, {len(outcome.failed)} could not be read")
+                       f"{outcome.removed} removed, {len(outcome.failed) + outcome.known_errors} could not be read"
+                       f"{known}")
         self.index_status.setText(message)
         self.statusBar().showMessage(message)
         if outcome.failed:
@@ -438,11 +446,16 @@ class MainWindow(QMainWindow):
         else:
             self._show_details(None)
         count = len(results.hits)
+        shown = f"Showing {count} of {results.total}" if count < results.total else f"{count}"
         tagged = f" tagged {', '.join(results.tags)}" if results.tags else ""
         if results.query:
-            self.statusBar().showMessage(f"{count} results for “{results.query}”{tagged} ({results.space} space)")
+            message = f"{shown} results for “{results.query}”{tagged} ({results.space} space)"
+            more = ", the best first; a tag filter narrows them"
         else:
-            self.statusBar().showMessage(f"{count} assets{tagged} in the library")
+            message = f"{shown} assets{tagged} in the library"
+            more = ", the first by path; a search or a tag filter finds the rest"
+        self.count_label.setText(message + (more if count < results.total else ""))
+        self.statusBar().showMessage(message)
         self.search_finished.emit(results)
 
     def _search_failed(self, serial: int, message: str) -> None:
@@ -490,7 +503,7 @@ class MainWindow(QMainWindow):
         self.format_label.setText(details.format)
         self.size_label.setText(human_size(details.size))
         self.tags_edit.setText(", ".join(details.user_tags))
-        self.suggested_label.setText(", ".join(f"{t} ({s:.2f})" for t, s in details.suggested_tags)
+        self.suggested_label.setText(", ".join(f"{prompt_name(t)} ({s:.2f})" for t, s in details.suggested_tags)
                                      or "none yet (Library → Tag assets)")
         self.caption_label.setText(details.caption or "none yet (Library → Caption assets)")
         if not math.isnan(hit.score):

@@ -508,3 +508,113 @@ def test_file_names_with_markup_show_as_written(qtbot, tmp_path, make_window):
     assert "&lt;font size=6 color=red&gt;" in tooltip and "<font" not in tooltip
     box = window.findChildren(QMessageBox)[0]
     assert box.textFormat() == Qt.TextFormat.PlainText and "<b>broken.ply" in box.text()
+
+
+def test_known_bad_files_still_count_as_not_read(qtbot, tmp_path, make_window):
+    """A second Index skips the files that failed by their own fault (the library's errors
+    table remembers them): they are still not in the library, and the line says so."""
+    write_meshes(tmp_path / "assets", 2)
+    for i in range(3):
+        (tmp_path / "assets" / f"broken_{i}.ply").write_bytes(b"ply\nthis is not a mesh\n")
+    window = make_window([tmp_path / "assets"])
+    first = index(qtbot, window)
+    assert (len(first.failed), first.known_errors) == (3, 0)
+    assert window.index_status.text().endswith(", 3 could not be read")
+    second = index(qtbot, window)
+    assert (second.failed, second.known_errors, second.unchanged) == ([], 3, 2)
+    assert ", 3 could not be read (3 of them known from earlier runs, skipped until they change)" in \
+        window.index_status.text()
+
+
+def test_the_grid_says_when_it_shows_only_the_first_results(qtbot, tmp_path, make_window):
+    from gui.jobs import RESULTS_K
+
+    write_meshes(tmp_path / "assets", RESULTS_K + 2)
+    window = make_window([tmp_path / "assets"])
+    index(qtbot, window)
+    browsed = window.results.results
+    assert (len(browsed.hits), browsed.total) == (RESULTS_K, RESULTS_K + 2)
+    assert window.count_label.text() == (f"Showing {RESULTS_K} of {RESULTS_K + 2} assets in the library, "
+                                         "the first by path; a search or a tag filter finds the rest")
+    found = search(qtbot, window, "a box")
+    assert (len(found.hits), found.total) == (RESULTS_K, RESULTS_K + 2)
+    assert window.count_label.text().startswith(f"Showing {RESULTS_K} of {RESULTS_K + 2} results for “a box”")
+    assert window.statusBar().currentMessage().startswith(f"Showing {RESULTS_K} of {RESULTS_K + 2} results")
+    assert window.select_path(str(tmp_path / "assets" / "mesh_000.glb"))
+    with qtbot.waitSignal(window.search_finished, timeout=WAIT_MS) as similar:
+        window.similar_button.click()
+    assert similar.args[0].total == RESULTS_K + 1, "the example itself is not among them"
+    window.tag_filter.setText("no such tag")
+    search(qtbot, window)
+    assert window.count_label.text() == "0 assets tagged no such tag in the library"
+
+
+def test_suggested_tags_read_as_the_report_writes_them(qtbot, tmp_path, make_window, tiny_bundle):
+    """LVIS labels such as pan_(metal_container) show as the HTML report shows them."""
+    from core.library.report import write_report
+    from core.library.tagging import tag_library
+
+    paths = write_meshes(tmp_path / "assets", 2)
+    window = make_window([tmp_path / "assets"])
+    index(qtbot, window)
+    (tmp_path / "vocab.txt").write_text("pan_(metal_container)\nbat_(animal)\n")
+    with Library(tmp_path / "lib.sqlite") as library:
+        _, tags = tag_library(library, tiny_bundle.bundle, tmp_path / "vocab.txt", k=1, threshold=-1.0)
+        (label, score), = tags[library.asset_id(str(paths[0]))]
+        page = write_report(library, tiny_bundle.bundle, tmp_path / "report.html", []).read_text()
+    readable = {"pan_(metal_container)": "pan (metal container)", "bat_(animal)": "bat (animal)"}[label]
+    assert f'<span class="tag">{readable} <small>{score:.2f}</small>' in page
+    search(qtbot, window)  # the details read the tags anew
+    assert window.select_path(str(paths[0]))
+    assert window.suggested_label.text() == f"{readable} ({score:.2f})"
+
+
+def test_a_library_that_does_not_load_is_named():
+    from gui.app import missing_libraries
+
+    assert missing_libraries(["libc.so.6", "libulip2-no-such.so.1", "libm.so.6"]) == ["libulip2-no-such.so.1"]
+
+
+def _ldd(path) -> dict[str, bool]:
+    """{soname: whether it resolves} of everything `path` loads, as the dynamic loader says."""
+    lines = subprocess.run(["ldd", str(path)], capture_output=True, text=True, check=True).stdout.splitlines()
+    return {line.split()[0]: "not found" not in line for line in lines if "=>" in line}
+
+
+def test_the_xcb_libraries_are_those_qts_plugin_links_and_resolve_as_the_loader_says():
+    """The list against PySide6's own libqxcb.so: every library it links beyond those
+    QtGui and QtWidgets bring (already loaded when the check runs) and Qt's own is listed,
+    and what is missing here is what ldd finds missing (here: libxcb-icccm4 and
+    libxcb-keysyms1 are not installed; where all are, both sides are empty)."""
+    from pathlib import Path
+
+    import PySide6
+
+    from gui.app import XCB_LIBRARIES, missing_libraries
+
+    qt = Path(PySide6.__file__).parent / "Qt"
+    plugin = _ldd(qt / "plugins" / "platforms" / "libqxcb.so")
+    loaded = {**_ldd(qt / "lib" / "libQt6Gui.so.6"), **_ldd(qt / "lib" / "libQt6Widgets.so.6")}
+    needed = {name for name in plugin if name not in loaded and not name.startswith("libQt6")}
+    assert needed == set(XCB_LIBRARIES)
+    assert missing_libraries(XCB_LIBRARIES) == [name for name in XCB_LIBRARIES if not plugin[name]]
+
+
+def test_on_an_x_display_without_them_the_app_names_the_packages_and_exits_2(monkeypatch, capsys):
+    import core.cli
+    import gui.app
+
+    monkeypatch.setattr(gui.app, "XCB_LIBRARIES", {"libxcb-shape.so.0": "libxcb-shape0",
+                                                    "libulip2-no-such.so.1": "ulip2-no-such1"})
+    monkeypatch.setattr(gui.app, "application", lambda: pytest.fail("a QApplication despite the missing library"))
+    monkeypatch.setenv("DISPLAY", ":99")
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.delenv("QT_QPA_PLATFORM")
+    assert core.cli.main(["app"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("error: the desktop app cannot open windows on this X display without libulip2-no-such.so.1: "
+                   "sudo apt install ulip2-no-such1 (or run it headless with QT_QPA_PLATFORM=offscreen)\n")
+    for env in ({"DISPLAY": ":99", "WAYLAND_DISPLAY": "wayland-0"}, {"DISPLAY": ":99", "QT_QPA_PLATFORM": "offscreen"},
+                {}):
+        assert not gui.app.platform_is_xcb(env), env
+    assert gui.app.platform_is_xcb({"DISPLAY": ":0", "QT_QPA_PLATFORM": "xcb"})

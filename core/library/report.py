@@ -18,6 +18,7 @@ from pathlib import Path
 from core.bundle import Bundle
 from core.library.indexer import bundle_id
 from core.library.store import Library
+from core.library.tagging import prompt_name
 
 #: Cards in the library grid at most: past this the page gets slow to open, and a person
 #: browses a library this size with `ulip2 search`, not by scrolling.
@@ -77,7 +78,7 @@ def _img(png: bytes | None, alt: str) -> str:
 
 
 def _tag_chips(tags: list[tuple[str, float]]) -> str:
-    chips = "".join(f'<span class="tag">{_e(t.replace("_", " "))} <small>{s:.2f}</small></span>'
+    chips = "".join(f'<span class="tag">{_e(prompt_name(t))} <small>{s:.2f}</small></span>'
                     for t, s in tags[:_TAGS_PER_CARD])
     return f'<div class="tags">{chips}</div>' if chips else '<div class="meta">no tags</div>'
 

@@ -476,6 +476,10 @@ class Library:
         matrix = np.frombuffer(b"".join(r[2] for r in rows), np.float32).reshape(len(rows), rows[0][1])
         return asset_ids, matrix
 
+    def embedded_ids(self, bundle: str) -> set[int]:
+        """Ids of the assets `bundle` embedded (without reading their vectors)."""
+        return {r[0] for r in self.conn.execute("SELECT asset_id FROM embeddings WHERE bundle = ?", (bundle,))}
+
     def spaces(self) -> dict[str, tuple[str, int]]:
         """{bundle id: (space, number of embeddings)} of every bundle in the file."""
         return {b: (s, n) for b, s, n in self.conn.execute(

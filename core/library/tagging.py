@@ -64,7 +64,8 @@ def load_bank(name: str | os.PathLike | None = None) -> tuple[str, list[str]]:
 
 
 def prompt_name(label: str) -> str:
-    """A label as it reads in a prompt: LVIS writes 'bat_(animal)', a prompt says 'bat (animal)'."""
+    """A label as it reads in a prompt, and as the report and the desktop app show it: LVIS
+    writes 'bat_(animal)', a prompt says 'bat (animal)'."""
     return label.replace("_", " ")
 
 
