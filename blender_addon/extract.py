@@ -8,6 +8,7 @@ instances) are included at their world transforms.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import bpy
@@ -16,10 +17,12 @@ import numpy as np
 # core.sampling and core.triplets need only numpy: inside an artist's Blender they come from
 # the ulip2-core wheel bundled in the extension zip (ulip2 blender build-extension), in the
 # headless worker from the ulip2 environment itself. Either way the one sampler in core runs.
-from core.sampling import DEFAULT_GREY, SurfacePart
+from core.sampling import DEFAULT_GREY, FileBudget, SurfacePart
 
 # Object types whose evaluated form has a mesh (curves, text and metaballs are meshed).
 GEOMETRY_TYPES = {"MESH", "CURVE", "SURFACE", "FONT", "META"}
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -44,6 +47,7 @@ def extract(depsgraph, objects) -> Geometry:
     """Every mesh instance that `objects` (or instancers among them) put in the evaluated scene."""
     wanted = {obj.name for obj in objects}
     geometry = Geometry()
+    textures = _Textures()
     for instance in depsgraph.object_instances:
         source = instance.parent if instance.is_instance else instance.object
         if source is None or source.original.name not in wanted or instance.object.type not in GEOMETRY_TYPES:
@@ -52,7 +56,7 @@ def extract(depsgraph, objects) -> Geometry:
         matrix = np.array(instance.matrix_world, dtype=np.float64)
         mesh = obj.to_mesh()
         try:
-            part = _part(mesh, matrix, obj)
+            part = _part(mesh, matrix, obj, textures)
         finally:
             obj.to_mesh_clear()
         if part is not None:
@@ -64,11 +68,12 @@ def extract(depsgraph, objects) -> Geometry:
     return geometry
 
 
-def _part(mesh, matrix: np.ndarray, obj) -> SurfacePart | None:
+def _part(mesh, matrix: np.ndarray, obj, textures: _Textures) -> SurfacePart | None:
     mesh.calc_loop_triangles()
     n_tris = len(mesh.loop_triangles)
     if n_tris == 0:
         return None
+    textures.budget.add_mesh(n_tris, len(mesh.vertices))
     co = np.empty(len(mesh.vertices) * 3, dtype=np.float64)
     mesh.vertices.foreach_get("co", co)
     vertices = co.reshape(-1, 3) @ matrix[:3, :3].T + matrix[:3, 3]
@@ -79,10 +84,10 @@ def _part(mesh, matrix: np.ndarray, obj) -> SurfacePart | None:
     faces, corners = faces.reshape(-1, 3), corners.reshape(-1, 3)
     if np.linalg.det(matrix[:3, :3]) < 0:  # mirrored: keep normals pointing outward
         faces, corners = faces[:, ::-1], corners[:, ::-1]
-    return SurfacePart(vertices=vertices, faces=faces, **_colour(mesh, corners, obj))
+    return SurfacePart(vertices=vertices, faces=faces, **_colour(mesh, corners, obj, textures))
 
 
-def _colour(mesh, corners: np.ndarray, obj) -> dict:
+def _colour(mesh, corners: np.ndarray, obj, textures: _Textures) -> dict:
     """SurfacePart colour arguments: colour attribute > base-colour image > material colours."""
     attribute = mesh.color_attributes.active_color
     if attribute is not None and attribute.domain in ("CORNER", "POINT"):
@@ -96,17 +101,11 @@ def _colour(mesh, corners: np.ndarray, obj) -> dict:
         return {"corner_colors": values[corners]}
     materials = [slot.material for slot in obj.material_slots]
     image = _single_base_image(materials)
-    # An image whose file is missing has no pixels (0 x 0): the material colours stand in.
-    if image is not None and image.size[0] * image.size[1] > 0 and mesh.uv_layers.active is not None:
+    texture = textures.get(image) if image is not None and mesh.uv_layers.active is not None else None
+    if texture is not None:
         uv = np.empty(len(mesh.loops) * 2, dtype=np.float64)
         mesh.uv_layers.active.data.foreach_get("uv", uv)
-        width, height = image.size
-        pixels = np.empty(width * height * image.channels, dtype=np.float32)
-        image.pixels.foreach_get(pixels)
-        # Blender stores rows bottom-up; the sampler reads them top-down like image files.
-        texture = pixels.reshape(height, width, image.channels)[::-1, :, :3]
-        return {"corner_uvs": uv.reshape(-1, 2)[corners],
-                "texture": (np.clip(texture, 0, 1) * 255).round().astype(np.uint8)}
+        return {"corner_uvs": uv.reshape(-1, 2)[corners], "texture": texture}
     if any(m is not None for m in materials):
         palette = np.array([_base_colour(m) for m in materials])
         index = np.empty(len(mesh.loop_triangles), dtype=np.int64)
@@ -114,6 +113,53 @@ def _colour(mesh, corners: np.ndarray, obj) -> dict:
         per_face = palette[np.clip(index, 0, len(palette) - 1)]
         return {"corner_colors": np.repeat(per_face[:, None, :], 3, axis=1)}
     return {}
+
+
+class _Textures:
+    """Base-colour images as (H, W, 3) uint8, each read once (instances share them) and
+    within the budget of one file; None for one that is not read."""
+
+    def __init__(self) -> None:
+        self.budget, self.read = FileBudget(), {}
+
+    def get(self, image) -> np.ndarray | None:
+        if image not in self.read:
+            self.read[image] = self._read(image)
+        return self.read[image]
+
+    def _read(self, image) -> np.ndarray | None:
+        # One not loaded yet (a file just imported) is read from a copy: a large image is then
+        # decoded once, and scaled there, and the scene's own image (rendered next) stays as it
+        # is. A loaded one may hold paint a copy would lose: it is read as it is, if not too large.
+        copy = None if image.has_data else image.copy()
+        try:
+            source = image if copy is None else copy
+            width, height = source.size
+            if width * height == 0:  # its file is missing: the material colours stand in
+                return None
+            size = self.budget.texture_size(width, height)
+            if size != (width, height):
+                log.warning("image %r: a %s", image.name, self.budget.texture_note(width, height, size))
+                if size is None:
+                    return None
+                source = copy = image.copy() if copy is None else copy
+                copy.scale(*size)
+            return _pixels(source)
+        finally:
+            if copy is not None:
+                bpy.data.images.remove(copy)
+
+
+def _pixels(image) -> np.ndarray:
+    """An image's RGB as uint8, converted in place in the one float copy bpy gives."""
+    width, height = image.size
+    pixels = np.empty(width * height * image.channels, dtype=np.float32)
+    image.pixels.foreach_get(pixels)
+    np.clip(pixels, 0, 1, out=pixels)
+    pixels *= 255
+    np.rint(pixels, out=pixels)
+    # Blender stores rows bottom-up; the sampler reads them top-down like image files.
+    return pixels.reshape(height, width, image.channels)[::-1, :, :3].astype(np.uint8)
 
 
 def _principled(material):

@@ -47,8 +47,20 @@ from .triplets import geometry_of, render_triplet
 
 
 def _last_line(exc: Exception) -> str:
-    lines = str(exc).strip().splitlines()
+    """An operator error's last line: the importer's own exception, not bpy's "Location:" after it."""
+    lines = [line for line in str(exc).strip().splitlines() if not line.startswith("Location:")]
     return lines[-1] if lines else type(exc).__name__
+
+
+def _let_fbx_lights_import() -> None:
+    """bpy 5.0's FBX importer sets each light's Cycles cast_shadow, which Cycles no longer has
+    (AttributeError: every FBX file with a light failed): give it that setting back, unused
+    (light.use_shadow holds the file's value). Factory settings drop it, so before each import."""
+    settings = bpy.types.Light.bl_rna.properties["cycles"].fixed_type
+    if "cast_shadow" not in settings.properties:
+        from cycles.properties import CyclesLightSettings
+
+        CyclesLightSettings.cast_shadow = bpy.props.BoolProperty()
 
 
 def load_asset(path: Path) -> list:
@@ -64,6 +76,8 @@ def load_asset(path: Path) -> list:
     else:
         bpy.ops.wm.read_factory_settings(use_empty=True)
         group, name = IMPORTERS[path.suffix.lower()]
+        if path.suffix.lower() == ".fbx":
+            _let_fbx_lights_import()
         try:
             result = getattr(getattr(bpy.ops, group), name)(filepath=str(path))
         except RuntimeError as exc:  # importers report bad files as operator errors

@@ -6,16 +6,28 @@ arrays in bpy and calls the same sampler.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 
 import numpy as np
 import trimesh
+from PIL import Image
 
 from core.blender_formats import BLENDER_ONLY
 from core.errors import AssetError
-from core.sampling import SurfacePart, sample_points
+from core.sampling import FileBudget, SurfacePart, sample_points
 
-SUPPORTED_EXTENSIONS = (".glb", ".gltf", ".obj", ".ply", ".stl", ".off")
+SUPPORTED_EXTENSIONS = (".glb", ".gltf", ".obj", ".ply", ".stl", ".off", ".dae")
+
+#: Textures are decoded whole before they are downscaled (3 or 4 bytes a pixel): larger ones
+#: are not read at all, as decompression bombs.
+MAX_DECODED_PIXELS = 16384 * 16384
+# And PIL refuses them elsewhere in the process (it warns past its limit, refuses past twice).
+PIL_LIMIT = MAX_DECODED_PIXELS // 2
+Image.MAX_IMAGE_PIXELS = PIL_LIMIT
+
+log = logging.getLogger(__name__)
 
 
 def load_parts(path: str | os.PathLike) -> list[SurfacePart]:
@@ -26,12 +38,14 @@ def load_parts(path: str | os.PathLike) -> list[SurfacePart]:
     """
     scene = _load_scene(path)
     parts = []
-    textures: dict = {}  # converted textures, shared by instances of one material
+    budget = FileBudget(path)
+    textures = _Textures(path, budget)
     for node in scene.graph.nodes_geometry:
         transform, name = scene.graph[node]
         mesh = scene.geometry.get(name)
         if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
             continue
+        budget.add_mesh(len(mesh.faces), len(mesh.vertices))
         parts.append(_part(mesh, np.asarray(transform, dtype=np.float64), textures))
     if not parts:
         raise AssetError(path, "no triangles (a point cloud or lines only?)")
@@ -67,12 +81,18 @@ def _load_scene(path) -> trimesh.Scene:
         )
     if os.path.getsize(name) == 0:
         raise AssetError(path, "empty file (0 bytes)")
+    # trimesh opens images lazily (their headers only) and drops those PIL refuses without a
+    # word: _Textures judges their sizes instead, and says what it drops. The limit is put
+    # back as set above, not as found, so that loads in two threads cannot leave it off.
+    Image.MAX_IMAGE_PIXELS = None
     try:
         # process=False: keep the file's arrays as they are; sampling needs no merging.
         return trimesh.load_scene(name, file_type=extension[1:], process=False)
     except MemoryError:  # this machine ran short, which says nothing of the file
         raise
     except Exception as error:  # trimesh raises anything from KeyError to struct.error
+        if extension in (".glb", ".gltf") and _is_gltf_1(name):
+            raise AssetError(path, "glTF 1.0 is not supported: re-export it as glTF 2.0") from None
         # trimesh retries with fallbacks; the first error in the chain names the real problem.
         while error.__context__ is not None and isinstance(error.__context__, Exception):
             error = error.__context__
@@ -83,9 +103,26 @@ def _load_scene(path) -> trimesh.Scene:
         detail = message[0][:200] if message else ""
         reason = f"cannot read as {extension[1:]} (corrupt or truncated?): {type(error).__name__}"
         raise AssetError(path, f"{reason}: {detail}" if detail else reason) from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = PIL_LIMIT
 
 
-def _part(mesh: trimesh.Trimesh, transform: np.ndarray, textures: dict) -> SurfacePart:
+def _is_gltf_1(name: str) -> bool:
+    """Whether a file trimesh could not read is glTF 1.0: a binary header of version 1, or
+    JSON whose asset.version is 1.x."""
+    with open(name, "rb") as fh:
+        head = fh.read(8)
+        if head[:4] == b"glTF":
+            return head[4:8] == (1).to_bytes(4, "little")
+        fh.seek(0)
+        try:
+            version = json.load(fh)["asset"]["version"]
+        except (ValueError, KeyError, TypeError):
+            return False
+    return str(version).split(".")[0] == "1"
+
+
+def _part(mesh: trimesh.Trimesh, transform: np.ndarray, textures: _Textures) -> SurfacePart:
     """One mesh instance in world space with its colour source."""
     vertices = np.asarray(mesh.vertices, dtype=np.float64) @ transform[:3, :3].T + transform[:3, 3]
     faces = np.asarray(mesh.faces, dtype=np.int64)
@@ -99,7 +136,7 @@ def _part(mesh: trimesh.Trimesh, transform: np.ndarray, textures: dict) -> Surfa
     return SurfacePart(vertices=vertices, faces=faces, **colour)
 
 
-def _colour_source(mesh: trimesh.Trimesh, faces: np.ndarray, textures: dict) -> dict:
+def _colour_source(mesh: trimesh.Trimesh, faces: np.ndarray, textures: _Textures) -> dict:
     """SurfacePart colour keyword arguments for a mesh's visual; {} means grey."""
     visual = mesh.visual
     if isinstance(visual, trimesh.visual.TextureVisuals):
@@ -112,10 +149,10 @@ def _colour_source(mesh: trimesh.Trimesh, faces: np.ndarray, textures: dict) -> 
             # OBJ exporters write Kd beside map_Kd without meaning it as a tint.
             image, tint = getattr(material, "image", None), None
         if image is not None and uv is not None and len(uv) == len(mesh.vertices):
-            return {
-                "corner_uvs": np.asarray(uv, dtype=np.float64)[faces],
-                "texture": _texture(image, tint, textures),
-            }
+            texture = textures.get(image)
+            if texture is not None:  # else over the caps: the material colour stands in
+                return {"corner_uvs": np.asarray(uv, dtype=np.float64)[faces], "texture": texture,
+                        "base_color": tint}
         return {} if factor is None else {"base_color": factor}
     if isinstance(visual, trimesh.visual.ColorVisuals):
         if visual.kind == "vertex":
@@ -134,12 +171,33 @@ def _base_color(material) -> np.ndarray | None:
     return None if factor is None else trimesh.visual.color.to_rgba(factor)
 
 
-def _texture(image, factor: np.ndarray | None, textures: dict) -> np.ndarray:
-    """Image as (H, W, 3) uint8, tinted by a base colour factor as glTF shades it."""
-    key = (id(image), None if factor is None else tuple(factor))
-    if key not in textures:
-        rgb = np.asarray(image.convert("RGB"))
-        if factor is not None and (factor[:3] < 255).any():
-            rgb = (rgb * (factor[:3] / 255.0)).round().astype(np.uint8)
-        textures[key] = rgb
-    return textures[key]
+class _Textures:
+    """A file's texture images as (H, W, 3) uint8, each read once (materials and instances
+    share them) and within the file's budget; None for one that is not read."""
+
+    def __init__(self, path, budget: FileBudget):
+        self.path, self.budget, self.read = path, budget, {}
+
+    def get(self, image: Image.Image) -> np.ndarray | None:
+        if id(image) not in self.read:  # the scene keeps every image alive, so ids stay theirs
+            try:
+                self.read[id(image)] = self._read(image)
+            finally:
+                image.close()  # its full-size pixels go before the next texture's come
+        return self.read[id(image)]
+
+    def _read(self, image: Image.Image) -> np.ndarray | None:
+        width, height = image.size
+        if width * height > MAX_DECODED_PIXELS:
+            log.warning("%s: a %dx%d texture is over %s pixels (a decompression bomb?): not read, the material "
+                        "colour stands in", self.path, width, height, f"{MAX_DECODED_PIXELS:,}")
+            return None
+        size = self.budget.texture_size(width, height)
+        if size != image.size:
+            log.warning("%s: a %s", self.path, self.budget.texture_note(width, height, size))
+            if size is None:
+                return None
+            image.draft("RGB", size)  # a JPEG decodes at 1/2 to 1/8 of its size, never whole
+            # Nearest texels, as the sampler picks them: no filtered full-size copy is made.
+            image = image.resize(size, Image.Resampling.NEAREST)
+        return np.asarray(image.convert("RGB"))

@@ -6,6 +6,7 @@ inside an artist's Blender as well as in the ulip2 environment.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -22,13 +23,23 @@ N_COLUMNS = 9
 # ULIP-2 fills colourless assets with this grey (rgb = 0.4 everywhere).
 DEFAULT_GREY = 0.4
 
+#: What one file may cost, read by trimesh or from Blender's evaluated scene, every instance
+#: counted: past these it is refused (sampling copies its arrays several times over).
+MAX_FACES = 10_000_000
+MAX_VERTICES = 10_000_000
+#: The most pixels a texture is read at, and all of a file's textures together (8-bit RGB:
+#: 48 MB and 192 MB). The sampler reads one texel a point: 10k points see nothing finer.
+MAX_TEXTURE_PIXELS = 4096 * 4096
+MAX_FILE_TEXTURE_PIXELS = 4 * MAX_TEXTURE_PIXELS
+
 
 @dataclass
 class SurfacePart:
-    """One triangle mesh in world space with at most one colour source in use.
+    """One triangle mesh in world space with its colour source.
 
     Priority when several are given: texture (needs corner_uvs) > corner_colors >
-    base_color > DEFAULT_GREY. Integer colours are read as 0..255, floats as 0..1.
+    base_color > DEFAULT_GREY; a texture is tinted by base_color (glTF's base colour
+    factor). Integer colours are read as 0..255, floats as 0..1.
     """
 
     vertices: np.ndarray  # (V, 3) float
@@ -37,6 +48,43 @@ class SurfacePart:
     texture: np.ndarray | None = None  # (H, W, 3 or 4) uint8
     corner_colors: np.ndarray | None = None  # (F, 3, 3 or 4)
     base_color: np.ndarray | None = None  # (3 or 4,)
+
+
+class FileBudget:
+    """What is left of one file's caps while its meshes and textures are read."""
+
+    def __init__(self, path=None) -> None:
+        self.path, self.faces, self.vertices = path, 0, 0
+        self.texture_pixels = MAX_FILE_TEXTURE_PIXELS
+
+    def add_mesh(self, faces: int, vertices: int) -> None:
+        """Count one mesh instance; AssetError once the file passes MAX_FACES or MAX_VERTICES."""
+        self.faces += faces
+        self.vertices += vertices
+        if self.faces > MAX_FACES or self.vertices > MAX_VERTICES:
+            raise AssetError(self.path, f"too large to sample: at least {self.faces:,} faces and "
+                                        f"{self.vertices:,} vertices, every instance counted (the caps are "
+                                        f"{MAX_FACES:,} and {MAX_VERTICES:,}); decimate it or split it into files")
+
+    def texture_size(self, width: int, height: int) -> tuple[int, int] | None:
+        """The size to read a width x height texture at, its aspect kept, taken from the
+        file's pixels; None when none are left (the texture is then not read)."""
+        pixels = min(width * height, MAX_TEXTURE_PIXELS, self.texture_pixels)
+        if pixels < 1:
+            return None
+        scale = math.sqrt(pixels / (width * height))
+        size = (max(1, int(width * scale)), max(1, int(height * scale)))
+        self.texture_pixels -= size[0] * size[1]
+        return size
+
+    @staticmethod
+    def texture_note(width: int, height: int, size: tuple[int, int] | None) -> str:
+        """What is said of a width x height texture read at `size` (None: not read)."""
+        if size is None:
+            return (f"{width}x{height} texture not read: the file's textures have had their "
+                    f"{MAX_FILE_TEXTURE_PIXELS:,} pixels; the material colour stands in")
+        return (f"{width}x{height} texture read at {size[0]}x{size[1]} (textures are capped at "
+                f"{MAX_TEXTURE_PIXELS:,} pixels, a file's at {MAX_FILE_TEXTURE_PIXELS:,})")
 
 
 def normalize_unit_sphere(xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
@@ -189,7 +237,8 @@ def _colours(part: SurfacePart, face: np.ndarray, bary: np.ndarray) -> np.ndarra
     """rgb (k, 3) for points on the given local faces, from the best colour source."""
     if part.texture is not None:
         uv = np.einsum("nk,nkd->nd", bary, part.corner_uvs[face].astype(np.float64))
-        return _unit_rgb(_texture_lookup(part.texture, uv))
+        rgb = _unit_rgb(_texture_lookup(part.texture, uv))
+        return rgb if part.base_color is None else rgb * _unit_rgb(part.base_color)
     if part.corner_colors is not None:
         return np.einsum("nk,nkd->nd", bary, _unit_rgb(part.corner_colors[face]))
     if part.base_color is not None:

@@ -157,12 +157,15 @@ def test_texture_v_is_flipped_and_uvs_wrap():
     np.testing.assert_array_equal(sample_points(wrapped, 5)[:, RGB], np.tile([1, 0, 1], (5, 1)))
 
 
-def test_colour_priority_texture_then_corners_then_base_then_grey():
+def test_colour_priority_texture_tinted_then_corners_then_base_then_grey():
     uvs = np.zeros((1, 3, 2))  # every point reads the texture's bottom-left texel (red)
     corners = np.full((1, 3, 3), 0.5)
     base = np.array([0.0, 1.0, 0.0])
     cases = [
-        (dict(corner_uvs=uvs, texture=_half_red_half_blue(), corner_colors=corners, base_color=base), [1, 0, 0]),
+        (dict(corner_uvs=uvs, texture=_half_red_half_blue(), corner_colors=corners), [1, 0, 0]),
+        # base_color beside a texture tints it (glTF's base colour factor), corner colours unused
+        (dict(corner_uvs=uvs, texture=_half_red_half_blue(), corner_colors=corners, base_color=[0.5, 1, 1]),
+         [0.5, 0, 0]),
         (dict(corner_colors=corners, base_color=base), [0.5, 0.5, 0.5]),
         (dict(base_color=base), [0, 1, 0]),
         (dict(texture=_half_red_half_blue()), [DEFAULT_GREY] * 3),  # no UVs: texture unusable
