@@ -10,20 +10,26 @@ Python packages):
 - the runtime wheels Blender's Python lacks (onnxruntime, tokenizers and what they
   need, never numpy, which Blender ships) for each target platform, pinned to the
   versions this environment runs. With several platforms, Blender's builder writes one
-  zip per platform (`--split-platforms`).
+  zip per platform (`--split-platforms`);
+- in bundle/, the model bundle the panels use when the preferences name none: the default
+  one (shipped with ulip2, or $ULIP2_BUNDLE) with its text tower and its prompt ensembles,
+  so Auto-tag, captions and search work out of the box (carry_bundle).
 """
 
 from __future__ import annotations
 
 import ast
 import base64
+import dataclasses
 import hashlib
 import importlib.metadata
+import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -67,6 +73,11 @@ PLATFORM_TAGS = {
     "macos-arm64": ("macosx_15_0_arm64",),  # pip widens macOS tags downwards, not upwards
     "macos-x64": ("macosx_15_0_x86_64",),
 }
+# The carried bundle's folder in the zip (blender_addon.preferences.CARRIED_BUNDLE).
+BUNDLE_DIR = "bundle"
+# The carried text tower keeps float16 weights while its vectors stay this close to
+# float32's (1 - cosine, on real texts); minilm's move by 2.4e-7.
+FP16_MAX_COSINE_GAP = 1e-3
 # Blender 4.2 to 5.x run Python 3.11.
 BLENDER_PYTHON = "3.11"
 _PIP_TIMEOUT_S = 600
@@ -271,6 +282,77 @@ def download_runtime_wheels(dest: Path, platform: str, wheels_from: Path | None 
         return [Path(shutil.copy2(p, dest)) for p in sorted(Path(tmp).glob("*.whl"))]
 
 
+# -- the carried bundle ------------------------------------------------------------------
+
+def carry_bundle(dest: Path):
+    """Write into `dest` the bundle the zip carries: the default one ($ULIP2_BUNDLE, else the
+    shipped bundle) with its prompt ensembles and its text tower, exported now if it has none
+    (which needs the torch extra), without its torch weights (Blender never fine-tunes).
+    The text tower's weights are stored in float16 where its vectors stay within
+    FP16_MAX_COSINE_GAP of float32's (halve_text_tower)."""
+    from core.bundle import read_bundle, write_bundle
+    from core.export import add_text_tower
+
+    source = read_bundle("default", warn_untrained=False)
+    shutil.copytree(source.path, dest)
+    if "weights" in source.files:
+        (dest / source.files["weights"]).unlink()
+    write_bundle(dataclasses.replace(source, path=dest, files={k: v for k, v in source.files.items() if k != "weights"}))
+    if not source.has_text:
+        try:
+            add_text_tower(dest)
+        except ImportError as exc:
+            raise Ulip2Error(
+                f"the extension carries the text tower of {source.space}, and exporting it needs {exc.name}: "
+                "pip install 'ulip2[torch]'; or carry a bundle that has one: ulip2 models add-text default "
+                "--out DIR, then ULIP2_BUNDLE=DIR ulip2 blender build-extension ...") from exc
+    return halve_text_tower(dest)
+
+
+def _check_texts() -> list[str]:
+    """Real texts for the carried tower: the shipped caption bank, and ModelNet40's labels in
+    every 8th of ULIP's prompt templates (469 texts)."""
+    from core.library.tagging import load_bank, load_vocabulary, prompt_name
+    from core.prompts import ULIP_TEMPLATES
+
+    labels = load_vocabulary("modelnet40")[1]
+    return [*load_bank()[1], *(t.format(prompt_name(label)) for label in labels for t in ULIP_TEMPLATES[::8])]
+
+
+def cosine_gap(a, b) -> float:
+    """The largest 1 - cosine between matching rows of a and b."""
+    import numpy as np
+
+    a, b = (x / np.linalg.norm(x, axis=1, keepdims=True) for x in (a, b))
+    return float((1 - (a * b).sum(axis=1)).max())
+
+
+def halve_text_tower(folder: Path):
+    """Store the text tower of the bundle in `folder` with float16 weights (half the file;
+    the arithmetic stays float32) if the vectors of real texts stay within
+    FP16_MAX_COSINE_GAP of the float32 tower's; bundle.json then records the gap measured.
+    Else the float32 tower stays, with a warning. Returns the bundle read again."""
+    from core.bundle import read_bundle, write_bundle
+    from core.export import store_weights_fp16
+    from core.runtime import OnnxTextSpace
+
+    bundle = read_bundle(folder, warn_untrained=False)
+    tower = bundle.text_file("onnx")
+    half = store_weights_fp16(tower, tower.with_suffix(".fp16.onnx"))
+    halved = dataclasses.replace(bundle, text={**bundle.text, "onnx": half.relative_to(bundle.path).as_posix()})
+    texts = _check_texts()
+    gap = cosine_gap(OnnxTextSpace(bundle, device="cpu")._encode_text(texts),
+                     OnnxTextSpace(halved, device="cpu")._encode_text(texts))
+    if gap > FP16_MAX_COSINE_GAP:
+        half.unlink()
+        warnings.warn(f"the carried text tower stays float32 ({tower.stat().st_size // 2**20} MB): with float16 "
+                      f"weights its vectors moved by {gap:.2g} cosine, more than {FP16_MAX_COSINE_GAP}")
+        return bundle
+    os.replace(half, tower)
+    write_bundle(dataclasses.replace(bundle, text={**bundle.text, "weights": "float16", "cosine_gap": gap}))
+    return read_bundle(folder, warn_untrained=False)
+
+
 # -- the extension zip -------------------------------------------------------------------
 
 def blender_ext_tool() -> Path:
@@ -309,6 +391,7 @@ def build_extension(out: Path, *, platforms: list[str] | None = None, runtime_wh
         wheels = [build_core_wheel(wheels_dir, manifest["version"])]
         for platform in platforms:
             wheels += download_runtime_wheels(wheels_dir, platform, wheels_from)
+        carry_bundle(staging / BUNDLE_DIR)
         names = sorted({f"./wheels/{w.name}" for w in wheels})
         # The manifest in the source tree lists the core wheel; the carried ones are known only now.
         text, count = re.subn(r"(?m)^wheels\s*=\s*\[[^\]]*\]", lambda _: "wheels = " + _toml_list(names), manifest_text)

@@ -2,7 +2,7 @@
 enables in a clean bpy (a fresh BLENDER_USER_RESOURCES), where core comes from the
 bundled wheel, not from this environment. The wheel carries only modules that import
 without torch; the runtime wheels (onnxruntime, tokenizers) come from the registry or a
-folder, per platform."""
+folder, per platform; the default bundle with its text tower travels in bundle/."""
 
 import json
 import os
@@ -38,9 +38,19 @@ print(json.dumps({
 def test_extension_zip_installs_and_enables_in_clean_bpy(tmp_path, capsys):
     assert main(["blender", "build-extension", "--out", str(tmp_path / "dist"), "--no-runtime-wheels"]) == 0
     zip_path = json.loads(capsys.readouterr().out)["extension"]
-    names = zipfile.ZipFile(zip_path).namelist()
-    assert "blender_manifest.toml" in names and "worker.py" not in names
+    archive = zipfile.ZipFile(zip_path)
+    names = archive.namelist()
+    assert "blender_manifest.toml" in names and "worker.py" not in names and "tag_file.py" not in names
     assert [n for n in names if n.startswith("wheels/")] == ["wheels/ulip2_blender_core-0.1.0-py3-none-any.whl"]
+    # The default bundle travels with its text tower (float16 weights) and prompt ensembles,
+    # not its torch weights.
+    assert sorted(n for n in names if n.startswith("bundle/")) == [
+        "bundle/bundle.json", "bundle/encoder.onnx", "bundle/evaluation.json", "bundle/prompts.npz",
+        "bundle/text/text.onnx", "bundle/text/tokenizer.json"]
+    carried = json.loads(archive.read("bundle/bundle.json"))
+    assert carried["space"]["name"] == "minilm" and carried["trained"] and "weights" not in carried["files"]
+    assert carried["text"]["weights"] == "float16" and carried["text"]["cosine_gap"] < 1e-3
+    assert archive.getinfo("bundle/text/text.onnx").file_size < 46e6  # float32: 90 MB
 
     user = tmp_path / "blender-user"
     env = {**os.environ, "BLENDER_USER_RESOURCES": str(user)}
