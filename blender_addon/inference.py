@@ -41,18 +41,20 @@ class TextSet:
 
 
 class Models:
-    """A bundle's point encoder and text tower on one device."""
+    """A bundle's point encoder and text tower on one device. torch_text: a bundle without
+    a text tower embeds texts with the torch space (the ulip2 environment has it, for
+    `ulip2 blender tag`; Blender has not)."""
 
-    def __init__(self, folder: str, device: str):
+    def __init__(self, folder: str, device: str, *, torch_text: bool = False):
         from core.runtime import PointEncoder
         from core.spaces import text_space_for_bundle
 
         if not folder:
-            raise BundleError("no model bundle set: choose its folder in the ulip2 preferences "
-                              "(make one with: ulip2 models add-text default --out DIR)")
+            raise BundleError("no model bundle set, and this copy of the extension carries none: choose a bundle "
+                              "folder in the ulip2 preferences (make one with: ulip2 models add-text default --out "
+                              "DIR), or install the zip that ulip2 blender build-extension makes")
         self.bundle = read_bundle(folder, warn_untrained=False)
-        # Without a text tower, core would fall back to the torch space, which Blender lacks.
-        if not self.bundle.has_text:
+        if not self.bundle.has_text and not torch_text:
             raise BundleError(f"bundle {self.bundle.path} has no text tower, and Blender cannot run the torch one: "
                               f"run ulip2 models add-text {self.bundle.path} --out DIR, and choose DIR")
         self.device = device

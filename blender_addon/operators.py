@@ -12,7 +12,7 @@ from .append import place_asset
 from .inference import models_for
 from .labels import Outcome, label_objects
 from .library_search import search_library
-from .preferences import get, vocabulary_source
+from .preferences import bundle_folder, get, vocabulary_source
 from .progress import StepOperator
 from .render import ViewSettings
 from .triplets import write_triplet
@@ -83,7 +83,7 @@ class _LabelSelected(StepOperator):
 
     def begin(self, context):
         prefs = get(context)
-        self.models = models_for(bpy.path.abspath(prefs.bundle), prefs.device)
+        self.models = models_for(bundle_folder(prefs), prefs.device)
         objects = list(context.selected_objects)
         if not objects:
             raise Ulip2Error("select the objects to label first")
@@ -141,7 +141,7 @@ class ULIP2_OT_search_library(bpy.types.Operator):
         state = context.window_manager.ulip2_search
         query = self.query or state.query
         try:
-            models = models_for(bpy.path.abspath(prefs.bundle), prefs.device)
+            models = models_for(bundle_folder(prefs), prefs.device)
             results = search_library(models, prefs.library, query, state.count)
         except Ulip2Error as exc:
             self.report({"ERROR"}, str(exc))

@@ -1,6 +1,8 @@
 """Extension preferences: the model bundle, index database, device and vocabulary the
 panels use; where triplets go and which ulip2 environment captions them."""
 
+from pathlib import Path
+
 import bpy
 
 CAPTIONERS = [
@@ -14,6 +16,9 @@ DEVICES = [
     ("cpu", "CPU", "onnxruntime's CPU provider"),
     ("cuda", "CUDA", "onnxruntime's CUDA provider (needs onnxruntime-gpu and an NVIDIA GPU)"),
 ]
+# The bundle the extension zip carries (core.blender_extension.BUNDLE_DIR): ulip2's default
+# with its text tower, used while the preferences name none.
+CARRIED_BUNDLE = Path(__file__).parent / "bundle"
 # The shipped vocabularies of core.library.tagging, or a file of the user's.
 VOCABULARIES = [
     ("lvis", "LVIS", "Objaverse-LVIS: 1,156 categories"),
@@ -28,7 +33,8 @@ class ULIP2_AP_preferences(bpy.types.AddonPreferences):
 
     bundle: bpy.props.StringProperty(
         name="Model bundle", subtype="DIR_PATH",
-        description="Folder of a ulip2 model bundle with its text tower (ulip2 models add-text BUNDLE --out DIR)")
+        description="Folder of a ulip2 model bundle with its text tower (ulip2 models add-text BUNDLE --out DIR); "
+                    "empty: the default bundle this extension carries")
     library: bpy.props.StringProperty(
         name="Index database", subtype="FILE_PATH",
         description="The library file made by 'ulip2 index FOLDER --db FILE' (SQLite)")
@@ -63,6 +69,14 @@ class ULIP2_AP_preferences(bpy.types.AddonPreferences):
 
 def get(context):
     return context.preferences.addons[__package__].preferences
+
+
+def bundle_folder(prefs) -> str:
+    """The bundle the panels use: the preferences' folder, else the carried one ("" when
+    this copy of the extension carries none)."""
+    if prefs.bundle:
+        return bpy.path.abspath(prefs.bundle)
+    return str(CARRIED_BUNDLE) if (CARRIED_BUNDLE / "bundle.json").is_file() else ""
 
 
 def vocabulary_source(prefs) -> str:

@@ -32,13 +32,14 @@ examples:
   ulip2 retrain studio-assets/ --out bundles/studio  fine-tune the default model on your assets
   ulip2 models pull ulip2-pointbert-10k --out ulip2-bundle      (needs network once)
   ulip2 models add-text default --out bundles/default-text     texts without torch (Blender)
+  ulip2 blender tag props.blend --out props-tagged.blend        tag a .blend's marked assets headless
 
 'ulip2 COMMAND --help' explains each command.
 """
 
 
 # Modules that add subcommands (see build_parser).
-COMMAND_MODULES: list[str] = ["core.library.cli", "core.triplets_cli", "training.cli", "gui.cli"]
+COMMAND_MODULES: list[str] = ["core.library.cli", "core.triplets_cli", "core.blender_cli", "training.cli", "gui.cli"]
 
 
 def _progress(iterable=None, **kwargs):

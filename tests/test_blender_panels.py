@@ -22,7 +22,6 @@ pytest.importorskip("bpy")
 from core.blender_extension import build_extension  # noqa: E402
 from core.library.tagging import load_bank  # noqa: E402
 
-HERE = Path(__file__).parent
 VOCABULARY = ["chair", "table", "lamp", "sofa", "vase", "bottle", "car", "airplane"]
 K = 3
 
@@ -42,6 +41,14 @@ def text_bundle(tiny_bundle, tmp_path_factory):
 def extension_zip(tmp_path_factory):
     """The extension as users install it; no runtime wheels: this bpy's Python has onnxruntime and tokenizers."""
     return build_extension(tmp_path_factory.mktemp("extension"), runtime_wheels=False)[0]
+
+
+@pytest.fixture
+def vocabulary(tmp_path):
+    """A small vocabulary file (VOCABULARY, one label a line)."""
+    path = tmp_path / "vocabulary.txt"
+    path.write_text("\n".join(VOCABULARY) + "\n")
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -190,11 +197,9 @@ print(json.dumps(out))
 
 
 def test_auto_tag_caption_search_append_in_clean_blender_without_torch(extension_zip, text_bundle, library,
-                                                                       tiny_bundle, tmp_path):
+                                                                       tiny_bundle, vocabulary, tmp_path):
     """Random weights (see the module docstring): structure, not meaning."""
     db, indexed = library
-    vocabulary = tmp_path / "vocabulary.txt"
-    vocabulary.write_text("\n".join(VOCABULARY) + "\n")
     script = tmp_path / "scene.py"
     script.write_text(SCENE)
     out = run_bpy(tmp_path, str(script), str(extension_zip), str(text_bundle.path), str(db), str(vocabulary),
@@ -260,11 +265,20 @@ import sys, bpy
 bpy.ops.wm.read_factory_settings(use_empty=True)
 for add, name, location in ((bpy.ops.mesh.primitive_cube_add, "Crate", (0, 0, 0)),
                             (bpy.ops.mesh.primitive_torus_add, "Ring", (3, 0, 0)),
+                            (bpy.ops.mesh.primitive_uv_sphere_add, "Ball", (6, 0, 0)),
                             (bpy.ops.mesh.primitive_monkey_add, "Suzanne", (0, 3, 0))):
     add(location=location)
     bpy.context.active_object.name = name
-    if name != "Suzanne":
+    if name != "Suzanne" and sys.argv[2] == "assets":
         bpy.context.active_object.asset_mark()
+bpy.ops.object.light_add(location=(0, 0, 5))
+if sys.argv[2] == "assets":
+    bpy.data.objects["Ring"].hide_set(True)
+    # Asset files often keep assets in a collection no scene shows.
+    shelf = bpy.data.collections.new("Shelf")
+    shelf.use_fake_user = True
+    shelf.objects.link(bpy.data.objects["Ball"])
+    bpy.context.scene.collection.objects.unlink(bpy.data.objects["Ball"])
 bpy.ops.wm.save_as_mainfile(filepath=sys.argv[1])
 print("{}")
 """
@@ -272,38 +286,132 @@ print("{}")
 READ_BLEND = r"""
 import json, sys, bpy
 bpy.ops.wm.open_mainfile(filepath=sys.argv[1])
+layer = bpy.context.view_layer.objects
 print(json.dumps({o.name: {"asset": o.asset_data is not None,
                            "tags": [t.name for t in o.asset_data.tags] if o.asset_data else None,
                            "description": o.asset_data.description if o.asset_data else None,
-                           "custom": sorted(k for k in o.keys() if k.startswith("ulip2"))}
+                           "custom": {k: (list(o[k]) if k == "ulip2_tags" else o[k]) for k in o.keys()
+                                      if k.startswith("ulip2")},
+                           "scenes": len(o.users_scene), "hidden": o.hide_get() if o.name in layer else None}
                   for o in bpy.data.objects}))
 """
 
 
-def test_script_auto_tags_the_assets_of_a_blend_and_saves_them(extension_zip, text_bundle, tmp_path):
-    """tests/blender_autotag_blend.py in a clean bpy: install, open, auto-tag, save; the tags
-    are in the saved file when it is opened again. Random weights: structure only."""
-    source, saved = tmp_path / "assets.blend", tmp_path / "assets-tagged.blend"
-    vocabulary = tmp_path / "vocabulary.txt"
-    vocabulary.write_text("\n".join(VOCABULARY) + "\n")
+def make_blend(tmp_path, name: str, kind: str) -> tuple[Path, dict]:
+    """A .blend of a cube, torus, sphere, monkey and light; kind "assets" marks all but the
+    monkey, hides the torus and keeps the sphere outside the scene. Returns it and its objects."""
     (tmp_path / "make.py").write_text(MAKE_BLEND)
     (tmp_path / "read.py").write_text(READ_BLEND)
-    run_bpy(tmp_path, str(tmp_path / "make.py"), str(source))
+    path = tmp_path / name
+    run_bpy(tmp_path, str(tmp_path / "make.py"), str(path), kind)
+    return path, run_bpy(tmp_path, str(tmp_path / "read.py"), str(path))
 
-    printed = run_bpy(tmp_path, str(HERE / "blender_autotag_blend.py"), str(extension_zip), str(source), str(saved),
-                      "--bundle", str(text_bundle.path), "--vocabulary", str(vocabulary), "--k", str(K))
-    assert sorted(printed) == ["Crate", "Ring"]
 
-    reopened = run_bpy(tmp_path, str(tmp_path / "read.py"), str(saved))
+NO_SETTING = r"""
+import json, sys, bpy
+zip_path, blend = sys.argv[1:3]
+assert bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default",
+                                                enable_on_install=True) == {"FINISHED"}
+bpy.ops.wm.open_mainfile(filepath=blend)
+bpy.ops.object.select_all(action="DESELECT")
+crate = bpy.data.objects["Crate"]
+crate.select_set(True)
+result = sorted(bpy.ops.ulip2.auto_tag())
+from bl_ext.user_default.ulip2.inference import models_for
+from bl_ext.user_default.ulip2.preferences import bundle_folder, get
+prefs = get(bpy.context)
+print(json.dumps({"result": result, "tags": [t.name for t in crate.asset_data.tags],
+                  "description": crate.asset_data.description, "preference": prefs.bundle,
+                  "bundle": str(models_for(bundle_folder(prefs), prefs.device).bundle.path),
+                  "torch": sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers"))}))
+"""
+
+
+def test_the_zip_alone_auto_tags_a_marked_asset_with_no_setting_made(extension_zip, tmp_path, capsys):
+    """A clean bpy, the built zip installed and nothing set: Auto-tag runs on the bundle the
+    zip carries (the shipped default, float16 text tower) without torch, and gives a marked
+    asset the very tags and caption `ulip2 blender tag` gives it with the default bundle here."""
+    from core.cli import main
+    from core.library.tagging import load_vocabulary
+
+    source, _ = make_blend(tmp_path, "assets.blend", "assets")
+    (tmp_path / "no_setting.py").write_text(NO_SETTING)
+    out = run_bpy(tmp_path, str(tmp_path / "no_setting.py"), str(extension_zip), str(source))
+    assert out["result"] == ["FINISHED"] and out["preference"] == ""
+    assert Path(out["bundle"]).is_relative_to(tmp_path / "blender-user")
+    assert len(out["tags"]) == 5 and set(out["tags"]) <= set(load_vocabulary("lvis")[1])
+    assert out["description"] in set(load_bank()[1])
+    assert out["torch"] == []
+
+    assert main(["blender", "tag", str(source), "--out", str(tmp_path / "tagged.blend")]) == 0
+    here = json.loads(capsys.readouterr().out)["labelled"]["Crate"]
+    assert (here["tags"], here["caption"]) == (out["tags"], out["description"])
+
+
+def test_blender_tag_writes_the_tagged_copy_and_never_the_input(text_bundle, vocabulary, tmp_path, capsys):
+    """`ulip2 blender tag` in a bpy child process: every marked asset (hidden, or in no
+    scene, too) gets k tags of the vocabulary and a caption in the saved copy, where they
+    stay hidden and outside the scene; the input file is byte for byte as it was."""
+    from core.cli import main
+
+    source, before = make_blend(tmp_path, "assets.blend", "assets")
+    original = source.read_bytes()
+    saved = tmp_path / "out" / "tagged.blend"
+    saved.parent.mkdir()
+    assert main(["blender", "tag", str(source), "--out", str(saved), "--bundle", str(text_bundle.path),
+                 "--vocabulary", str(vocabulary), "--k", str(K), "--device", "cpu"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert sorted(printed["labelled"]) == ["Ball", "Crate", "Ring"] and printed["out"] == str(saved)
+
+    after = run_bpy(tmp_path, str(tmp_path / "read.py"), str(saved))
     bank = set(load_bank()[1])
-    for name in ("Crate", "Ring"):
-        tags = reopened[name]["tags"]
-        assert tags == printed[name] and len(tags) == K and set(tags) <= set(VOCABULARY)
-        assert reopened[name]["description"] in bank
-    # Not an asset and not selected: untouched.
-    assert reopened["Suzanne"] == {"asset": False, "tags": None, "description": None, "custom": []}
-    original = run_bpy(tmp_path, str(tmp_path / "read.py"), str(source))
-    assert original["Crate"]["tags"] == [] and original["Crate"]["description"] == ""
+    for name in ("Ball", "Crate", "Ring"):
+        tags = after[name]["tags"]
+        assert tags == printed["labelled"][name]["tags"] and len(set(tags)) == K and set(tags) <= set(VOCABULARY)
+        assert after[name]["description"] == printed["labelled"][name]["caption"] and after[name]["description"] in bank
+    assert (after["Ring"]["hidden"], after["Ball"]["scenes"]) == (True, 0)  # the file's layout is kept
+    assert after["Suzanne"] == before["Suzanne"]  # not an asset: untouched
+    assert source.read_bytes() == original
+    assert sorted(p.name for p in saved.parent.iterdir()) == ["tagged.blend"]  # no staging file left
+
+
+def test_blender_tag_without_marked_assets_says_so_and_tags_all_objects_on_request(text_bundle, vocabulary,
+                                                                                    tmp_path, capsys):
+    from core.cli import main
+
+    source, _ = make_blend(tmp_path, "plain.blend", "plain")
+    saved = tmp_path / "tagged.blend"
+    common = ["--bundle", str(text_bundle.path), "--device", "cpu", "--k", str(K), "--vocabulary", str(vocabulary)]
+    assert main(["blender", "tag", str(source), "--out", str(saved), *common]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error == (f"error: {source}: no object is marked as an asset; tag every object with --all-objects, or "
+                     "mark the assets in Blender first (Mark as Asset)")
+    assert not saved.exists()
+
+    assert main(["blender", "tag", str(source), "--out", str(saved), "--all-objects", *common]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert sorted(printed["labelled"]) == ["Ball", "Crate", "Ring", "Suzanne"] and printed["skipped"] == ["Point"]
+    after = run_bpy(tmp_path, str(tmp_path / "read.py"), str(saved))
+    custom = after["Suzanne"]["custom"]
+    assert custom["ulip2_tags"] == printed["labelled"]["Suzanne"]["tags"] and len(custom["ulip2_tags"]) == K
+    assert custom["ulip2_caption"] in set(load_bank()[1])
+
+    # Asked to write its input, or given something else than a .blend: one line, nothing run.
+    for argv, said in ((["--out", str(source)], "--out must name another file: IN.blend is never written"),
+                       (["--out", str(tmp_path / "x.glb")], "--out must name a .blend file")):
+        assert main(["blender", "tag", str(source), *argv]) == 2
+        assert said in capsys.readouterr().err
+    assert main(["blender", "tag", str(tmp_path / "read.py"), "--out", str(saved)]) == 2
+    assert "read.py: not a .blend file" in capsys.readouterr().err
+
+
+def test_blender_tag_help_teaches_with_an_example(capsys):
+    from core.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["blender", "tag", "--help"])
+    assert done.value.code == 0
+    assert "ulip2 blender tag props.blend --out props-tagged.blend" in capsys.readouterr().out
 
 
 CARRIED = r"""

@@ -1,0 +1,83 @@
+"""`ulip2 blender tag`: auto-tag the assets of a .blend file headless, with the Blender
+extension's own labelling (blender_addon/tag_file.py, in a child process with bpy)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from core.errors import Ulip2Error
+
+EPILOG = """\
+examples:
+  ulip2 blender tag props.blend --out props-tagged.blend      5 LVIS tags and a caption per marked asset
+  ulip2 blender tag room.blend --out room-tagged.blend --all-objects --vocabulary modelnet40 --k 3
+
+Objects marked as assets get asset tags (never twice; tags already there stay) and a
+description, which Blender's Asset Browser shows and searches; with --all-objects any other
+object gets the custom properties ulip2_tags and ulip2_caption, as Auto-tag does in the
+extension. Assets hidden or kept outside every scene are tagged too. IN.blend is never
+written: OUT.blend is written whole, or not at all. Prints JSON: the tags and caption of
+each object. Needs bpy in this environment: pip install 'ulip2[blender]'.
+Exit code 0 when OUT.blend is written; 2, with one line saying why, when it is not."""
+
+
+def cmd_tag(args) -> int:
+    from core.bundle import bundle_path
+    from core.cli import _print_json
+
+    source, out = args.blend.expanduser().resolve(), args.out.expanduser().resolve()
+    if source.suffix.lower() != ".blend" or not source.is_file():
+        raise Ulip2Error(f"{args.blend}: not a .blend file; give the Blender file to tag")
+    if out.suffix.lower() != ".blend":
+        raise Ulip2Error(f"{args.out}: --out must name a .blend file (for example {source.stem}-tagged.blend)")
+    if out == source:
+        raise Ulip2Error(f"{args.out}: --out must name another file: IN.blend is never written")
+    if args.k < 1:
+        raise Ulip2Error(f"--k {args.k}: give at least 1 tag per object")
+    if not out.parent.is_dir():
+        raise Ulip2Error(f"{out.parent}: no such folder for --out; create it first")
+    job = {"in": str(source), "out": str(out), "bundle": str(bundle_path(args.bundle).resolve()),
+           "device": args.device, "vocabulary": args.vocabulary, "k": args.k, "all_objects": args.all_objects,
+           "parent": os.getpid()}
+    child = subprocess.run([sys.executable, "-m", "blender_addon.tag_file", json.dumps(job)],
+                           stdout=subprocess.PIPE, text=True)
+    lines = child.stdout.strip().splitlines()
+    if child.returncode != 0 or not lines:
+        raise Ulip2Error(f"{source}: Blender stopped while tagging it (exit code {child.returncode}; its messages are "
+                         f"above); {out.name} was not written")
+    answer = json.loads(lines[-1])
+    if not answer["ok"]:
+        raise Ulip2Error(answer["reason"])
+    _print_json({"in": str(source), "out": str(out), "labelled": answer["labelled"], "skipped": answer["skipped"]})
+    return 0
+
+
+def _actions(parser: argparse.ArgumentParser):
+    """The subcommand table of `parser`; argparse keeps it only among its actions."""
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+
+
+def register(sub) -> None:
+    # `ulip2 blender` and its build-extension are registered by core.triplets_cli first.
+    p = _actions(sub.choices["blender"]).add_parser(
+        "tag", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        help="auto-tag the assets of a .blend file headless, into a new .blend",
+        description="Auto-tag the objects marked as assets in IN.blend (every object with --all-objects) with "
+                    "zero-shot tags and a caption, and save the result as OUT.blend.")
+    p.add_argument("blend", type=Path, metavar="IN.blend", help="the file to tag (read, never written)")
+    p.add_argument("--out", type=Path, required=True, metavar="OUT.blend", help="the tagged copy to write")
+    p.add_argument("--all-objects", action="store_true",
+                   help="tag every object of the file, not only those marked as assets")
+    p.add_argument("--bundle", type=Path, default=Path("default"),
+                   help="model bundle folder (default: $ULIP2_BUNDLE, else the bundle shipped with ulip2)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where onnxruntime runs (default: auto)")
+    p.add_argument("--vocabulary", default="lvis",
+                   help="labels to choose from: lvis (default), modelnet40, shapenet55, or a text file, one label a line")
+    p.add_argument("--k", type=int, default=5, help="tags per object (default 5)")
+    p.set_defaults(func=cmd_tag)
