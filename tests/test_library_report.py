@@ -77,7 +77,7 @@ def demo(tmp_path_factory, tiny_bundle):
     out = root / "demo"
     code = main(["demo", str(assets), "--out", str(out), "--bundle", str(tiny_bundle.path), "--workers", "0",
                  "--quiet", "--query", *QUERIES, "--k", str(K)])
-    assert code == 0
+    assert code == 1, "broken.glb failed: the demo says so by its exit code, as index does, and still writes the page"
     return root, out
 
 

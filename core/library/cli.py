@@ -228,7 +228,9 @@ def cmd_demo(args) -> int:
         _say(f"4/4 searching {len(queries)} queries and writing the page")
         out = write_report(library, bundle, args.out / "report.html", queries, k=args.k, vocab=vocab, bank=bank)
     print(out.resolve())
-    return 0
+    if done.failed:  # the page is written, but the run was not clean: exit as index does
+        _say(f"{len(done.failed)} files could not be read (their reasons are in the report); exit code 1")
+    return 1 if done.failed else 0
 
 
 _TAGS_K = 3  # tags per asset in the demo: what a card has room for
