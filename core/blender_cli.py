@@ -1,5 +1,6 @@
-"""`ulip2 blender tag`: auto-tag the assets of a .blend file headless, with the Blender
-extension's own labelling (blender_addon/tag_file.py, in a child process with bpy)."""
+"""`ulip2 blender build-extension | tag`: build the Blender extension's zip, and auto-tag
+the assets of a .blend file headless with the extension's own labelling
+(blender_addon/tag_file.py, in a child process with bpy)."""
 
 from __future__ import annotations
 
@@ -57,15 +58,38 @@ def cmd_tag(args) -> int:
     return 0
 
 
-def _actions(parser: argparse.ArgumentParser):
-    """The subcommand table of `parser`; argparse keeps it only among its actions."""
-    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+def cmd_build_extension(args) -> int:
+    from core.blender_extension import build_extension
+    from core.cli import _print_json
+
+    zips = build_extension(args.out, platforms=args.platform, runtime_wheels=not args.no_runtime_wheels,
+                           wheels_from=args.wheels_from)
+    _print_json({"extension": str(zips[0]), "extensions": [{"path": str(z), "bytes": z.stat().st_size} for z in zips]})
+    return 0
 
 
 def register(sub) -> None:
-    # `ulip2 blender` and its build-extension are registered by core.triplets_cli first.
-    p = _actions(sub.choices["blender"]).add_parser(
-        "tag", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+    fmt = argparse.RawDescriptionHelpFormatter
+    blender = sub.add_parser("blender", help="the ulip2 Blender extension")
+    bsub = blender.add_subparsers(dest="blender_command", metavar="ACTION", required=True)
+    p = bsub.add_parser(
+        "build-extension", formatter_class=fmt, help="build the installable extension zip with Blender's own builder",
+        epilog="The zip carries core's numpy-only modules as a wheel, and onnxruntime and tokenizers (with what they\n"
+               "need, not numpy) for each --platform, downloaded from the package registry at the versions\n"
+               "installed here. One zip per platform. Offline: --wheels-from DIR, or --no-runtime-wheels.")
+    p.add_argument("--out", type=Path, required=True, help="folder for the zip")
+    p.add_argument("--platform", action="append", metavar="PLATFORM",
+                   help="Blender platform to carry runtime wheels for, repeatable: linux-x64, linux-arm64, "
+                        "windows-x64, windows-arm64, macos-arm64, macos-x64 (default: this machine's)")
+    p.add_argument("--wheels-from", type=Path, metavar="DIR",
+                   help="take the runtime wheels from this folder instead of the package registry")
+    p.add_argument("--no-runtime-wheels", action="store_true",
+                   help="carry no onnxruntime/tokenizers, for a Blender whose Python already has them "
+                        "(one zip for every platform)")
+    p.set_defaults(func=cmd_build_extension)
+
+    p = bsub.add_parser(
+        "tag", formatter_class=fmt, epilog=EPILOG,
         help="auto-tag the assets of a .blend file headless, into a new .blend",
         description="Auto-tag the objects marked as assets in IN.blend (every object with --all-objects) with "
                     "zero-shot tags and a caption, and save the result as OUT.blend.")

@@ -1,4 +1,4 @@
-"""`ulip2 triplets build|caption|info` and `ulip2 blender build-extension`.
+"""`ulip2 triplets build|caption|info`.
 
 Rendering and sampling run in headless bpy worker processes (core.blender_pool), one per
 slot so a file that crashes Blender costs one worker, not the batch; with `--engine ray`
@@ -301,18 +301,6 @@ def cmd_info(args) -> int:
     return 0
 
 
-# -- blender build-extension ------------------------------------------------------------
-
-def cmd_build_extension(args) -> int:
-    from core.blender_extension import build_extension
-    from core.cli import _print_json
-
-    zips = build_extension(args.out, platforms=args.platform, runtime_wheels=not args.no_runtime_wheels,
-                           wheels_from=args.wheels_from)
-    _print_json({"extension": str(zips[0]), "extensions": [{"path": str(z), "bytes": z.stat().st_size} for z in zips]})
-    return 0
-
-
 # -- parser -----------------------------------------------------------------------------
 
 def _caption_args(p) -> None:
@@ -367,21 +355,3 @@ def register(sub) -> None:
     p.add_argument("store", type=Path, metavar="STORE")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_info)
-
-    blender = sub.add_parser("blender", help="the ulip2 Blender extension")
-    bsub = blender.add_subparsers(dest="blender_command", metavar="ACTION", required=True)
-    p = bsub.add_parser(
-        "build-extension", formatter_class=fmt, help="build the installable extension zip with Blender's own builder",
-        epilog="The zip carries core's numpy-only modules as a wheel, and onnxruntime and tokenizers (with what they\n"
-               "need, not numpy) for each --platform, downloaded from the package registry at the versions\n"
-               "installed here. One zip per platform. Offline: --wheels-from DIR, or --no-runtime-wheels.")
-    p.add_argument("--out", type=Path, required=True, help="folder for the zip")
-    p.add_argument("--platform", action="append", metavar="PLATFORM",
-                   help="Blender platform to carry runtime wheels for, repeatable: linux-x64, linux-arm64, "
-                        "windows-x64, windows-arm64, macos-arm64, macos-x64 (default: this machine's)")
-    p.add_argument("--wheels-from", type=Path, metavar="DIR",
-                   help="take the runtime wheels from this folder instead of the package registry")
-    p.add_argument("--no-runtime-wheels", action="store_true",
-                   help="carry no onnxruntime/tokenizers, for a Blender whose Python already has them "
-                        "(one zip for every platform)")
-    p.set_defaults(func=cmd_build_extension)
