@@ -22,7 +22,7 @@ import trimesh
 from PIL import Image
 
 from core.library.indexer import bundle_id, index_paths
-from core.library.store import BLENDER, POINTS, AssetRecord, Library, LibraryError
+from core.library.store import BLENDER, POINTS, SCHEMA_VERSION, AssetRecord, Library, LibraryError
 from core.library.thumbnails import THUMBNAIL_SIZE
 from core.runtime import PointEncoder
 from meshes import write_meshes
@@ -190,7 +190,7 @@ def test_a_schema_3_library_migrates_keeping_its_thumbnails(tmp_path):
             UPDATE meta SET value = '3' WHERE key = 'schema_version';
         """)
     with Library(db) as library:
-        assert library.get_meta("schema_version") == "4"
+        assert library.get_meta("schema_version") == str(SCHEMA_VERSION)
         ids = {a["path"]: i for i, a in library.assets().items()}
         assert library.thumbnail(ids["/lib/chair.glb"]) == b"chair preview"
         assert library.thumbnail(ids["/lib/set.blend"]) == b"crate render"
