@@ -208,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("embed", cmd_embed, "embed mesh files (glb, gltf, obj, ply, stl, off) with a model bundle",
             epilog="Prints JSON ({path, embedding} per file); --out FILE.npy writes the (files x dim) array\n"
                    "in the order of 'rows' printed. Bad files are reported and skipped (exit code 1).")
-    p.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    p.add_argument("files", nargs="+", type=Path, metavar="FILE", help="mesh files to embed")
     bundle_arg(p)
     p.add_argument("--out", type=Path, help="write embeddings to FILE.npy or FILE.json instead of stdout")
     p.add_argument("--seed", type=int, default=0, help="point sampling seed (same seed, same points; default 0)")
@@ -246,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     m = msub.add_parser("list", help="shipped encoder configs and released checkpoints")
     m.set_defaults(func=cmd_models_list)
     m = msub.add_parser("import-ulip2", help="turn a released ULIP-2 Point-BERT checkpoint (.pt) into a bundle")
-    m.add_argument("checkpoint", type=Path, metavar="CKPT")
+    m.add_argument("checkpoint", type=Path, metavar="CKPT", help="the released .pt (read with weights only, never unpickled)")
     export_args(m, config=False)
     m.add_argument("--space", default=None,
                    help="space of the checkpoint (default openclip:ViT-bigG-14:laion2b_s39b_b160k, ULIP-2's)")
@@ -269,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_models_add_text)
 
     p = add("info", cmd_info, "describe a model bundle")
-    p.add_argument("bundle", type=Path, metavar="BUNDLE")
+    p.add_argument("bundle", type=Path, metavar="BUNDLE", help="bundle folder, or 'default'")
     p.add_argument("--json", action="store_true", help="print bundle.json as JSON")
 
     # Commands of the other parts of the product; each module's register(sub) adds its

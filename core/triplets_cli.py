@@ -346,12 +346,12 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_build)
 
     p = tsub.add_parser("caption", help="caption a store's uncaptioned records (K candidates, ranked, top-1 per view)")
-    p.add_argument("store", type=Path, metavar="STORE")
+    p.add_argument("store", type=Path, metavar="STORE", help="the triplet store folder")
     p.add_argument("--recaption", action="store_true", help="caption every record again")
     _caption_args(p)
     p.set_defaults(func=cmd_caption)
 
     p = tsub.add_parser("info", help="counts of a triplet store: records, views, captioned, failed with reasons")
-    p.add_argument("store", type=Path, metavar="STORE")
+    p.add_argument("store", type=Path, metavar="STORE", help="the triplet store folder")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_info)

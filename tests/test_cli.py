@@ -299,3 +299,26 @@ def test_a_full_disk_says_so_and_keeps_what_was_committed(tmp_path, capsys, monk
     monkeypatch.undo()
     with Library(db) as library:
         assert [Path(row["path"]).name for row in library.assets().values()] == ["chair.glb"]
+
+
+def test_every_command_and_option_says_what_it_does():
+    """--help teaches: no subcommand, argument or option of `ulip2` without a help text."""
+    import argparse
+
+    from core.cli import build_parser
+
+    missing = []
+
+    def walk(parser, name):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                described = {choice.dest for choice in action._choices_actions if choice.help}
+                for sub_name, sub in action.choices.items():
+                    if sub_name not in described:
+                        missing.append(f"{name} {sub_name}")
+                    walk(sub, f"{name} {sub_name}")
+            elif not action.help and not isinstance(action, argparse._HelpAction):
+                missing.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
+
+    walk(build_parser(), "ulip2")
+    assert missing == []

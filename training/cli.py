@@ -103,7 +103,7 @@ def register(sub) -> None:
         description="Embed the chosen captions (and the views, where the space has an image tower) of every\n"
                     "captioned record with the frozen space, into STORE/features/<space>/. Resumable.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("store", type=Path, metavar="STORE")
+    p.add_argument("store", type=Path, metavar="STORE", help="the triplet store folder (ulip2 triplets build)")
     p.add_argument("--space", default="minilm", help="frozen space to embed with (default minilm)")
     p.add_argument("--out", type=Path, help="cache folder (default STORE/features/<space>)")
     p.add_argument("--device", default="cpu", help="torch device for the space (cpu, cuda)")
@@ -119,16 +119,16 @@ def register(sub) -> None:
                "  torchrun --nproc_per_node 8 -m core.cli train my-store --out runs/a   (DDP, global batch split)\n"
                "  ulip2 train my-store --out runs/a --resume        (continue after a stop or crash)",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("data", type=Path, metavar="STORE_OR_FEATURES")
+    p.add_argument("data", type=Path, metavar="STORE_OR_FEATURES", help="a triplet store, or the feature cache ulip2 features made of one")
     p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints and metrics")
     p.add_argument("--space", default="minilm", help="space of the features (default minilm)")
     p.add_argument("--config", default="pointbert-small", help="encoder config (default pointbert-small)")
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=10, help="passes over the data (default 10)")
     p.add_argument("--batch-size", type=int, default=64, help="global batch (default 64)")
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--weight-decay", type=float, default=0.1)
-    p.add_argument("--warmup-epochs", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate, after warm-up (default 3e-3)")
+    p.add_argument("--weight-decay", type=float, default=0.1, help="AdamW decay on weights of 2+ dimensions (default 0.1)")
+    p.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up from 1e-6, in epochs (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="every random choice follows from it (default 0)")
     p.add_argument("--up", choices=("x", "y", "z"), default="y", help="up axis for rotation augmentation (default y)")
     p.add_argument("--random-up", action="store_true",
                    help="also turn each sample's up axis onto a random axis direction, so the model "
@@ -146,9 +146,10 @@ def register(sub) -> None:
                     "meshes in one subfolder per label, a CSV of path,label, a ModelNet40 10k folder, an\n"
                     "Objaverse-LVIS folder (lvis.json + npy dicts) or a ScanObjectNN .h5 file.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("path", type=Path, metavar="PATH")
+    p.add_argument("path", type=Path, metavar="PATH", help="the labelled set (layouts above)")
     p.add_argument("--bundle", type=Path, help="model bundle (default: $ULIP2_BUNDLE, else the shipped one)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where onnxruntime runs (default: auto, CUDA when there is one)")
     p.add_argument("--json", action="store_true", help="print the full result, per-class accuracy included, as JSON")
     p.set_defaults(func=cmd_eval)
 
@@ -159,12 +160,12 @@ def register(sub) -> None:
                     "it is printed before and after. Every stage resumes: rerun the same command after a stop.",
         epilog="example:\n  ulip2 retrain studio-assets/ --from bundles/default --out bundles/studio --epochs 10",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="asset folders, one subfolder per label")
     p.add_argument("--from", dest="source", type=Path, help="bundle to start from (default: the default bundle)")
     p.add_argument("--out", type=Path, required=True, help="the new bundle folder")
     p.add_argument("--work", type=Path, help="working folder (default: OUT.work): store, features, run")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs (default 10)")
+    p.add_argument("--batch-size", type=int, default=32, help="batch (default 32)")
     p.add_argument("--lr", type=float, default=3e-4, help="fine-tuning learning rate (default 3e-4)")
     p.add_argument("--holdout", type=float, default=0.2, help="share of each label held out (default 0.2)")
     p.add_argument("--views", type=int, default=12, help="rendered views per asset (default 12)")
