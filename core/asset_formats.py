@@ -7,6 +7,8 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+from core.paths import NOT_REGULAR
+
 
 @functools.cache
 def readers() -> dict[str, tuple[str, ...]]:
@@ -29,3 +31,9 @@ def not_read(path: Path, command: str) -> dict:
     others = [name for name, extensions in readers().items() if name != command and extension in extensions]
     where = f"; {' and '.join(others)} read{'s' if len(others) == 1 else ''} them" if others else ""
     return {"path": str(path), "reason": f"{command} does not read {extension} files{where}"}
+
+
+def not_regular(path: Path) -> dict:
+    """The summary entry of an asset-named path that is no regular file (a FIFO, a socket, a
+    link to a device), which is never opened."""
+    return {"path": str(path), "reason": NOT_REGULAR}

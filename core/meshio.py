@@ -16,6 +16,7 @@ from PIL import Image
 
 from core.blender_formats import BLENDER_ONLY
 from core.errors import AssetError
+from core.paths import NOT_REGULAR, NOT_UTF8_NAME, not_utf8_name
 from core.sampling import FileBudget, SurfacePart, sample_points
 
 SUPPORTED_EXTENSIONS = (".glb", ".gltf", ".obj", ".ply", ".stl", ".off", ".dae")
@@ -36,6 +37,9 @@ def load_parts(path: str | os.PathLike) -> list[SurfacePart]:
     Degenerate or non-finite geometry is left for sample_points to judge (load_points
     names the file in that error).
     """
+    shown = not_utf8_name(path)
+    if shown is not None:  # trimesh names scene nodes after the file, and cannot encode it
+        raise AssetError(shown, NOT_UTF8_NAME)
     scene = _load_scene(path)
     parts = []
     budget = FileBudget(path)
@@ -67,7 +71,7 @@ def _load_scene(path) -> trimesh.Scene:
     if not os.path.exists(name):
         raise AssetError(path, "file not found")
     if not os.path.isfile(name):
-        raise AssetError(path, "not a file")
+        raise AssetError(path, NOT_REGULAR)
     if extension not in SUPPORTED_EXTENSIONS:
         hint = (
             f"; {extension} files need the Blender worker"

@@ -1,5 +1,6 @@
 """Where ulip2 keeps files of its own (one cache folder for every cache), the one content
-hash of a file, and the one way a folder is replaced without a half-written state. Standard library only: the Blender extension carries this module."""
+hash of a file, the one way a folder is replaced without a half-written state, and the
+check of a file name that is not UTF-8. Standard library only: the Blender extension carries this module."""
 
 from __future__ import annotations
 
@@ -17,6 +18,21 @@ def cache_dir() -> Path:
     path = Path(os.environ.get("ULIP2_CACHE_DIR") or Path.home() / ".cache" / "ulip2").expanduser()
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+#: Why a FIFO, a socket or a link to a device is never opened: reading one can hang or never end.
+NOT_REGULAR = "not a regular file: only regular files are assets"
+NOT_UTF8_NAME = "the file name is not valid UTF-8; rename it (e.g. convmv -f latin1 -t utf-8 -r FOLDER)"
+
+
+def not_utf8_name(path: str | os.PathLike) -> str | None:
+    """A readable form of `path` when its name is not UTF-8 (latin-1 from an old archive,
+    which can be neither stored as text nor printed), else None."""
+    try:
+        os.fspath(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
+    return None
 
 
 def file_sha256(path: str | os.PathLike) -> str:

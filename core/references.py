@@ -49,6 +49,8 @@ def check_references(path: str | os.PathLike) -> None:
 
 
 def _gltf_uris(path: Path) -> list[str]:
+    if path.stat().st_size == 0:
+        raise AssetError(path, "empty file (0 bytes)")
     with open(path, "rb") as fh:
         head = fh.read(20)
         if head[:4] == b"glTF" and len(head) == 20:  # binary: 12-byte header, the JSON chunk's length, its type

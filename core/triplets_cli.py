@@ -39,18 +39,19 @@ def asset_files(paths: list[Path], command: str = "ulip2 triplets build") -> tup
     """(files Blender reads, skipped): the files given and the asset files under the folders
     given, in a stable order; skipped holds the others, each with the commands that read its
     format (asset_formats.not_read, saying `command` does not)."""
-    from core.asset_formats import is_asset, not_read
+    from core.asset_formats import is_asset, not_read, not_regular
 
-    found = []
+    found, skipped = [], []
     for path in paths:
         if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and is_asset(p)))
-        elif path.is_file():
+            found.extend(sorted(p for p in path.rglob("*") if is_asset(p) and not p.is_dir()))
+        elif path.exists():
             found.append(path)
         else:
             raise Ulip2Error(f"{path}: no such file or folder")
-    files, skipped = [], []
-    for path in dict.fromkeys(p.resolve() for p in found):
+    skipped += [not_regular(p) for p in found if not p.is_file()]
+    files = []
+    for path in dict.fromkeys(p.resolve() for p in found if p.is_file()):
         if path.suffix.lower() in ASSET_EXTENSIONS:
             files.append(path)
         else:

@@ -221,7 +221,7 @@ def _write_bad(tmp_path, case):
     if case == "folder":
         path = tmp_path / "folder.glb"
         path.mkdir()
-        return path, "not a file"
+        return path, "not a regular file"
     raise ValueError(case)
 
 

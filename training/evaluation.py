@@ -72,12 +72,14 @@ def _from_meshes(name: str, items: list[tuple[Path, str]], num_points: int, seed
 
 
 def load_mesh_folder(path: Path, num_points: int, seed: int = 0) -> EvalSet:
-    from core.asset_formats import is_asset, not_read
+    from core.asset_formats import is_asset, not_read, not_regular
     from core.meshio import SUPPORTED_EXTENSIONS
 
     items, skipped = [], []
-    for file in sorted(f for f in path.rglob("*") if f.is_file() and is_asset(f)):
-        if file.parent == path:
+    for file in sorted(f for f in path.rglob("*") if is_asset(f) and not f.is_dir()):
+        if not file.is_file():
+            skipped.append(not_regular(file))
+        elif file.parent == path:
             skipped.append({"path": str(file), "reason": f"not in a label subfolder ({path}/<label>/{file.name})"})
         elif file.suffix.lower() not in SUPPORTED_EXTENSIONS:
             skipped.append(not_read(file, "ulip2 eval"))

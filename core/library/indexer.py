@@ -39,7 +39,7 @@ from core.library.keys import bundle_id  # noqa: F401 (callers import it from he
 from core.library.store import BLENDER, FILE_FAULT, POINTS, RUN_FAULT, AssetRecord, Library
 from core.blender_formats import BLENDER_ONLY, y_up
 from core.meshio import SUPPORTED_EXTENSIONS, load_points
-from core.paths import file_sha256
+from core.paths import NOT_UTF8_NAME, file_sha256, not_utf8_name
 from core.processes import end_with
 
 #: What a walk picks up: trimesh's formats, and Blender's (read by the Blender workers).
@@ -55,14 +55,6 @@ _SYSTEM_ERRNOS = {errno.ENOMEM, errno.EMFILE, errno.ENFILE}
 # SIGKILL; a file that crashes Blender ends it with SIGSEGV or SIGABRT), or memory or disk
 # ran out inside it.
 _RUN_FAULT_SIGNS = (f"(signal {signal.SIGKILL.name})", MemoryError.__name__, os.strerror(errno.ENOSPC))
-
-
-def _utf8(path: str) -> bool:
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _kind(mode: int) -> str:
@@ -239,13 +231,11 @@ def index_paths(roots: Sequence[str | os.PathLike], library: Library, encoder, *
     report.seen = len(paths)
     # A name that is not UTF-8 (latin-1 from an old archive) cannot be stored as text: it
     # is reported on every run, by a readable form of its name, and the rest goes on.
-    named = {p: _utf8(p) for p in paths}
-    paths = [p for p, ok in named.items() if ok]
-    for p in (p for p, ok in named.items() if not ok):
-        shown = os.fsencode(p).decode("utf-8", "backslashreplace")
-        reason = "the file name is not valid UTF-8; rename it (e.g. convmv -f latin1 -t utf-8 -r FOLDER)"
-        report.failed.append({"path": shown, "reason": reason, "fault": FILE_FAULT})
-        print(f"error: {shown}: {reason}", file=sys.stderr)
+    shown = {p: not_utf8_name(p) for p in paths}
+    paths = [p for p, name in shown.items() if name is None]
+    for name in (name for name in shown.values() if name is not None):
+        report.failed.append({"path": name, "reason": NOT_UTF8_NAME, "fault": FILE_FAULT})
+        print(f"error: {name}: {NOT_UTF8_NAME}", file=sys.stderr)
     # Deletions first: a run killed later still leaves no row for a file that is gone.
     report.removed = library.drop_missing(roots, set(paths))
 
