@@ -66,7 +66,7 @@ def cmd_embed(args) -> int:
         try:
             _, vec = next(iter(encoder.embed_files([path], seed=args.seed)))
         except AssetError as exc:
-            failed.append({"path": str(path), "error": exc.reason})
+            failed.append({"path": exc.path or str(path), "error": exc.reason})  # a name made printable, if it was not
             print(f"error: {exc}", file=sys.stderr)
             continue
         done.append(str(path))
