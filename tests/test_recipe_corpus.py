@@ -156,6 +156,20 @@ def test_train_leaves_the_held_out_source_and_the_test_objects_out(tmp_path, toy
     assert not {o["object"] for o in pack.objects if o["split"] == "test"} & set(trained.ids)
 
 
+def test_balance_repeats_the_smaller_sources_by_the_square_root_of_the_size_ratio(toy_pack):
+    pack = corpus_model.Pack(toy_pack)
+    big = pack.select(splits=("train", "val"), sources={"toy"})
+    index = np.concatenate([big, pack.select(splits=("train", "val"), sources={"toy2"})[:2]])
+    sizes = {"toy": len(big), "toy2": 2}
+    big, small = "toy", "toy2"
+    out = corpus_model.balanced(pack, index)
+    repeat = min(corpus_model.MAX_REPEATS, max(1, round((sizes[big] / sizes[small]) ** 0.5)))
+    assert repeat > 1, "toy2 cut to 2 objects is small enough to be repeated"
+    counts = {s: sum(pack.objects[i]["source"] == s for i in out) for s in sizes}
+    assert counts == {big: sizes[big], small: repeat * sizes[small]}
+    assert set(out) == set(index), "no object added, none dropped"
+
+
 def test_evaluate_reports_held_out_frames_and_leave_one_source_out(tmp_path, toy_pack, capsys):
     """Two tiny runs, one a source left out, then the evaluation table and JSON beside the
     shipped default; the majority-class figure is checked by hand."""
