@@ -38,7 +38,7 @@ import numpy as np
 from core.blender_formats import IMPORTERS
 from core.errors import AssetError
 from core.processes import end_with
-from core.references import check_references, leaves_folder
+from core.references import check_references, refuse_outside
 from core.sampling import DEFAULT_GREY, sample_points
 
 from .extract import GEOMETRY_TYPES
@@ -95,10 +95,8 @@ def _refuse_outside_files(path: Path) -> None:
     """What only Blender knows the file names (a .blend's linked libraries and images, an
     FBX's or USD's textures) must lie in its folder too: checked before anything is read
     from them into points or views (Blender loads images when it first draws them)."""
-    for reference in bpy.utils.blend_paths(absolute=True, packed=False, local=False):
-        if leaves_folder(path.parent, reference):
-            raise AssetError(path, f"refers to {reference!r}, outside the asset's folder: refused "
-                                   "(copy that file next to the asset, or pack it into the .blend)")
+    refuse_outside(path, bpy.utils.blend_paths(absolute=True, packed=False, local=False), "refer to it by a "
+                   "relative name, or pack it into the .blend")
 
 
 def _undefined_obj_materials(path: Path) -> set[str]:

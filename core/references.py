@@ -22,7 +22,7 @@ from .errors import AssetError
 MAX_HEADER_BYTES = 64 * 1024 * 1024
 
 _MTLLIB = re.compile(rb"^[ \t]*mtllib[ \t]+([^\r\n]+)", re.MULTILINE)
-# Texture statements of an .mtl: the file name is the last word, after any options.
+# Texture statements of an .mtl: options, then the file name.
 _MTL_MAP = re.compile(r"^\s*(map_\w+|bump|disp|decal|refl|norm)\s+(.+)$", re.MULTILINE | re.IGNORECASE)
 _USDA_ASSET = re.compile(r"@([^@\r\n]+)@")
 
@@ -42,10 +42,16 @@ def check_references(path: str | os.PathLike) -> None:
     reader = _READERS.get(path.suffix.lower())
     if reader is None:
         return
-    for reference in reader(path):
+    refuse_outside(path, reader(path), "refer to it by a relative name")
+
+
+def refuse_outside(path: Path, references, fix: str) -> None:
+    """Raise AssetError naming the first of `references` (files `path` names) that leaves
+    its folder; `fix` ends the advice after "copy that file next to the asset"."""
+    for reference in references:
         if leaves_folder(path.parent, reference):
             raise AssetError(path, f"refers to {reference!r}, outside the asset's folder: refused "
-                                   "(copy that file next to the asset and refer to it by a relative name)")
+                                   f"(copy that file next to the asset and {fix})")
 
 
 def _gltf_uris(path: Path) -> list[str]:
@@ -88,17 +94,19 @@ def _obj_libraries(path: Path) -> list[str]:
     return found
 
 
+def _text(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return fh.read(MAX_HEADER_BYTES).decode("utf-8", "replace")
+
+
 def _mtl_maps(library: Path) -> list[str]:
-    with open(library, "rb") as fh:
-        text = fh.read(MAX_HEADER_BYTES).decode("utf-8", "replace")
+    text = _text(library)
     # The name comes after any options and may hold spaces: every word, and the whole rest.
     return [name for m in _MTL_MAP.finditer(text) for name in (*m.group(2).split(), m.group(2).strip())]
 
 
 def _usda_layers(path: Path) -> list[str]:
-    with open(path, "rb") as fh:
-        text = fh.read(MAX_HEADER_BYTES).decode("utf-8", "replace")
-    return _USDA_ASSET.findall(text)
+    return _USDA_ASSET.findall(_text(path))
 
 
 _READERS = {".gltf": _gltf_uris, ".glb": _gltf_uris, ".obj": _obj_libraries, ".usda": _usda_layers}
