@@ -243,3 +243,19 @@ def test_random_up_sends_the_up_axis_to_every_axis_direction():
     assert len(counts) == 6 and min(counts.values()) > 60, counts
     kept = Augment(random_up=False, **plain)(marker, np.random.default_rng(0))[0, :3]
     assert np.allclose(kept, [0, 1, 0], atol=1e-6)
+
+
+def test_grouped_batches_hold_one_group_each_and_mix_only_the_remainder(tmp_path):
+    """pointbert-tiny, random init: 8-object batches over groups of 20, 13 and 7 objects."""
+    groups = ["a"] * 20 + ["b"] * 13 + ["c"] * 7
+    trainer = Trainer(make_features(n_objects=40), TrainConfig(epochs=1, **CONFIG), tmp_path, groups=groups)
+    batches = trainer._batches(0)
+    # a: 2 full batches, b: 1, leaving 4 + 5 + 7 = 16 objects for 2 mixed batches
+    assert trainer.steps_per_epoch == len(batches) == 5
+    kinds = sorted(len({groups[i] for i in b}) for b in batches)
+    assert kinds[:3] == [1, 1, 1] and all(k > 1 for k in kinds[3:]), kinds
+    flat = np.concatenate(batches)
+    assert len(flat) == len(set(flat.tolist())) == 40, "every object once an epoch"
+    assert [b.tolist() for b in trainer._batches(1)] != [b.tolist() for b in batches], "a new order each epoch"
+    history = trainer.fit(show_progress=False)
+    assert np.isfinite(history[-1]["loss"])

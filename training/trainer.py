@@ -93,8 +93,14 @@ def parameter_groups(model: torch.nn.Module, scale: torch.nn.Module, weight_deca
 
 class Trainer:
     def __init__(self, features: TripletFeatures, config: TrainConfig, out: str | os.PathLike,
-                 device: torch.device | None = None):
+                 device: torch.device | None = None, groups=None):
+        """`groups`, one label per object (its source, say): each batch is drawn from one group,
+        so an object's in-batch negatives are of its own kind and the loss must tell a chair
+        from a sofa, not furniture from a tank; what does not fill a batch is mixed."""
         self.features, self.config, self.out = features, config, Path(out)
+        self.groups = None if groups is None else np.asarray(groups)
+        if self.groups is not None and len(self.groups) != len(features):
+            raise ValueError(f"{len(self.groups)} group labels for {len(features)} objects")
         self.device = device or torch.device("cpu")
         self.rank, self.world = _world()
         if config.batch_size % self.world:
@@ -129,7 +135,7 @@ class Trainer:
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.optimizer = torch.optim.AdamW(parameter_groups(self.model, self.scale, config.weight_decay),
                                            lr=config.lr, betas=config.betas)
-        self.steps_per_epoch = len(features) // config.batch_size
+        self.steps_per_epoch = len(self._batches(0))  # the same every epoch
         self.total_steps = self.steps_per_epoch * config.epochs
         self.warmup_steps = int(config.warmup_epochs * self.steps_per_epoch)
         self.amp_dtype = None
@@ -150,13 +156,29 @@ class Trainer:
         image = images[rng.integers(len(images))] if images is not None else None
         return points, text, image
 
+    def _batches(self, epoch: int) -> list[np.ndarray]:
+        """The global batches of `epoch`: object indices, batch_size each."""
+        rng = np.random.default_rng([self.config.seed, epoch])
+        size = self.config.batch_size
+        if self.groups is None:
+            order = rng.permutation(len(self.features))
+            return [order[s * size:(s + 1) * size] for s in range(len(order) // size)]
+        batches, rest = [], []
+        for group in np.unique(self.groups):
+            members = rng.permutation(np.flatnonzero(self.groups == group))
+            full = len(members) // size * size
+            batches += [members[s:s + size] for s in range(0, full, size)]
+            rest.append(members[full:])
+        rest = rng.permutation(np.concatenate(rest))
+        batches += [rest[s:s + size] for s in range(0, len(rest) - size + 1, size)]
+        return [batches[k] for k in rng.permutation(len(batches))]
+
     def _local_batches(self, epoch: int):
         """This process's share of each global batch, in rank order (what gather_batch undoes)."""
-        order = np.random.default_rng([self.config.seed, epoch]).permutation(len(self.features))
         per_rank = self.config.batch_size // self.world
-        for step in range(self.steps_per_epoch):
-            start = step * self.config.batch_size + self.rank * per_rank
-            samples = [self._sample(int(i), epoch) for i in order[start:start + per_rank]]
+        for batch in self._batches(epoch):
+            share = batch[self.rank * per_rank:(self.rank + 1) * per_rank]
+            samples = [self._sample(int(i), epoch) for i in share]
             points = torch.from_numpy(np.stack([s[0] for s in samples]))
             text = torch.from_numpy(np.stack([s[1] for s in samples]).astype(np.float32))
             image = (torch.from_numpy(np.stack([s[2] for s in samples]).astype(np.float32))

@@ -154,7 +154,8 @@ def train(pack_path: Path, job: dict, out: Path, *, holdout: str | None = None, 
         index = balanced(pack, index)
     config = TrainConfig(encoder=job["encoder"], epochs=job["epochs"], batch_size=job["batch_size"], lr=job["lr"],
                          seed=job.get("seed", 0), random_up=True)
-    trainer = Trainer(pack.features(index), config, out, device=_device(device))
+    groups = [pack.objects[i]["source"] for i in index] if job.get("source_batches") else None
+    trainer = Trainer(pack.features(index), config, out, device=_device(device), groups=groups)
     start = time.perf_counter()
     result = dict(job, holdout=holdout, train_objects=len(index))
     if not validate:
@@ -169,7 +170,9 @@ def train(pack_path: Path, job: dict, out: Path, *, holdout: str | None = None, 
         if trainer.epoch % 5 == 0 or trainer.epoch == config.epochs:
             scores = per_source_top1(_torch_embed(trainer.model, pack.points(val), trainer.device), pack, val)
             curve.append({"epoch": trainer.epoch, "loss": round(metrics["loss"], 4),
-                          "val_top1_mean": round(float(np.mean(list(scores.values()))), 4)})
+                          "val_top1_mean": round(float(np.mean(list(scores.values()))), 4),
+                          "val_top1": {k: round(v, 4) for k, v in scores.items()}})
+            print(json.dumps(curve[-1]), file=sys.stderr, flush=True)
             trainer.model.train()
     return result | {"curve": curve, "val_top1_mean": curve[-1]["val_top1_mean"],
                      "seconds": round(time.perf_counter() - start, 1)}
@@ -345,6 +348,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--balance", action="store_true",
                        help="repeat the smaller sources' objects (balanced(): sqrt of the size ratio, at most "
                             f"{MAX_REPEATS}x); train it into a new run folder")
+        p.add_argument("--source-batches", action="store_true",
+                       help="draw each batch from one source, so its negatives are of the same kind "
+                            "(what does not fill a batch is mixed); train it into a new run folder")
     sub.choices["train"].add_argument("--holdout", help="a source to leave out")
     sub.choices["train"].add_argument("--validate", action="store_true",
                                       help="train without the val objects and score them every 5 epochs")
@@ -361,7 +367,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.stage == "pack":
             print(write_pack(args.corpus.resolve(), args.out))
         elif args.stage in ("train", "loso"):
-            job = {k: getattr(args, k) for k in ("encoder", "epochs", "lr", "batch_size", "seed", "balance")}
+            job = {k: getattr(args, k) for k in ("encoder", "epochs", "lr", "batch_size", "seed", "balance",
+                                                  "source_batches")}
             if args.stage == "train":
                 print(json.dumps(train(args.pack, job, args.out, holdout=args.holdout, validate=args.validate,
                                        device=args.device)))
