@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.library.ann import PROBE_SHARE, AnnIndex  # noqa: E402
-from core.library.search import top_k  # noqa: E402
+from core.spaces.ranking import top_k  # noqa: E402
 
 DIM = 384
 

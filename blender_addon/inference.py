@@ -1,5 +1,5 @@
 """The model bundle inside Blender, through onnxruntime only: the 3D point encoder
-(core.runtime.PointEncoder), the space's text tower (core.spaces.text_space_for_bundle,
+(core.runtime.PointEncoder), the space's text tower (core.spaces.text_encoder,
 which needs the bundle's exported text tower: Blender has no torch), and the text vectors
 of a vocabulary or caption bank. Each is loaded once per Blender session.
 
@@ -19,8 +19,8 @@ import numpy as np
 from core.blender_formats import y_up
 from core.bundle import read_bundle
 from core.errors import AssetError, BundleError
-from core.library.tagging import load_bank, load_vocabulary, prompt_name
-from core.prompts import ULIP_TEMPLATES
+from core.spaces.vocabularies import load_bank, load_vocabulary, prompt_name
+from core.spaces.vocabularies import ULIP_TEMPLATES
 from core.sampling import sample_points
 
 from .extract import extract
@@ -47,7 +47,7 @@ class Models:
 
     def __init__(self, folder: str, device: str, *, torch_text: bool = False):
         from core.runtime import PointEncoder
-        from core.spaces import text_space_for_bundle
+        from core.spaces import text_encoder
 
         if not folder:
             raise BundleError("no model bundle set, and this copy of the extension carries none: choose a bundle "
@@ -59,7 +59,7 @@ class Models:
                               f"run ulip2 models add-text {self.bundle.path} --out DIR, and choose DIR")
         self.device = device
         self.encoder = PointEncoder(self.bundle, device=device)
-        self.text = text_space_for_bundle(self.bundle, device=device)
+        self.text = text_encoder(self.bundle, device=device)
         self.carried = self.bundle.carried_prompts(ULIP_TEMPLATES)  # the shipped vocabularies' ensembles
         self._text_sets: dict[tuple[str, str], TextSet] = {}
 
@@ -74,7 +74,7 @@ class Models:
         return self.encoder.embed_points(np.stack(points))
 
     def vocabulary(self, source: str) -> Iterator[tuple[int, int, str]]:
-        """Steps embedding a vocabulary's prompt ensembles (core.library.tagging's recipe);
+        """Steps embedding a vocabulary's prompt ensembles (core.spaces.base.Space.embed_prompts);
         the result is kept: self.text_set("vocabulary", source) afterwards."""
         name, labels = load_vocabulary(source)
         yield from self._embed_in_steps(

@@ -1,6 +1,6 @@
 """Zero-shot tags and retrieval captions of Blender objects, and where they are kept.
 
-Scoring is core's (core.library.tagging.nearest_texts: the texts nearest to an object's
+Scoring is core's (core.spaces.ranking.nearest_texts: the texts nearest to an object's
 embedding in the bundle's space). An object marked as an asset keeps its tags in
 `asset_data.tags` and its caption in `asset_data.description`, where the Asset Browser
 shows and searches them; any other object keeps them in custom properties.
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import bpy
 
 from core.errors import AssetError
-from core.library.tagging import nearest_texts
+from core.spaces.ranking import nearest_texts
 
 TAGS_PROPERTY = "ulip2_tags"
 CAPTION_PROPERTY = "ulip2_caption"

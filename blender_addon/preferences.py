@@ -19,7 +19,7 @@ DEVICES = [
 # The bundle the extension zip carries (core.blender_extension.BUNDLE_DIR): ulip2's default
 # with its text tower, used while the preferences name none.
 CARRIED_BUNDLE = Path(__file__).parent / "bundle"
-# The shipped vocabularies of core.library.tagging, or a file of the user's.
+# The shipped vocabularies of core.spaces.vocabularies, or a file of the user's.
 VOCABULARIES = [
     ("lvis", "LVIS", "Objaverse-LVIS: 1,156 categories"),
     ("modelnet40", "ModelNet40", "40 categories of furniture, vehicles and objects"),
@@ -80,7 +80,7 @@ def bundle_folder(prefs) -> str:
 
 
 def vocabulary_source(prefs) -> str:
-    """What core.library.tagging.load_vocabulary takes: a shipped name or a file path."""
+    """What core.spaces.vocabularies.load_vocabulary takes: a shipped name or a file path."""
     return bpy.path.abspath(prefs.vocabulary_file) if prefs.vocabulary == "FILE" else prefs.vocabulary
 
 

@@ -44,10 +44,9 @@ WHEEL_NAME = "ulip2_blender_core"
 # (minilm.py, openclip.py) and library/indexer.py: Blender never needs them.
 EXTENSION_CORE_MODULES = (
     "__init__.py", "errors.py", "paths.py", "sampling.py", "triplets.py", "blender_formats.py", "references.py", "processes.py",
-    "bundle.py", "runtime.py", "prompts.py", "textcache.py",
-    "spaces/__init__.py",
+    "bundle.py", "runtime.py", "textcache.py",
+    "spaces/__init__.py", "spaces/base.py", "spaces/onnx_text.py", "spaces/vocabularies.py", "spaces/ranking.py",
     "library/__init__.py", "library/keys.py", "library/store.py", "library/ann.py", "library/search.py",
-    "library/tagging.py",
     "data/templates.json", "data/vocab/*.txt",
 )
 # Third-party modules a carried core module may import at module level; everything else
@@ -312,8 +311,8 @@ def carry_bundle(dest: Path):
 def _check_texts() -> list[str]:
     """Real texts for the carried tower: the shipped caption bank, and ModelNet40's labels in
     every 8th of ULIP's prompt templates (469 texts)."""
-    from core.library.tagging import load_bank, load_vocabulary, prompt_name
-    from core.prompts import ULIP_TEMPLATES
+    from core.spaces.vocabularies import load_bank, load_vocabulary, prompt_name
+    from core.spaces.vocabularies import ULIP_TEMPLATES
 
     labels = load_vocabulary("modelnet40")[1]
     return [*load_bank()[1], *(t.format(prompt_name(label)) for label in labels for t in ULIP_TEMPLATES[::8])]
@@ -334,15 +333,15 @@ def halve_text_tower(folder: Path):
     Else the float32 tower stays, with a warning. Returns the bundle read again."""
     from core.bundle import read_bundle, write_bundle
     from core.export import store_weights_fp16
-    from core.runtime import OnnxTextSpace
+    from core.spaces.onnx_text import OnnxTextSpace
 
     bundle = read_bundle(folder, warn_untrained=False)
     tower = bundle.text_file("onnx")
     half = store_weights_fp16(tower, tower.with_suffix(".fp16.onnx"))
     halved = dataclasses.replace(bundle, text={**bundle.text, "onnx": half.relative_to(bundle.path).as_posix()})
     texts = _check_texts()
-    gap = cosine_gap(OnnxTextSpace(bundle, device="cpu")._encode_text(texts),
-                     OnnxTextSpace(halved, device="cpu")._encode_text(texts))
+    gap = cosine_gap(OnnxTextSpace.of_bundle(bundle, device="cpu")._encode_text(texts),
+                     OnnxTextSpace.of_bundle(halved, device="cpu")._encode_text(texts))
     if gap > FP16_MAX_COSINE_GAP:
         half.unlink()
         warnings.warn(f"the carried text tower stays float32 ({tower.stat().st_size // 2**20} MB): with float16 "

@@ -25,6 +25,8 @@ from core.blender_formats import BLENDER_ONLY
 
 #: What a file that needs Blender gets when bpy is not installed.
 NEEDS_BLENDER = "needs the blender extra: pip install 'ulip2[blender]'"
+#: Seconds a Blender worker may spend on one file before it is killed and the file failed.
+BLENDER_TIMEOUT_S = 600.0
 # Lines of a crashed worker's log quoted in its file's failure reason.
 LOG_TAIL_LINES = 3
 

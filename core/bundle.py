@@ -17,7 +17,7 @@
 
 With a text tower (bundle.json's optional "text" entry: "onnx", "tokenizer", and the
 space's text-cache key), the bundle embeds texts without torch
-(core.spaces.text_space_for_bundle); `ulip2 models add-text` adds one.
+(core.spaces.text_encoder); `ulip2 models add-text` adds one.
 Reading a bundle needs neither torch nor the space's weights: read_bundle checks bundle.json
 and, with onnxruntime, the encoders' declared input and output against it.
 """

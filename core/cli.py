@@ -214,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="point sampling seed (same seed, same points; default 0)")
 
     def prompts_arg(p):
-        from .library.tagging import VOCABULARIES
+        from .spaces.vocabularies import VOCABULARIES
 
         p.add_argument("--prompts", nargs="*", metavar="VOCAB", default=list(VOCABULARIES),
                        help="with a text tower: shipped vocabularies whose prompt ensembles to compute now and "

@@ -29,3 +29,7 @@ class SpaceError(Ulip2Error):
 
 class CheckpointError(Ulip2Error):
     """A checkpoint whose keys or shapes do not match the encoder config."""
+
+
+class VocabularyError(Ulip2Error):
+    """A vocabulary or caption bank that is not shipped and not a readable file of entries."""

@@ -6,7 +6,6 @@ import dataclasses
 import datetime
 import os
 import sys
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,40 +14,15 @@ import numpy as np
 from . import __version__
 from .bundle import SHIPPED_BUNDLE, Bundle, read_bundle, write_bundle
 from .errors import BundleError
+from .onnx_export import INPUT_NAME, OUTPUT_NAME, export_module
 from .paths import file_sha256, replacing_folder
 
-ONNX_OPSET = 17
 # The torch weights travel in the bundle (float16: half the size, ample as a starting
 # point), so `ulip2 retrain --from BUNDLE` can fine-tune what the ONNX encoder runs.
 WEIGHTS_FILE = "encoder.safetensors"
-INPUT_NAME, OUTPUT_NAME = "points", "embedding"
-# The text tower's files inside a bundle (see core/bundle.py).
-TEXT_DIR, TEXT_ONNX, TEXT_TOKENIZER = "text", "text.onnx", "tokenizer.json"
+# The text tower's folder inside a bundle (see core/bundle.py).
+TEXT_DIR = "text"
 PROMPTS_FILE = "prompts.npz"
-# Texts of different lengths that an exported text tower must embed as its torch model does.
-_TEXT_CHECK = ["a chair", "A wooden chair with two armrests, painted red; about 80 cm tall."]
-
-
-def export_module(module, inputs: dict, path: str | os.PathLike, dynamic_axes: dict) -> Path:
-    """Write `module`, called with the example tensors of `inputs` in order, as ONNX: inputs
-    named as in `inputs`, one output named OUTPUT_NAME."""
-    import torch
-
-    with warnings.catch_warnings():
-        # The TorchScript-based exporter is the one that honours FPS's hand-written ONNX
-        # form (see core/models/ops.py); it warns that a newer exporter exists.
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module.eval(),
-            tuple(inputs.values()),
-            str(path),
-            dynamo=False,
-            input_names=list(inputs),
-            output_names=[OUTPUT_NAME],
-            dynamic_axes=dynamic_axes,
-            opset_version=ONNX_OPSET,
-        )
-    return Path(path)
 
 
 def export_onnx(model, path: str | os.PathLike, num_points: int) -> Path:
@@ -281,13 +255,13 @@ def _prompt_ensembles(space, classnames: list[str]) -> np.ndarray:
 def add_text_tower(bundle_dir: str | os.PathLike, prompts: Sequence[str] = ()) -> Bundle:
     """Export the text tower of the bundle's space into the bundle (text/text.onnx and
     text/tokenizer.json), so the bundle embeds texts with onnxruntime alone
-    (core.spaces.text_space_for_bundle). Loads the space with torch; replaces a text tower
+    (core.spaces.text_encoder). Loads the space with torch; replaces a text tower
     already there; returns the bundle read again.
 
-    `prompts` names shipped vocabularies (core.library.tagging.VOCABULARIES) whose prompt
+    `prompts` names shipped vocabularies (core.spaces.vocabularies.VOCABULARIES) whose prompt
     ensembles are computed now and carried (add_prompts)."""
-    from .runtime import OnnxTextSpace
     from .spaces import load_space
+    from .spaces.onnx_text import export_tower
 
     bundle = read_bundle(bundle_dir, warn_untrained=False)
     if bundle.path == SHIPPED_BUNDLE.resolve():
@@ -297,22 +271,8 @@ def add_text_tower(bundle_dir: str | os.PathLike, prompts: Sequence[str] = ()) -
     if space.dim != bundle.dim:
         raise BundleError(f"space {bundle.space!r} embeds in {space.dim} dims but bundle {bundle.path} says {bundle.dim}")
     with replacing_folder(bundle.path / TEXT_DIR) as staging:
-        space.export_text_tower(staging / TEXT_ONNX, staging / TEXT_TOKENIZER)
-        entry = {
-            "onnx": f"{TEXT_DIR}/{TEXT_ONNX}",
-            "tokenizer": f"{TEXT_DIR}/{TEXT_TOKENIZER}",
-            # the torch space's key, so both runtimes share cached text vectors
-            "cache_key": space.cache_key,
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "ulip2_version": __version__,
-        }
-        staged = dataclasses.replace(bundle, text={
-            **entry, "onnx": f"{staging.name}/{TEXT_ONNX}", "tokenizer": f"{staging.name}/{TEXT_TOKENIZER}"})
-        # An export that traced the wrong path (a fixed shape, a dropped mask) is refused here.
-        got = OnnxTextSpace(staged, device="cpu")._encode_text(_TEXT_CHECK)
-        diff = float(abs(got - space._encode_text(_TEXT_CHECK)).max())
-        if diff > 1e-4:
-            raise BundleError(f"the exported text tower of {bundle.space!r} differs from its torch model by {diff:.2g}")
+        entry = export_tower(space, staging)
+    entry |= {"onnx": f"{TEXT_DIR}/{entry['onnx']}", "tokenizer": f"{TEXT_DIR}/{entry['tokenizer']}"}
     write_bundle(dataclasses.replace(bundle, text=entry))
     if prompts:
         return add_prompts(bundle.path, prompts, space)
@@ -324,9 +284,8 @@ def add_prompts(bundle_dir: str | os.PathLike, vocabularies: Sequence[str], spac
     the bundle's space and carry them in the bundle (prompts.npz, written atomically): every
     surface then tags with them without embedding a prompt (LVIS: 74k texts, minutes on a CPU).
     Loads the torch space unless one is given; returns the bundle read again."""
-    from .library.tagging import load_vocabulary, prompt_name
-    from .prompts import ULIP_TEMPLATES
     from .spaces import load_space
+    from .spaces.vocabularies import ULIP_TEMPLATES, load_vocabulary, prompt_name
 
     bundle = read_bundle(bundle_dir, warn_untrained=False)
     space = space or load_space(bundle.space)

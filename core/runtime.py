@@ -1,5 +1,5 @@
-"""Run a model bundle with onnxruntime (CUDA where present, CPU otherwise): its 3D encoder,
-and its text tower where it carries one. No torch is imported here."""
+"""Run a model bundle's 3D encoder with onnxruntime (CUDA where present, CPU otherwise); the
+sessions text towers run in too (core.spaces.onnx_text). No torch is imported here."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import numpy as np
 
 from .bundle import Bundle, default_bundle_path, read_bundle
 from .errors import BundleError
-from .spaces import Space
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -100,36 +99,3 @@ def unit_sphere(points: np.ndarray) -> np.ndarray:
     scale = np.linalg.norm(xyz, axis=-1).max(axis=1)
     out[..., :3] = xyz / np.where(scale > 0, scale, 1.0)[:, None, None]
     return out
-
-
-# ONNX text-tower inputs -> the field of a `tokenizers` Encoding that feeds them.
-_TOKEN_FIELDS = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
-
-
-class OnnxTextSpace(Space):
-    """A bundle's space, text side, from the bundle's text tower: tokenised by the `tokenizers`
-    library (its tokenizer.json holds truncation and padding) and run by onnxruntime. Agrees
-    with the torch space to 1e-4 and shares its text-cache key. Made by
-    core.spaces.text_space_for_bundle."""
-
-    has_images = False
-
-    def __init__(self, bundle: Bundle, *, device: str = "auto", threads: int | None = None):
-        from tokenizers import Tokenizer
-
-        onnx_file = bundle.text_file("onnx")  # a BundleError that says how to add one
-        self.bundle = bundle
-        self.name, self.dim, self.cache_key = bundle.space, bundle.dim, bundle.text.get("cache_key")
-        self.tokenizer = Tokenizer.from_file(str(bundle.text_file("tokenizer")))
-        self.session = inference_session(onnx_file, device, threads)
-        self.providers = self.session.get_providers()
-        self._inputs = [i.name for i in self.session.get_inputs()]
-        unknown = [name for name in self._inputs if name not in _TOKEN_FIELDS]
-        if unknown:
-            raise BundleError(f"{onnx_file}: unknown text-tower inputs {unknown}; re-export it")
-
-    def _encode_text(self, texts: list[str]) -> np.ndarray:
-        encodings = self.tokenizer.encode_batch(texts)
-        feed = {name: np.array([getattr(e, _TOKEN_FIELDS[name]) for e in encodings], dtype=np.int64)
-                for name in self._inputs}
-        return self.session.run(None, feed)[0]

@@ -133,14 +133,14 @@ def run_search(db: str, bundle: str | None, device: str, *, text: str = "", like
     filter: zero-shot tags and a person's own)."""
     from core.library.search import Searcher
     from core.library.store import Library
-    from core.spaces import load_space
+    from core.spaces import has_image_tower
 
     with Library(db, read_only=True) as library:
         searcher = Searcher(library, bundle, device=device)
         ids = _matching(searcher, tags)
         if image is not None:
             query = f"image {os.path.basename(image)}"
-            if not load_space(searcher.bundle.space).has_images:
+            if not has_image_tower(searcher.bundle.space):
                 return _results(searcher, [], query, tags, 0, image_tower=False)
             return _results(searcher, searcher.search(searcher.image_vector(image), k, tags=tags), query, tags,
                             len(ids), image_tower=True)
@@ -150,8 +150,7 @@ def run_search(db: str, bundle: str | None, device: str, *, text: str = "", like
                             f"like {os.path.basename(like)}", tags, len(ids - {exclude}))
         if text.strip():
             hits = searcher.search(searcher.text_vector(text.strip()), k, tags=tags)
-            # The text query loaded the space: say now whether images can be queries too.
-            return _results(searcher, hits, text.strip(), tags, len(ids), load_space(searcher.bundle.space).has_images)
+            return _results(searcher, hits, text.strip(), tags, len(ids), has_image_tower(searcher.bundle.space))
         rows = [(i, row) for i, row in library.assets().items() if i in ids]
         hits = [Hit(i, row["path"], row["format"], row["folder"], float("nan")) for i, row in rows[:k]]
         return _results(searcher, hits, "", tags, len(rows))

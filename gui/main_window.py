@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QCompleter, QFileDialog, QForm
                                QPushButton, QSplitter, QVBoxLayout, QWidget)
 
 from core.errors import Ulip2Error
-from core.library.tagging import prompt_name
+from core.spaces.vocabularies import prompt_name
 from gui import desktop, jobs
 from gui.label_dialog import LabelDialog
 from gui.models import HitRole, ResultsModel
@@ -564,7 +564,7 @@ class MainWindow(QMainWindow):
         return False
 
     def ask_labelling(self, kind: str) -> None:
-        from core.library.tagging import DEFAULT_VOCABULARY, SHIPPED_BANK, VOCABULARIES
+        from core.spaces.vocabularies import DEFAULT_VOCABULARY, SHIPPED_BANK, VOCABULARIES
 
         if kind == jobs.TAG:
             dialog = LabelDialog("Tag assets", "vocabulary", VOCABULARIES, DEFAULT_VOCABULARY, 5, self)

@@ -23,13 +23,13 @@ from core.errors import Ulip2Error  # noqa: E402
 CHECK = r"""
 import json, sys, bpy
 result = bpy.ops.extensions.package_install_files(filepath=sys.argv[1], repo="user_default", enable_on_install=True)
-import core.sampling, core.triplets, core.library.search, core.library.tagging, core.runtime, core.spaces
+import core.sampling, core.triplets, core.library.search, core.spaces.vocabularies, core.runtime, core.spaces
 print(json.dumps({
     "result": sorted(result),
     "enabled": "bl_ext.user_default.ulip2" in bpy.context.preferences.addons,
     "operators": sorted(n for n in dir(bpy.ops.ulip2) if not n.startswith("_")),
     "sampler": core.sampling.__file__,
-    "vocabulary": len(core.library.tagging.load_vocabulary("modelnet40")[1]),
+    "vocabulary": len(core.spaces.vocabularies.load_vocabulary("modelnet40")[1]),
     "heavy": sorted(m for m in ("torch", "trimesh", "transformers", "core.meshio") if m in sys.modules),
 }))
 """

@@ -20,7 +20,7 @@ import pytest
 pytest.importorskip("bpy")
 
 from core.blender_extension import build_extension  # noqa: E402
-from core.library.tagging import load_bank  # noqa: E402
+from core.spaces.vocabularies import load_bank  # noqa: E402
 
 VOCABULARY = ["chair", "table", "lamp", "sofa", "vase", "bottle", "car", "airplane"]
 K = 3
@@ -332,7 +332,7 @@ def test_the_zip_alone_auto_tags_a_marked_asset_with_no_setting_made(extension_z
     zip carries (the shipped default, float16 text tower) without torch, and gives a marked
     asset the very tags and caption `ulip2 blender tag` gives it with the default bundle here."""
     from core.cli import main
-    from core.library.tagging import load_vocabulary
+    from core.spaces.vocabularies import load_vocabulary
 
     source, _ = make_blend(tmp_path, "assets.blend", "assets")
     (tmp_path / "no_setting.py").write_text(NO_SETTING)
@@ -420,9 +420,9 @@ sys.path.insert(0, sys.argv[1])  # the extension's site-packages, before this en
 import numpy as np
 import core, onnxruntime, tokenizers
 from core.runtime import PointEncoder
-from core.spaces import text_space_for_bundle
+from core.spaces import text_encoder
 bundle = sys.argv[2]
-text = text_space_for_bundle(bundle, device="cpu").embed_text(["a wooden chair"])
+text = text_encoder(bundle, device="cpu").embed_text(["a wooden chair"])
 points = PointEncoder(bundle, device="cpu").embed_points(np.random.default_rng(0).normal(size=(256, 6)))
 print(json.dumps({"files": [m.__file__ for m in (core, onnxruntime, tokenizers)], "text": list(text.shape),
                   "points": list(points.shape), "torch": "torch" in sys.modules}))

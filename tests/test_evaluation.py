@@ -15,7 +15,8 @@ import trimesh
 from core.cli import main
 from core.errors import Ulip2Error
 from training.augment import subsample
-from training.evaluation import SCANOBJECTNN_CLASSES, load_eval_set, zero_shot
+from core.spaces.ranking import zero_shot
+from training.evaluation import SCANOBJECTNN_CLASSES, load_eval_set
 
 
 def _cloud(rng, n=600):

@@ -251,7 +251,7 @@ LABEL_WAIT_MS = 120_000  # the first use of the minilm space loads it (seconds o
 def test_tag_and_caption_from_the_library_menu(qtbot, tmp_path, make_window):
     """With the random-weight tiny bundle which label wins is arbitrary: the details must show
     what core's tagger stored, and the dialog must offer core's vocabularies."""
-    from core.library.tagging import VOCABULARIES
+    from core.spaces.vocabularies import VOCABULARIES
 
     paths = write_meshes(tmp_path / "assets", 3)
     window = make_window([tmp_path / "assets"])

@@ -15,12 +15,14 @@ import numpy as np
 import pytest
 
 from core.cli import main
-from core.errors import SpaceError
+from core.errors import SpaceError, VocabularyError
 from core.library.ann import AnnIndex
 from core.library.indexer import bundle_id
 from core.library.search import Searcher
 from core.library.store import Library, LibraryError
-from core.library.tagging import caption_library, load_vocabulary, nearest_texts, tag_library
+from core.library.tagging import caption_library, tag_library
+from core.spaces.ranking import nearest_texts
+from core.spaces.vocabularies import load_vocabulary
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -137,7 +139,7 @@ def test_tag_and_caption_are_stored_and_exported(library, tiny_bundle, tmp_path,
 def test_shipped_vocabularies():
     sizes = {name: len(load_vocabulary(name)[1]) for name in ("lvis", "modelnet40", "shapenet55")}
     assert sizes == {"lvis": 1156, "modelnet40": 40, "shapenet55": 55}
-    with pytest.raises(LibraryError, match="shipped one"):
+    with pytest.raises(VocabularyError, match="shipped one"):
         load_vocabulary("no-such-vocabulary")
 
 

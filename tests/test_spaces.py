@@ -13,7 +13,7 @@ import pytest
 
 from core.errors import SpaceError
 from core.paths import cache_dir
-from core.prompts import ULIP_TEMPLATES
+from core.spaces.vocabularies import ULIP_TEMPLATES
 from core.spaces import load_space
 from core.textcache import TextCache
 
@@ -108,7 +108,7 @@ def test_prompt_ensemble(minilm, fresh_cache):
 def test_prompt_ensembles_come_in_steps_with_progress(minilm, fresh_cache):
     """20 classes embed in steps of PROMPT_STEP (16), reported as they land, in input order;
     repeats are embedded once."""
-    from core.spaces import PROMPT_STEP
+    from core.spaces.base import PROMPT_STEP
 
     classes = [f"object number {i}" for i in range(20)]
     seen = []
@@ -322,7 +322,7 @@ def test_pretrained_tag_offline_says_what_to_do():
 # -- import weight ---------------------------------------------------------------------
 
 def test_import_is_light():
-    code = "import sys, core.spaces, core.textcache, core.prompts; print('torch' in sys.modules)"
+    code = "import sys, core.spaces, core.textcache, core.spaces.vocabularies; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

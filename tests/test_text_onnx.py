@@ -1,5 +1,5 @@
 """Text towers in bundles (core.export.add_text_tower) run by onnxruntime without torch
-(core.spaces.text_space_for_bundle): parity with the torch spaces, the bundle.json entry,
+(core.spaces.text_encoder): parity with the torch spaces, the bundle.json entry,
 the fallback for bundles without one, and a process that never imports torch."""
 
 import json
@@ -16,8 +16,8 @@ import core.bundle
 from core.bundle import BUNDLE_FILE, read_bundle
 from core.errors import BundleError
 from core.export import add_text_tower
-from core.runtime import OnnxTextSpace
-from core.spaces import load_space, prompt_vectors, text_space_for_bundle
+from core.spaces.onnx_text import OnnxTextSpace
+from core.spaces import load_space, prompt_vectors, text_encoder
 from core.textcache import TextCache
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,7 +56,7 @@ def minilm():
 def test_minilm_onnx_matches_torch(minilm_bundle, minilm, no_text_cache):
     """One batch of texts of very different lengths (padding inside the batch, truncation
     at 256 tokens) gives the torch space's vectors to 1e-4."""
-    onnx = text_space_for_bundle(minilm_bundle, device="cpu")
+    onnx = text_encoder(minilm_bundle, device="cpu")
     assert isinstance(onnx, OnnxTextSpace) and onnx.providers == ["CPUExecutionProvider"]
     assert (onnx.name, onnx.dim, onnx.has_images) == ("minilm", 384, False)
     got, expected = onnx.embed_text(TEXTS), minilm.embed_text(TEXTS)
@@ -71,7 +71,7 @@ def test_minilm_onnx_matches_torch(minilm_bundle, minilm, no_text_cache):
 
 def test_minilm_tokenizer_matches_transformers(minilm_bundle, minilm):
     tokenizer, _ = minilm._load()
-    space = text_space_for_bundle(minilm_bundle, device="cpu")
+    space = text_encoder(minilm_bundle, device="cpu")
     ours = [e.ids for e in space.tokenizer.encode_batch(TEXTS)]
     theirs = tokenizer(TEXTS, padding=True, truncation=True, max_length=256)["input_ids"]
     assert ours == theirs
@@ -79,8 +79,8 @@ def test_minilm_tokenizer_matches_transformers(minilm_bundle, minilm):
 
 
 def test_minilm_semantics_survive_the_export(minilm_bundle, no_text_cache):
-    e = text_space_for_bundle(minilm_bundle).embed_prompts(["chair", "car"])
-    a_chair, a_car = text_space_for_bundle(minilm_bundle).embed_text(["a wooden chair", "a red sports car"])
+    e = text_encoder(minilm_bundle).embed_prompts(["chair", "car"])
+    a_chair, a_car = text_encoder(minilm_bundle).embed_text(["a wooden chair", "a red sports car"])
     assert e[0] @ a_chair > e[0] @ a_car and e[1] @ a_car > e[1] @ a_chair
 
 
@@ -99,12 +99,24 @@ def test_bundle_json_records_the_text_tower(minilm_bundle, minilm):
     assert not [p for p in minilm_bundle.path.iterdir() if p.name.startswith(".")]  # no staging left
 
 
-def test_a_bundle_without_a_text_tower_falls_back_to_torch(tiny_bundle):
+def test_a_bundle_without_a_text_tower_gets_the_cached_one_or_in_open_clip_torch(tiny_bundle, clip_bundle, tmp_path):
+    """A minilm bundle without a tower embeds through the tower cached for minilm (built in
+    this session's temporary cache); an open_clip bundle without one through its torch space
+    (its towers are gigabytes, so none is cached)."""
     bundle = read_bundle(tiny_bundle.path, warn_untrained=False)
     assert not bundle.has_text and "text" not in bundle.to_json()
     with pytest.raises(BundleError, match="add-text"):
         bundle.text_file("onnx")
-    assert text_space_for_bundle(tiny_bundle.path) is load_space("minilm")
+    encoder = text_encoder(tiny_bundle.path, device="cpu")
+    assert isinstance(encoder, OnnxTextSpace) and encoder.cache_key == "minilm"
+    assert text_encoder(bundle, device="cpu") is encoder
+    clip, space = clip_bundle
+    bare = tmp_path / "clip-without-text"
+    shutil.copytree(clip.path, bare)
+    meta = json.loads((bare / BUNDLE_FILE).read_text())
+    meta.pop("text")
+    (bare / BUNDLE_FILE).write_text(json.dumps(meta))
+    assert text_encoder(bare) is space
 
 
 def test_a_broken_text_entry_is_a_bundle_error(minilm_bundle, tmp_path):
@@ -134,8 +146,8 @@ def test_float16_weights_halve_the_tower_and_keep_real_texts_within_1e_3_cosine(
     than allowed, the float32 one stays, with a warning."""
     import core.blender_extension
     from core.blender_extension import cosine_gap, halve_text_tower
-    from core.library.tagging import load_vocabulary, prompt_name
-    from core.prompts import ULIP_TEMPLATES
+    from core.spaces.vocabularies import load_vocabulary, prompt_name
+    from core.spaces.vocabularies import ULIP_TEMPLATES
 
     shutil.copytree(minilm_bundle.path, tmp_path / "half")
     halved = halve_text_tower(tmp_path / "half")
@@ -144,8 +156,8 @@ def test_float16_weights_halve_the_tower_and_keep_real_texts_within_1e_3_cosine(
     assert halved.text_file("onnx").stat().st_size < 0.51 * size
     labels = load_vocabulary("lvis")[1][::20]
     prompts = [t.format(prompt_name(label)) for label in labels for t in ULIP_TEMPLATES[::16]]  # 232 prompts
-    gap = cosine_gap(OnnxTextSpace(minilm_bundle, device="cpu")._encode_text(prompts),
-                     OnnxTextSpace(halved, device="cpu")._encode_text(prompts))
+    gap = cosine_gap(OnnxTextSpace.of_bundle(minilm_bundle, device="cpu")._encode_text(prompts),
+                     OnnxTextSpace.of_bundle(halved, device="cpu")._encode_text(prompts))
     assert gap < 1e-3, gap
 
     monkeypatch.setattr(core.blender_extension, "FP16_MAX_COSINE_GAP", 0.0)
@@ -157,14 +169,14 @@ def test_float16_weights_halve_the_tower_and_keep_real_texts_within_1e_3_cosine(
 
 
 def test_loaded_once_per_process(minilm_bundle):
-    assert text_space_for_bundle(minilm_bundle.path) is text_space_for_bundle(minilm_bundle)
+    assert text_encoder(minilm_bundle.path) is text_encoder(minilm_bundle)
 
 
 def test_onnx_and_torch_share_the_text_cache(minilm_bundle, minilm, tmp_path, monkeypatch):
     monkeypatch.setenv("ULIP2_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("ULIP2_TEXT_CACHE", raising=False)
     texts = ["a teapot", "a lamp on a desk"]
-    from_onnx = text_space_for_bundle(minilm_bundle).embed_text(texts)
+    from_onnx = text_encoder(minilm_bundle).embed_text(texts)
     cached = TextCache().get_many(minilm.cache_key, texts)
     np.testing.assert_array_equal(np.stack([cached[t] for t in texts]), from_onnx)
     monkeypatch.setenv("ULIP2_TEXT_CACHE", "0")
@@ -176,8 +188,8 @@ def test_no_torch_in_the_process(minilm_bundle, minilm, no_text_cache):
     transformers and open_clip are never imported."""
     code = (
         "import json, sys\n"
-        "from core.spaces import text_space_for_bundle\n"
-        f"space = text_space_for_bundle({str(minilm_bundle.path)!r})\n"
+        "from core.spaces import text_encoder\n"
+        f"space = text_encoder({str(minilm_bundle.path)!r})\n"
         "vectors = space.embed_text(sys.argv[1:])\n"
         "print(json.dumps({'type': type(space).__name__, 'vectors': vectors.tolist(),\n"
         "                  'loaded': [m for m in ('torch', 'transformers', 'open_clip') if m in sys.modules]}))\n"
@@ -188,6 +200,40 @@ def test_no_torch_in_the_process(minilm_bundle, minilm, no_text_cache):
     result = json.loads(out.stdout)
     assert result["type"] == "OnnxTextSpace" and result["loaded"] == []
     assert np.abs(np.array(result["vectors"]) - minilm.embed_text(texts)).max() <= 1e-4
+
+
+def test_a_bundle_without_a_tower_builds_one_into_the_cache_once_then_needs_no_torch(minilm, tmp_path):
+    """The shipped default carries no text tower: the first text_encoder builds minilm's into
+    the user cache (saying so), a fresh process then embeds from it with torch never
+    imported, and a damaged cache entry is built again rather than trusted."""
+    env = {**os.environ, "ULIP2_CACHE_DIR": str(tmp_path / "cache"), "ULIP2_TEXT_CACHE": "0"}
+    code = (
+        "import json, sys\n"
+        "from core.spaces import text_encoder\n"
+        "space = text_encoder('default', device='cpu')\n"
+        "vectors = space.embed_text(sys.argv[1:])\n"
+        "print(json.dumps({'type': type(space).__name__, 'vectors': vectors.tolist(),\n"
+        "                  'loaded': [m for m in ('torch', 'transformers') if m in sys.modules]}))\n"
+    )
+    texts = TEXTS[:3]
+
+    def run():
+        done = subprocess.run([sys.executable, "-c", code, *texts], cwd=REPO, capture_output=True, text=True,
+                              env=env, check=True, timeout=600)
+        return json.loads(done.stdout), done.stderr
+
+    first, said = run()
+    assert first["type"] == "OnnxTextSpace" and "building the minilm text tower" in said
+    towers = list((tmp_path / "cache" / "text_towers").iterdir())
+    assert len(towers) == 1 and {f.name for f in towers[0].iterdir()} == {"text.onnx", "tokenizer.json", "tower.json"}
+    second, said = run()
+    assert second["type"] == "OnnxTextSpace" and second["loaded"] == [] and "building" not in said
+    expected = minilm.embed_text(texts)
+    for result in (first, second):
+        assert np.abs(np.array(result["vectors"]) - expected).max() <= 1e-4
+    (towers[0] / "tower.json").write_text("{not json")
+    third, said = run()
+    assert "building the minilm text tower" in said and third["type"] == "OnnxTextSpace"
 
 
 # -- open_clip -------------------------------------------------------------------------
@@ -268,7 +314,7 @@ def test_openclip_random_weights_onnx_matches_torch(clip_bundle):
     bundle, torch_space = clip_bundle
     assert bundle.has_text and read_bundle(bundle.path, warn_untrained=False).text == bundle.text
     assert bundle.text["cache_key"] is None  # random weights are never cached, in either runtime
-    onnx = text_space_for_bundle(bundle.path, device="cpu")
+    onnx = text_encoder(bundle.path, device="cpu")
     assert isinstance(onnx, OnnxTextSpace) and onnx.cache_key is None and onnx.dim == 32
     assert [i.name for i in onnx.session.get_inputs()] == ["input_ids"]
     got, expected = onnx.embed_text(CLIP_TEXTS), torch_space.embed_text(CLIP_TEXTS)
@@ -292,7 +338,7 @@ def test_cli_models_add_text_copies_the_default(tmp_path, capsys, monkeypatch, m
     assert not (core.bundle.SHIPPED_BUNDLE / "text").exists()
     assert sorted(p.name for p in out.iterdir()) == sorted(
         {p.name for p in core.bundle.SHIPPED_BUNDLE.iterdir()} | {"text", "prompts.npz"})
-    vectors = text_space_for_bundle(out).embed_text(TEXTS[:2])
+    vectors = text_encoder(out).embed_text(TEXTS[:2])
     assert np.abs(vectors - minilm.embed_text(TEXTS[:2])).max() <= 1e-4
     assert main(["info", str(out)]) == 0
     assert "text tower text/text.onnx + text/tokenizer.json" in capsys.readouterr().out
@@ -316,13 +362,13 @@ def test_carried_prompt_ensembles_replace_the_tower_and_match_torch(tmp_path, mo
     """A bundle made with the ModelNet40 prompt ensembles answers prompt_vectors for those
     classes without running the tower, equal to the torch space's ensembles; a class it does
     not carry, or other templates, are embedded as before."""
-    from core.library.tagging import load_vocabulary, prompt_name
+    from core.spaces.vocabularies import load_vocabulary, prompt_name
 
     path = tmp_path / "with-prompts"
     shutil.copytree(core.bundle.SHIPPED_BUNDLE, path)
     bundle = add_text_tower(path, prompts=["modelnet40"])
     classes = [prompt_name(c) for c in load_vocabulary("modelnet40")[1]]
-    space = text_space_for_bundle(bundle)
+    space = text_encoder(bundle)
     expected = minilm.embed_prompts(classes[:5] + ["teapot"])
     calls = []
     encode = space._encode_text

@@ -30,8 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import AssetError, Ulip2Error
-from core.prompts import ULIP_TEMPLATES
+from core.spaces.vocabularies import ULIP_TEMPLATES
 from core.sampling import DEFAULT_GREY, normalize_unit_sphere
+from core.spaces.ranking import zero_shot
 
 from .augment import subsample
 
@@ -189,22 +190,9 @@ def load_eval_set(path: str | os.PathLike, num_points: int, seed: int = 0) -> Ev
     return load_mesh_folder(path, num_points, seed)
 
 
-def zero_shot(embeddings: np.ndarray, labels: list[str], class_vectors: np.ndarray,
-              classnames: list[str]) -> dict:
-    """Top-1 / top-5 accuracy and per-class top-1 of embeddings against class vectors."""
-    index = {name: i for i, name in enumerate(classnames)}
-    truth = np.array([index[label] for label in labels])
-    ranked = np.argsort(-(embeddings @ class_vectors.T), axis=1)[:, :5]
-    top1 = ranked[:, 0] == truth
-    top5 = (ranked == truth[:, None]).any(axis=1)
-    per_class = {name: float(top1[truth == i].mean()) for name, i in index.items() if (truth == i).any()}
-    return {"n": len(labels), "classes": len(classnames), "top1": float(top1.mean()),
-            "top5": float(top5.mean()), "per_class_top1": per_class}
-
-
 def evaluate(encoder, space, evalset: EvalSet, seed: int = 0) -> dict:
     """Zero-shot accuracy of a bundle's encoder on an EvalSet, with ULIP's prompt ensembles."""
-    from core.library.tagging import prompt_name
+    from core.spaces.vocabularies import prompt_name
 
     if space.name != encoder.bundle.space:
         raise Ulip2Error(f"bundle is in space {encoder.bundle.space!r}, not {space.name!r}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from core.captioners import DEFAULT_MODELS, Captioner, CaptionerError
+from core.captioners.base import DEFAULT_MODELS, Captioner, CaptionerError
 
 ALTERNATIVES = (
     "alternatives: '--captioner metadata' (offline, not a vision model), '--captioner blip' "

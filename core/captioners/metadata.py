@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from core.captioners import Captioner
+from core.captioners.base import Captioner
 
 # Hue bins (upper bound in degrees, name) for saturated pixels; shading keeps hue, so a
 # lit red cube stays red where nearest-RGB naming would call its dark side brown.

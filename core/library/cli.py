@@ -193,7 +193,7 @@ def _say(message: str) -> None:
 
 def cmd_report(args) -> int:
     from core.library.report import write_report
-    from core.library.tagging import load_bank, load_vocabulary
+    from core.spaces.vocabularies import load_bank, load_vocabulary
 
     bundle = _bundle(args)
     vocab = load_vocabulary(args.vocab)[0] if args.vocab else None

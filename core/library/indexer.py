@@ -32,7 +32,7 @@ from stat import S_ISBLK, S_ISCHR, S_ISDIR, S_ISFIFO, S_ISREG, S_ISSOCK
 
 import numpy as np
 
-from core.blender_pool import NEEDS_BLENDER, blender_available, needs_blender, run_jobs
+from core.blender_pool import BLENDER_TIMEOUT_S, NEEDS_BLENDER, blender_available, needs_blender, run_jobs
 from core.bundle import Bundle
 from core.errors import AssetError
 from core.library.keys import bundle_id  # noqa: F401 (callers import it from here too)
@@ -46,8 +46,6 @@ from core.processes import end_with
 ASSET_EXTENSIONS = SUPPORTED_EXTENSIONS + BLENDER_ONLY
 # Fewer jobs than this are loaded in-process: starting a pool costs more than it saves.
 _POOL_MIN_JOBS = 8
-#: Seconds a Blender worker may spend on one file before it is killed and the file failed.
-BLENDER_TIMEOUT_S = 600.0
 # Reading a file fails so when this machine runs short (memory, open files), not the file.
 _SYSTEM_ERRNOS = {errno.ENOMEM, errno.EMFILE, errno.ENFILE}
 # In a Blender worker's reason (core.blender_pool, blender_addon.worker), what says the run

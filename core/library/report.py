@@ -18,7 +18,7 @@ from pathlib import Path
 from core.bundle import Bundle
 from core.library.indexer import bundle_id
 from core.library.store import Library
-from core.library.tagging import prompt_name
+from core.spaces.vocabularies import prompt_name
 
 #: Cards in the library grid at most: past this the page gets slow to open, and a person
 #: browses a library this size with `ulip2 search`, not by scrolling.

@@ -19,6 +19,7 @@ from core.errors import SpaceError
 from core.library.ann import ANN_MIN_ASSETS, AnnIndex
 from core.library.keys import bundle_id
 from core.library.store import Library, LibraryError
+from core.spaces.ranking import top_k
 
 # Filtered ANN searches ask for this many times k, then filter; too few survivors
 # fall back to an exact search over the filtered assets.
@@ -61,23 +62,22 @@ class Searcher:
         self.count = spaces[self.bundle_id][1]
 
     # -- queries -> vectors ------------------------------------------------------------
-    def _space(self):
-        from core.spaces import load_space
-
-        return load_space(self.bundle.space)
-
     def text_vector(self, text: str, *, space: str | None = None) -> np.ndarray:
-        """The text's unit vector in the bundle's space; `space`, when given, must be it."""
+        """The text's unit vector in the bundle's space (core.spaces.text_encoder: no torch
+        once the space's text tower is at hand); `space`, when given, must be the bundle's."""
+        from core.spaces import text_encoder
+
         if space is not None and space != self.bundle.space:
             raise SpaceError(
                 f"query space {space!r} is not the bundle's space {self.bundle.space!r}; "
                 "vectors of two spaces cannot be compared"
             )
-        return self._space().embed_text([text])[0]
+        return text_encoder(self.bundle, device=self.device).embed_text([text])[0]
 
     def image_vector(self, image_path: str | os.PathLike) -> np.ndarray:
-        space = self._space()
-        if not space.has_images:
+        from core.spaces import has_image_tower, load_space
+
+        if not has_image_tower(self.bundle.space):
             raise SpaceError(
                 f"--image needs a space with an image tower; this library's bundle uses {self.bundle.space!r}, "
                 "which is text only. Search by text or --like, or use a bundle in an openclip space"
@@ -89,7 +89,7 @@ class Searcher:
             image.load()
         except OSError as exc:
             raise LibraryError(f"{image_path}: cannot read as an image ({exc})") from exc
-        return space.embed_images([image])[0]
+        return load_space(self.bundle.space).embed_images([image])[0]
 
     def like_vector(self, example: str | os.PathLike) -> tuple[np.ndarray, int | None]:
         """(vector, asset id) of an indexed asset, else (the mesh file embedded now, None).
@@ -149,11 +149,3 @@ class Searcher:
         rows = self.library.assets([i for i, _ in pairs])
         return [Hit(i, rows[i]["path"], rows[i]["format"], rows[i]["folder"], round(float(s), 6), rows[i]["object"])
                 for i, s in pairs if i in rows]
-
-
-def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k largest scores, best first (argpartition: O(n), not a full sort)."""
-    if k >= len(scores):
-        return np.argsort(-scores)
-    part = np.argpartition(-scores, k - 1)[:k]
-    return part[np.argsort(-scores[part])]

@@ -15,69 +15,15 @@ from __future__ import annotations
 import csv
 import json
 import os
-from importlib import resources
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from core.library.keys import bundle_id
-from core.library.search import top_k
 from core.library.store import Library, LibraryError
-
-VOCABULARIES = ("lvis", "modelnet40", "shapenet55")
-DEFAULT_VOCABULARY = "lvis"
-SHIPPED_BANK = "captions"
-
-
-def _read_lines(text: str) -> list[str]:
-    """Non-empty stripped lines, '#' comments skipped, duplicates dropped (order kept)."""
-    lines = (line.strip() for line in text.splitlines())
-    return list(dict.fromkeys(line for line in lines if line and not line.startswith("#")))
-
-
-def _text_list(name: str | os.PathLike, shipped: Sequence[str], what: str) -> tuple[str, list[str]]:
-    """(source name, texts) of a shipped list under core/data/vocab/ or a user's file."""
-    if str(name) in shipped:
-        text = resources.files("core").joinpath("data", "vocab", f"{name}.txt").read_text(encoding="utf-8")
-        return str(name), _read_lines(text)
-    path = Path(name).expanduser()
-    if not path.is_file():
-        raise LibraryError(f"no {what} {str(name)!r}: name a shipped one ({', '.join(shipped)}) or a text file, one per line")
-    try:
-        texts = _read_lines(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise LibraryError(f"{path}: not UTF-8 text ({exc})") from exc
-    if not texts:
-        raise LibraryError(f"{path}: no {what} entries (one per line)")
-    return str(path.resolve()), texts
-
-
-def load_vocabulary(name: str | os.PathLike) -> tuple[str, list[str]]:
-    """(vocabulary name, labels) for 'lvis', 'modelnet40', 'shapenet55' or a file path."""
-    return _text_list(name, VOCABULARIES, "vocabulary")
-
-
-def load_bank(name: str | os.PathLike | None = None) -> tuple[str, list[str]]:
-    """(bank name, captions): the shipped bank, or a text file of captions, one per line."""
-    return _text_list(name or SHIPPED_BANK, (SHIPPED_BANK,), "caption bank")
-
-
-def prompt_name(label: str) -> str:
-    """A label as it reads in a prompt, and as the report and the desktop app show it: LVIS
-    writes 'bat_(animal)', a prompt says 'bat (animal)'."""
-    return label.replace("_", " ")
-
-
-def nearest_texts(vectors: np.ndarray, text_vectors: np.ndarray, texts: Sequence[str], k: int,
-                  threshold: float | None = None) -> list[list[tuple[str, float]]]:
-    """Per row of `vectors`: up to k (text, cosine) pairs, best first, at or above threshold."""
-    scores = np.asarray(vectors, np.float32) @ np.asarray(text_vectors, np.float32).T
-    out = []
-    for row in scores:
-        best = top_k(row, k)
-        out.append([(texts[i], round(float(row[i]), 6)) for i in best if threshold is None or row[i] >= threshold])
-    return out
+from core.spaces.ranking import nearest_texts
+from core.spaces.vocabularies import DEFAULT_VOCABULARY, load_bank, load_vocabulary, prompt_name
 
 
 def _label_assets(library: Library, bundle, table: str, source: str, text_vectors: np.ndarray,
@@ -107,10 +53,10 @@ def tag_library(library: Library, bundle, vocabulary: str | os.PathLike = DEFAUL
 def caption_library(library: Library, bundle, bank: str | os.PathLike | None = None, *,
                     k: int = 3) -> tuple[str, dict[int, list[tuple[str, float]]]]:
     """Give every asset of `bundle` its k nearest bank captions; returns (bank, captions)."""
-    from core.spaces import load_space
+    from core.spaces import text_encoder
 
     name, captions = load_bank(bank)
-    caption_vectors = load_space(bundle.space).embed_text(captions)
+    caption_vectors = text_encoder(bundle).embed_text(captions)
     return name, _label_assets(library, bundle, "captions", name, caption_vectors, captions, k, None)
 
 

@@ -116,8 +116,7 @@ def render_thumbnails(library, *, workers: int | None = None, redo: bool = False
     file changed since indexing) keeps its previews and is listed with the reason; the next run tries it again.
     """
     from core.blender_formats import BLENDER_READS
-    from core.blender_pool import NEEDS_BLENDER, blender_available, run_jobs
-    from core.library.indexer import BLENDER_TIMEOUT_S
+    from core.blender_pool import BLENDER_TIMEOUT_S, NEEDS_BLENDER, blender_available, run_jobs
     from core.library.store import LibraryError
     from core.paths import file_sha256
 

@@ -5,7 +5,7 @@ sentence-transformers pipeline this model ships with (modules.json), without nee
 sentence-transformers at run time. torch and the weights load on the first text that is
 not in the text cache, so a cached query (a repeated search) costs no model load.
 export_text_tower puts tokens -> pooling -> normalisation into one ONNX graph, for
-core.runtime.OnnxTextSpace.
+core.spaces.onnx_text.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import SpaceError
-from core.spaces import Space
+from core.spaces.base import Space
 
 
 # sentence_bert_config.json of all-MiniLM-L6-v2: longer inputs are truncated.
@@ -103,7 +103,7 @@ class MiniLMSpace(Space):
         import torch
         from tokenizers import Tokenizer
 
-        from core.export import OUTPUT_NAME, export_module
+        from core.onnx_export import OUTPUT_NAME, export_module
 
         tokenizer, model = self._load()
 

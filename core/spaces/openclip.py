@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import SpaceError
-from core.spaces import Space
+from core.spaces.base import Space
 
 try:
     import open_clip
@@ -149,7 +149,7 @@ class OpenClipSpace(Space):
         return self.model.encode_image(pixels, normalize=True).float().cpu().numpy()
 
     def export_text_tower(self, onnx_path: Path, tokenizer_path: Path) -> None:
-        from core.export import OUTPUT_NAME, export_module
+        from core.onnx_export import OUTPUT_NAME, export_module
 
         clip_tokenizer(self.arch, self.tokenizer).save(str(tokenizer_path))  # refuses other tokenizers first
         tokens = self.tokenizer(["a chair", "a wooden chair with two armrests"]).to(self.device)

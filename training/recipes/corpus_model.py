@@ -58,7 +58,7 @@ def write_pack(corpus_dir: Path, out: Path) -> Path:
     """The pack of the corpus at `corpus_dir` (after its split stage)."""
     from tqdm import tqdm
 
-    from core.library.tagging import prompt_name
+    from core.spaces.vocabularies import prompt_name
     from core.meshio import load_points
     from core.spaces import load_space
 
@@ -205,7 +205,7 @@ def _torch_embed(model, points: np.ndarray, device) -> np.ndarray:
 
 def zero_shot(embedded: np.ndarray, pack: Pack, index: np.ndarray, labels: list[str]) -> dict:
     """Top-1/top-5 of the objects at `index` over the label set `labels`."""
-    from ..evaluation import zero_shot as score
+    from core.spaces.ranking import zero_shot as score
 
     return score(embedded, [pack.objects[i]["label"] for i in index], pack.class_vectors(labels), labels)
 

@@ -50,7 +50,7 @@ SOURCES = {
 
 def write_pack(data: Path, point_store: Path, render_store: Path, out: Path, space_name: str) -> Path:
     """The pack of two feature caches (same objects) and the catalogue at `data`."""
-    from core.library.tagging import prompt_name
+    from core.spaces.vocabularies import prompt_name
     from core.meshio import load_points
     from core.spaces import load_space
     from core.triplets import key_for_file
@@ -148,7 +148,7 @@ def _device(name: str):
 def validation_top1(model, pack: dict, meta: dict, device) -> tuple[float, float]:
     import torch
 
-    from ..evaluation import zero_shot
+    from core.spaces.ranking import zero_shot
 
     points = pack[f"val_points_{model.config.num_points}"]
     model.eval()
