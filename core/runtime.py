@@ -1,5 +1,5 @@
-"""Run a model bundle's 3D encoder with onnxruntime (CUDA where present, CPU otherwise); the
-sessions text towers run in too (core.spaces.onnx_text). No torch is imported here."""
+"""Run a model bundle's 3D encoder with onnxruntime (CUDA where present, CPU otherwise), in
+the kind of session text towers run in too (core.spaces.onnx_text). No torch is imported here."""
 
 from __future__ import annotations
 

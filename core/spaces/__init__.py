@@ -117,15 +117,20 @@ _LOADED: dict[tuple[str, str], Space] = {}
 _LOAD_LOCK = threading.RLock()  # text_encoder may load a torch space while it holds it
 
 
+def _once(key: tuple[str, str], make: Callable[[], Space]) -> Space:
+    """The space loaded under `key`, made by `make` the first time (spaces are heavy: two
+    threads asking at once must not load twice)."""
+    with _LOAD_LOCK:
+        if key not in _LOADED:
+            _LOADED[key] = make()
+        return _LOADED[key]
+
+
 def load_space(name: str, device: str = "cpu") -> Space:
     """The torch space called `name` on `device`, loaded once per process and reused (what
     images, training and export need; texts go through text_encoder)."""
     canonical, _, load = _parse(name, device)
-    with _LOAD_LOCK:  # spaces are heavy: two threads asking at once must not load twice
-        key = (canonical, device)
-        if key not in _LOADED:
-            _LOADED[key] = load()
-        return _LOADED[key]
+    return _once((canonical, device), load)
 
 
 def text_encoder(bundle, device: str = "auto", *, notify: Callable[[str], None] | None = None) -> Space:
@@ -144,28 +149,23 @@ def text_encoder(bundle, device: str = "auto", *, notify: Callable[[str], None] 
         bundle = read_bundle(bundle, warn_untrained=False)
     if bundle.has_text:
         onnx_file = bundle.text_file("onnx")
-        key = (f"onnx:{onnx_file}#{_file_stamp(onnx_file)}", device)  # a re-exported tower is loaded afresh
-        with _LOAD_LOCK:
-            if key not in _LOADED:
-                _LOADED[key] = onnx_text.OnnxTextSpace.of_bundle(bundle, device=device)
-            return _LOADED[key]
+        key = f"onnx:{onnx_file}#{_file_stamp(onnx_file)}"  # a re-exported tower is loaded afresh
+        return _once((key, device), lambda: onnx_text.OnnxTextSpace.of_bundle(bundle, device=device))
     canonical, cache_key, _ = _parse(bundle.space, "cpu")
     torch_device = "cuda" if device == "cuda" else "cpu"
     if cache_key is None or not canonical.startswith("minilm"):  # open_clip towers are gigabytes: not cached
         return load_space(bundle.space, device=torch_device)
-    key = (f"cached:{cache_key}", device)
-    with _LOAD_LOCK:
-        if key not in _LOADED:
-            tower = onnx_text.cached_tower(canonical, bundle.dim, cache_key, device=device)
-            if tower is None:
-                space = load_space(bundle.space, device=torch_device)
-                try:
-                    tower = onnx_text.build_cached_tower(space, device=device, notify=notify)
-                except OSError as exc:  # a read-only cache: texts still embed, with torch
-                    warnings.warn(f"text tower not cached ({exc}); embedding texts with torch", stacklevel=2)
-                    return space
-            _LOADED[key] = tower
-        return _LOADED[key]
+
+    def cached_or_built() -> Space:
+        try:
+            return (onnx_text.cached_tower(canonical, bundle.dim, cache_key, device=device)
+                    or onnx_text.build_cached_tower(load_space(bundle.space, device=torch_device), device=device,
+                                                    notify=notify))
+        except OSError as exc:  # a cache that cannot be written: texts still embed, with torch (kept, not retried)
+            warnings.warn(f"text tower not cached ({exc}); embedding texts with torch", stacklevel=4)
+            return load_space(bundle.space, device=torch_device)
+
+    return _once((f"cached:{cache_key}", device), cached_or_built)
 
 
 def prompt_vectors(bundle, classnames: Sequence[str], templates: Sequence[str] = ULIP_TEMPLATES, *,

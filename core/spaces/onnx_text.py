@@ -88,8 +88,8 @@ def _tower_dir(cache_key: str) -> Path:
 
 def cached_tower(name: str, dim: int, cache_key: str, *, device: str = "auto") -> OnnxTextSpace | None:
     """The tower built into the user cache for the space with this text-cache key, if any."""
-    folder = _tower_dir(cache_key)
     try:
+        folder = _tower_dir(cache_key)
         entry = json.loads((folder / "tower.json").read_text())
     except (OSError, ValueError):
         return None
