@@ -464,17 +464,47 @@ class Library:
 
     # -- reading -------------------------------------------------------------------
     def embeddings(self, bundle: str, ids: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(asset ids (n,), unit vectors (n, dim)) of `bundle`, in id order."""
+        """(asset ids (n,), unit vectors (n, dim)) of `bundle`, in id order: of every asset it
+        embedded, or of those among `ids` (read by id, never the whole table)."""
         query = "SELECT asset_id, dim, vec FROM embeddings WHERE bundle = ?"
-        rows = self.conn.execute(query + " ORDER BY asset_id", (bundle,)).fetchall()
-        if ids is not None:
-            wanted = set(ids)
-            rows = [r for r in rows if r[0] in wanted]
+        if ids is None:
+            rows = self.conn.execute(query + " ORDER BY asset_id", (bundle,)).fetchall()
+        else:
+            rows = self._by_id(query + " AND asset_id IN ({}) ORDER BY asset_id", [bundle], ids)
         if not rows:
             return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
         asset_ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
         matrix = np.frombuffer(b"".join(r[2] for r in rows), np.float32).reshape(len(rows), rows[0][1])
         return asset_ids, matrix
+
+    def _by_id(self, query: str, params: list, ids: Iterable[int]) -> list[tuple]:
+        """The rows of `query` (its `IN ({})` filled with asset ids, ordered by asset id) for
+        each of `ids` once, in ascending id order: chunks of ids under the connection's
+        host-parameter limit, read in one transaction, so an index run committing between
+        two chunks is not half seen."""
+        wanted = sorted({int(i) for i in ids})
+        size = max(1, min(_CHUNK, self.conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) - len(params)))
+        rows: list[tuple] = []
+        with self._reading():
+            for start in range(0, len(wanted), size):
+                chunk = wanted[start:start + size]
+                rows += self.conn.execute(query.format(",".join("?" * len(chunk))), [*params, *chunk]).fetchall()
+        return rows
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """One read transaction (a snapshot of the file) around several queries; inside a
+        transaction already open, that one."""
+        if self.conn.in_transaction:
+            yield
+            return
+        self.conn.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
 
     def embedded_ids(self, bundle: str) -> set[int]:
         """Ids of the assets `bundle` embedded (without reading their vectors)."""
@@ -588,6 +618,17 @@ class Library:
             params.append(source)
         out: dict[int, list[tuple[str, float]]] = {}
         for asset_id, label, score in self.conn.execute(sql + f" ORDER BY asset_id, {order}", params):
+            out.setdefault(asset_id, []).append((label, score))
+        return out
+
+    def labels_of(self, table: str, bundle: str, ids: Iterable[int]) -> dict[int, list[tuple[str, float]]]:
+        """{asset id: [(text, score), ...] best first} of `table` (tags or captions) made with
+        `bundle`, for the assets `ids` only (what `labels` holds for them, read by id)."""
+        text, order = {"tags": ("label", "score DESC"), "captions": ("caption", "rank")}[table]
+        out: dict[int, list[tuple[str, float]]] = {}
+        for asset_id, label, score in self._by_id(f"SELECT asset_id, {text}, score FROM {table} "
+                                                  f"WHERE bundle = ? AND asset_id IN ({{}}) ORDER BY asset_id, {order}",
+                                                  [bundle], ids):
             out.setdefault(asset_id, []).append((label, score))
         return out
 
