@@ -1,6 +1,7 @@
-"""The core calls the app's workers run, one function each, free of Qt so they read (and
-test) like the CLI's commands. Each opens its own Library: a SQLite connection belongs to
-the thread that made it, and the WAL journal lets a search read while an index run writes."""
+"""The core calls the app's jobs run (gui.workers.Jobs), one function each, free of Qt so
+they read (and test) like the CLI's commands. Each opens its own Library: a SQLite
+connection belongs to the thread that made it, and the WAL journal lets a search read
+while an index run writes."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """The main window: library folders and indexing on the left, search and the result grid
-in the middle, the selected asset's details on the right. Every core call runs as a Task
-on the window's thread pool; the UI thread only shows what comes back."""
+in the middle, the selected asset's details on the right. Every core call runs as a job
+of the window's Jobs (gui.workers), on a pool thread; the UI thread only shows what comes
+back, and each kind of job below says only what to run and what to do with its outcome."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from PySide6.QtCore import QItemSelectionModel, QSettings, QSize, QStringListModel, Qt, QThreadPool, QUrl, Signal
+from PySide6.QtCore import QItemSelectionModel, QSettings, QSize, QStringListModel, Qt, QUrl, Signal
 from PySide6.QtGui import QAction, QDesktopServices, QKeySequence, QShortcut
 from PySide6.QtWidgets import (QAbstractItemView, QCompleter, QFileDialog, QFormLayout, QFrame, QGroupBox,
                                QHBoxLayout, QLabel, QLineEdit, QListView, QMainWindow, QMessageBox, QProgressBar,
@@ -21,12 +22,15 @@ from gui import desktop, jobs
 from gui.label_dialog import LabelDialog
 from gui.models import HitRole, ResultsModel
 from gui.settings_dialog import SettingsDialog
-from gui.workers import Task, readable_error
+from gui.workers import Jobs, readable_error
 
 
 #: Image files a drop or the picker accepts as a query (what PIL, behind the space's image tower, reads).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 IMAGE_HINT = "Drop an image on the window to search by it"
+#: The kinds of the window's jobs. A new search supersedes the one before it; labelling and
+#: exports run in turn; one index and one thumbnail run at a time.
+INDEX, THUMBNAILS, SEARCH, LABELLING, EXPORT = "index", "thumbnails", "search", "labelling", "export"
 
 
 def default_database() -> str:
@@ -83,11 +87,7 @@ class MainWindow(QMainWindow):
         self.index_batch_size = 16  # files per committed batch: the granularity of cancel and resume
         self.index_workers: int | None = None  # loader processes (None: one per core)
         self.blender_workers: int | None = None  # Blender processes rendering thumbnails (None: one per core)
-        self.pool = QThreadPool(self)
-        self._index_task: Task | None = None
-        self._thumbnail_task: Task | None = None
-        self._search_serial = 0  # only the latest search's results are shown
-        self._tasks: set[Task] = set()  # keeps each running Task (and its signals) alive
+        self.jobs = Jobs(self)
 
         self.setWindowTitle("ulip2")
         self.resize(1180, 720)
@@ -268,15 +268,6 @@ class MainWindow(QMainWindow):
         self.show_error(title, f"{summary} First: {os.path.basename(first['path'])}: {first['reason']}",
                         "\n".join(f"{f['path']}: {f['reason']}" for f in failed))
 
-    def _start(self, task: Task, done, failed) -> Task:
-        self._tasks.add(task)
-        task.signals.done.connect(done)
-        task.signals.failed.connect(failed)
-        for signal in (task.signals.done, task.signals.failed):
-            signal.connect(lambda *_: self._tasks.discard(task))
-        self.pool.start(task)
-        return task
-
     # -- folders -------------------------------------------------------------------------
     def folder_list(self) -> list[str]:
         return self.folders.stringList()
@@ -300,7 +291,7 @@ class MainWindow(QMainWindow):
 
     # -- indexing ------------------------------------------------------------------------
     def start_index(self) -> None:
-        if self._index_task is not None:
+        if self.jobs.running(INDEX):
             return
         missing = [f for f in self.folder_list() if not os.path.exists(f)]
         if not self.folder_list() or missing:
@@ -312,14 +303,12 @@ class MainWindow(QMainWindow):
         self.cancel_button.setEnabled(True)
         self.progress.setRange(0, 0)  # busy until the indexer knows how many files need work
         self.statusBar().showMessage("Indexing…")
-        task = Task(jobs.run_index, self.folder_list(), self.db, self.bundle, self.device,
-                    batch_size=self.index_batch_size, workers=self.index_workers, reports=True)
-        task.signals.progress.connect(self._index_progress)
-        self._index_task = self._start(task, self._index_done, self._index_failed)
+        self.jobs.start(INDEX, jobs.run_index, self.folder_list(), self.db, self.bundle, self.device,
+                        batch_size=self.index_batch_size, workers=self.index_workers,
+                        progress=self._index_progress, done=self._index_done, failed=self._index_failed)
 
     def cancel_index(self) -> None:
-        if self._index_task is not None:
-            self._index_task.cancel()
+        if self.jobs.cancel(INDEX):
             self.cancel_button.setEnabled(False)
             self.statusBar().showMessage("Cancelling after the current batch…")
 
@@ -330,7 +319,6 @@ class MainWindow(QMainWindow):
         self.progress.setValue(done if total else 1)
 
     def _index_ended(self) -> None:
-        self._index_task = None
         self.index_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
         if self.progress.maximum() == 0:
@@ -409,16 +397,14 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage("No library yet: add a folder and press Index")
             self.search_finished.emit(None)
             return
-        self._search_serial += 1
-        serial = self._search_serial
         query = like or image
         self.statusBar().showMessage(f"Searching for {query and os.path.basename(query) or text or 'every asset'}…")
         if image is not None:
             self.image_zone.setText(f"Searching by {os.path.basename(image)}…")
         tags = [t.strip() for t in self.tag_filter.text().split(",") if t.strip()]
-        task = Task(jobs.run_search, self.db, self.bundle, self.device, text=text, like=like, image=image, tags=tags)
-        self._start(task, lambda results: self._search_done(serial, results, by_image=image is not None),
-                    lambda message: self._search_failed(serial, message))
+        self.jobs.start(SEARCH, jobs.run_search, self.db, self.bundle, self.device, text=text, like=like, image=image,
+                        tags=tags, done=lambda results: self._search_done(results, by_image=image is not None),
+                        failed=self._search_failed)
 
     def _set_image_note(self, text_only_space: str | None) -> None:
         """The drop zone's standing text: how to search by image, or why this space cannot."""
@@ -428,9 +414,7 @@ class MainWindow(QMainWindow):
         self.image_zone.setText(self._image_note)
         self.image_button.setEnabled(text_only_space is None)
 
-    def _search_done(self, serial: int, results: jobs.Results, *, by_image: bool = False) -> None:
-        if serial != self._search_serial:
-            return  # a newer search is on its way
+    def _search_done(self, results: jobs.Results, *, by_image: bool = False) -> None:
         self.image_zone.setText(self._image_note)
         if results.image_tower is not None:
             self._set_image_note(None if results.image_tower else results.space)
@@ -458,11 +442,10 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(message)
         self.search_finished.emit(results)
 
-    def _search_failed(self, serial: int, message: str) -> None:
-        if serial == self._search_serial:
-            self.image_zone.setText(self._image_note)
-            self.show_error("Search failed", message)
-            self.search_finished.emit(None)
+    def _search_failed(self, message: str) -> None:
+        self.image_zone.setText(self._image_note)
+        self.show_error("Search failed", message)
+        self.search_finished.emit(None)
 
     # -- details and tags ----------------------------------------------------------------
     def current_hit(self):
@@ -595,7 +578,8 @@ class MainWindow(QMainWindow):
             self.show_error(f"{doing} failed", message)
             self.labelling_finished.emit(None)
 
-        self._start(Task(jobs.run_labelling, self.db, self.bundle, kind, source, k), done, failed)
+        self.jobs.start(LABELLING, jobs.run_labelling, self.db, self.bundle, kind, source, k, queued=True,
+                        done=done, failed=failed)
 
     def _labelling_ended(self) -> None:
         for action in self.label_actions:
@@ -624,13 +608,14 @@ class MainWindow(QMainWindow):
             self.show_error("Export failed", message)
             self.export_finished.emit(None)
 
-        self._start(Task(jobs.export_labels, self.db, self.bundle, kind, path), done, failed)
+        self.jobs.start(EXPORT, jobs.export_labels, self.db, self.bundle, kind, path, queued=True,
+                        done=done, failed=failed)
 
     # -- thumbnails ----------------------------------------------------------------------
     def render_thumbnails(self) -> None:
         """Blender renders for the assets that have point previews (core's `ulip2 thumbnails`),
         on the pool with a counting bar; the grid shows them when it ends."""
-        if self._thumbnail_task is not None:
+        if self.jobs.running(THUMBNAILS):
             return
         if not self._has_library():
             self.thumbnails_finished.emit(None)
@@ -638,9 +623,8 @@ class MainWindow(QMainWindow):
         self.thumbnail_action.setEnabled(False)
         self.busy.show()
         self.statusBar().showMessage("Rendering thumbnails in Blender…")
-        task = Task(jobs.run_thumbnails, self.db, workers=self.blender_workers, reports=True)
-        task.signals.progress.connect(self._thumbnail_progress)
-        self._thumbnail_task = self._start(task, self._thumbnails_done, self._thumbnails_failed)
+        self.jobs.start(THUMBNAILS, jobs.run_thumbnails, self.db, workers=self.blender_workers,
+                        progress=self._thumbnail_progress, done=self._thumbnails_done, failed=self._thumbnails_failed)
 
     def _thumbnail_progress(self, done: int, total: int) -> None:
         self.busy.setRange(0, max(total, 1))
@@ -648,7 +632,6 @@ class MainWindow(QMainWindow):
         self.busy.setFormat("%v / %m thumbnails")
 
     def _thumbnails_ended(self) -> None:
-        self._thumbnail_task = None
         self.thumbnail_action.setEnabled(True)
         self.busy.hide()
         self.busy.setRange(0, 0)  # back to the busy bar tagging shows
@@ -656,8 +639,7 @@ class MainWindow(QMainWindow):
     def _thumbnails_done(self, report) -> None:
         self._thumbnails_ended()
         message = (f"Thumbnails: {report.rendered} rendered in Blender"
-                   + (", stopped (run it again to resume)" if report.cancelled else "")
-                   + (f", {report.kept} point previews kept (formats Blender does not import)" if report.kept else ""))
+                   + (", stopped (run it again to resume)" if report.cancelled else ""))
         self.statusBar().showMessage(message)
         if report.failed:
             count = len(report.failed)
@@ -691,9 +673,6 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event) -> None:
         # An index or thumbnail run stops after its current batch or file (committed, so the next run resumes);
         # waiting for it here means no worker outlives the window.
-        for task in (self._index_task, self._thumbnail_task):
-            if task is not None:
-                task.cancel()
-        self.pool.waitForDone()
+        self.jobs.stop()
         self.settings.sync()
         super().closeEvent(event)

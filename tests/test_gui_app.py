@@ -12,6 +12,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -25,6 +26,7 @@ from PySide6.QtWidgets import QApplication, QMessageBox  # noqa: E402
 
 from core.library.store import SCHEMA_VERSION, Library  # noqa: E402
 from gui.main_window import MainWindow  # noqa: E402
+from gui.workers import Jobs  # noqa: E402
 from meshes import write_meshes  # noqa: E402
 
 WAIT_MS = 20_000
@@ -133,6 +135,85 @@ def test_a_version_1_library_keeps_its_typed_tags(qtbot, tmp_path, make_window):
         assert library.labels("tags", "an-old-bundle") == {first: [("lamp", 0.3)]}
     assert window.select_path(str(paths[1]))
     assert window.tags_edit.text() == "oak"
+
+
+def test_the_job_controller_delivers_only_the_latest_job_of_a_kind(qtbot):
+    """A search started while another runs supersedes it: the first still runs to its end
+    (asked to stop), but its progress, result and error never reach the window."""
+    jobs = Jobs()
+    release = threading.Event()
+    ran, delivered, progress = [], [], []
+
+    def slow(name, fail=False, *, on_batch, should_stop):
+        on_batch(1, 2)
+        assert release.wait(WAIT_MS / 1000)
+        ran.append((name, should_stop()))
+        if fail:
+            raise ValueError(f"{name} failed")
+        return name
+
+    def quick(name):
+        ran.append((name, False))
+        return name
+
+    def deliver(name):
+        return lambda outcome: delivered.append((name, outcome))
+
+    jobs.start("search", slow, "first", progress=lambda *counts: progress.append(counts), done=deliver("done"),
+               failed=deliver("failed"))
+    jobs.start("details", slow, "failing first", True, progress=lambda *counts: progress.append(counts),
+               done=deliver("done"), failed=deliver("failed"))
+    jobs.start("search", quick, "second", done=deliver("done"), failed=deliver("failed"))
+    jobs.start("details", quick, "second details", done=deliver("done"), failed=deliver("failed"))
+    jobs.start("index", quick, "another kind", done=deliver("done"), failed=deliver("failed"))
+    qtbot.waitUntil(lambda: not any(jobs.running(kind) for kind in ("search", "details", "index")), timeout=WAIT_MS)
+    release.set()
+    jobs.pool.waitForDone()
+    qtbot.wait(100)  # whatever the superseded jobs emitted has been through the event loop now
+    assert sorted(delivered) == [("done", "another kind"), ("done", "second"), ("done", "second details")]
+    assert ("first", True) in ran and ("failing first", True) in ran, "they ran, and were asked to stop"
+    assert progress == []
+    jobs.stop()
+
+
+def test_queued_jobs_run_in_turn_and_each_outcome_is_delivered(qtbot):
+    """Saving tags twice in a row: the second save starts when the first has ended."""
+    jobs = Jobs()
+    active, order, delivered = [], [], []
+
+    def save(name):
+        active.append(name)
+        overlapping = len(active) > 1
+        time.sleep(0.05)
+        active.remove(name)
+        order.append((name, overlapping))
+        return name
+
+    for name in ("a", "b", "c"):
+        jobs.start("tags", save, name, queued=True, done=delivered.append, failed=delivered.append)
+    assert jobs.running("tags")
+    qtbot.waitUntil(lambda: not jobs.running("tags"), timeout=WAIT_MS)
+    assert delivered == ["a", "b", "c"] and order == [("a", False), ("b", False), ("c", False)]
+    jobs.stop()
+
+
+def test_a_failing_job_reports_a_readable_error(qtbot, capsys):
+    from core.errors import Ulip2Error
+
+    jobs = Jobs()
+    failed, done = [], []
+
+    def fails(exc):
+        raise exc
+
+    jobs.start("a", fails, Ulip2Error("no library at /x; make one with: ulip2 index FOLDER"), done=done.append,
+               failed=failed.append)
+    jobs.start("b", fails, KeyError("vec"), done=done.append, failed=failed.append)
+    qtbot.waitUntil(lambda: len(failed) == 2, timeout=WAIT_MS)
+    assert done == [] and sorted(failed) == ["no library at /x; make one with: ulip2 index FOLDER",
+                                             "unexpected KeyError: 'vec' (details printed to the terminal)"]
+    assert "Traceback" in capsys.readouterr().err, "a bug's traceback goes to the terminal"
+    jobs.stop()
 
 
 def search(qtbot, window, text=""):
