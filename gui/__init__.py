@@ -7,7 +7,8 @@
     models.py       ResultsModel, a QAbstractListModel over search hits
     workers.py      Jobs, the window's one job controller: core calls on a thread pool,
                     outcomes on the UI thread, a superseded search or selection dropped
-    jobs.py         the core calls the jobs run (index, search, browse, tag, caption, export)
+    jobs.py         the core calls the jobs run (index, search, browse, details, tags, tag,
+                    caption, export)
     desktop.py      the commands that reveal an asset in its folder and open it in Blender
     label_dialog.py Library → Tag / Caption assets: vocabulary or caption bank, labels per asset
     settings_dialog.py  File → Settings

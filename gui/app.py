@@ -9,11 +9,11 @@ import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, QTimer
+from PySide6.QtCore import QSettings, Qt, QTimer
 from PySide6.QtWidgets import QApplication
 
 from core.errors import Ulip2Error
-from gui.main_window import MainWindow
+from gui.main_window import DETAILS, MainWindow
 
 ORGANIZATION = APPLICATION = "ulip2"
 #: What Qt's xcb platform plugin (PySide6's libqxcb.so) links beyond what PySide6.QtGui has
@@ -90,13 +90,20 @@ def run(args) -> int:
 
 def _screenshot(app: QApplication, window: MainWindow, out: Path, *, index: bool) -> int:
     """Index (when there are folders) then search, which an index run does on its own at
-    the end, then grab the window. The picture is saved even after an error, which then
-    shows in its status bar; the exit code says whether everything worked."""
+    the end, then grab the window once the best hit's details show. The picture is saved
+    even after an error, which then shows in its status bar; the exit code says whether
+    everything worked."""
     errors: list[str] = []
 
     def searched(results) -> None:
         if results is None:
             errors.append(window.statusBar().currentMessage())
+        if window.jobs.running(DETAILS):  # the best hit's details are on their way
+            window.details_shown.connect(settled, Qt.ConnectionType.SingleShotConnection)
+        else:
+            settled()
+
+    def settled(*_) -> None:
         # Let the grid lay out and paint its icons before the grab.
         QTimer.singleShot(200, grab)
 

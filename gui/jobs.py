@@ -171,13 +171,30 @@ class Details:
 
 
 def asset_details(library, asset_id: int, bundle_id: str) -> Details | None:
+    """The details of one asset, every row read by its id (never the bundle's every tag)."""
     rows = library.assets([asset_id])
     if asset_id not in rows:
         return None  # re-indexed or removed since the search
     row = rows[asset_id]
     user = library.user_tags([asset_id]).get(asset_id, [])
-    suggested = [(label, score) for label, score in library.labels("tags", bundle_id).get(asset_id, [])
+    suggested = [(label, score) for label, score in library.labels_of("tags", bundle_id, [asset_id]).get(asset_id, [])
                  if label not in user]
-    captions = library.labels("captions", bundle_id).get(asset_id, [])
+    captions = library.labels_of("captions", bundle_id, [asset_id]).get(asset_id, [])
     return Details(asset_id, row["path"], row["format"], row["size"], user, suggested,
                    captions[0][0] if captions else None)
+
+
+def load_details(db: str, asset_id: int, bundle_id: str) -> Details | None:
+    """What the details pane shows of the asset selected in the grid (None: gone since the search)."""
+    from core.library.store import Library
+
+    with Library(db, read_only=True) as library:
+        return asset_details(library, asset_id, bundle_id)
+
+
+def save_user_tags(db: str, asset_id: int, labels: Sequence[str]) -> list[str]:
+    """A person's tags of one asset replaced by `labels`; them as core stored them."""
+    from core.library.store import Library
+
+    with Library(db, create=False) as library:
+        return library.set_user_tags(asset_id, labels)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import os
-import sqlite3
 from pathlib import Path
 
 from PySide6.QtCore import QItemSelectionModel, QSettings, QSize, QStringListModel, Qt, QUrl, Signal
@@ -16,21 +15,21 @@ from PySide6.QtWidgets import (QAbstractItemView, QCompleter, QFileDialog, QForm
                                QHBoxLayout, QLabel, QLineEdit, QListView, QMainWindow, QMessageBox, QProgressBar,
                                QPushButton, QSplitter, QVBoxLayout, QWidget)
 
-from core.errors import Ulip2Error
 from core.spaces.vocabularies import prompt_name
 from gui import desktop, jobs
 from gui.label_dialog import LabelDialog
 from gui.models import HitRole, ResultsModel
 from gui.settings_dialog import SettingsDialog
-from gui.workers import Jobs, readable_error
+from gui.workers import Jobs
 
 
 #: Image files a drop or the picker accepts as a query (what PIL, behind the space's image tower, reads).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 IMAGE_HINT = "Drop an image on the window to search by it"
-#: The kinds of the window's jobs. A new search supersedes the one before it; labelling and
-#: exports run in turn; one index and one thumbnail run at a time.
-INDEX, THUMBNAILS, SEARCH, LABELLING, EXPORT = "index", "thumbnails", "search", "labelling", "export"
+#: The kinds of the window's jobs. A new search or selection supersedes the one before it;
+#: tags saves, labelling and exports run in turn; one index and one thumbnail run at a time.
+INDEX, THUMBNAILS, SEARCH, DETAILS, TAGS, LABELLING, EXPORT = (
+    "index", "thumbnails", "search", "details", "tags", "labelling", "export")
 
 
 def default_database() -> str:
@@ -73,6 +72,11 @@ class MainWindow(QMainWindow):
     export_finished = Signal(object)
     #: Emitted when rendering thumbnails ends: core's ThumbnailReport, or None when it failed.
     thumbnails_finished = Signal(object)
+    #: Emitted when the details pane shows the current asset: its jobs.Details, or None (no
+    #: asset current, gone from the library, or its details could not be read).
+    details_shown = Signal(object)
+    #: Emitted when a person's tags are saved: the tags as stored, or None when it failed.
+    tags_saved = Signal(object)
 
     def __init__(self, settings: QSettings, *, folders: list[str] | None = None, db: str | None = None,
                  bundle: str | None = None, device: str | None = None):
@@ -88,6 +92,10 @@ class MainWindow(QMainWindow):
         self.index_workers: int | None = None  # loader processes (None: one per core)
         self.blender_workers: int | None = None  # Blender processes rendering thumbnails (None: one per core)
         self.jobs = Jobs(self)
+        self._details: jobs.Details | None = None
+        # Whether a selection's details put its similarity in the status bar (not the best
+        # hit a search makes current: the bar says what the search found).
+        self._announce_similarity = True
 
         self.setWindowTitle("ulip2")
         self.resize(1180, 720)
@@ -425,8 +433,12 @@ class MainWindow(QMainWindow):
         self.results.set_results(results)
         self.tag_labels.setStringList(results.tag_labels)
         if results.hits:  # the best hit is current: its details show, the arrow keys start there
-            self.grid.selectionModel().setCurrentIndex(self.results.index(0),
-                                                       QItemSelectionModel.SelectionFlag.ClearAndSelect)
+            self._announce_similarity = False
+            try:
+                self.grid.selectionModel().setCurrentIndex(self.results.index(0),
+                                                           QItemSelectionModel.SelectionFlag.ClearAndSelect)
+            finally:
+                self._announce_similarity = True
         else:
             self._show_details(None)
         count = len(results.hits)
@@ -453,7 +465,8 @@ class MainWindow(QMainWindow):
         return self.results.data(index, HitRole) if index.isValid() else None
 
     def select_path(self, path: str) -> bool:
-        """Make the result with this path current (for scripts and tests); False if absent."""
+        """Make the result with this path current (for scripts and tests); False if absent.
+        Its details follow on the pool (details_shown says when they show)."""
         for row, hit in enumerate(self.results.results.hits):
             if hit.path == os.path.abspath(path):
                 self.grid.selectionModel().setCurrentIndex(
@@ -461,26 +474,41 @@ class MainWindow(QMainWindow):
                 return True
         return False
 
-    def _show_details(self, index) -> None:
+    def _show_details(self, index, *, announce: bool | None = None) -> None:
+        """Read the current asset's details (its rows only, by id) on the pool; until they
+        come, the pane names the asset and offers nothing to act on. `announce`: put the
+        hit's similarity in the status bar (by default, unless a search made it current)."""
         hit = self.results.data(index, HitRole) if index is not None and index.isValid() else None
-        details = None
-        if hit is not None:
-            try:
-                from core.library.store import Library
+        if hit is None:
+            self.jobs.drop(DETAILS)  # what a selection before asked for is not shown now
+            self._fill_details(None)
+            return
+        self._fill_details(None, loading=hit.path)
+        announce = self._announce_similarity if announce is None else announce
+        similarity = hit.score if announce and not math.isnan(hit.score) else None
+        self.jobs.start(DETAILS, jobs.load_details, self.db, hit.asset_id, self.results.results.bundle_id,
+                        done=lambda details: self._fill_details(details, similarity=similarity),
+                        failed=self._details_failed)
 
-                with Library(self.db, read_only=True) as library:
-                    details = jobs.asset_details(library, hit.asset_id, self.results.results.bundle_id)
-            except (Ulip2Error, sqlite3.Error) as exc:
-                self.show_error("Cannot show the asset", readable_error(exc))
+    def _details_failed(self, message: str) -> None:
+        self._fill_details(None)
+        self.show_error("Cannot show the asset", message)
+
+    def _fill_details(self, details: jobs.Details | None, *, similarity: float | None = None,
+                      loading: str | None = None) -> None:
+        """The pane shows `details`; None: no asset (or, with `loading`, the path of the one
+        whose details are being read). `similarity`: said in the status bar too."""
         self._details = details
         for widget in (self.tags_edit, self.save_tags_button, self.similar_button, self.reveal_button,
                        self.blender_button):
             widget.setEnabled(details is not None)
         if details is None:
-            for label in (self.path_label, self.format_label, self.size_label, self.suggested_label,
-                          self.caption_label):
-                label.setText("—")
+            for label in (self.format_label, self.size_label, self.suggested_label, self.caption_label):
+                label.setText("—" if loading is None else "…")
+            self.path_label.setText(loading or "—")
             self.tags_edit.clear()
+            if loading is None:
+                self.details_shown.emit(None)
             return
         self.path_label.setText(details.path)
         self.format_label.setText(details.format)
@@ -489,24 +517,36 @@ class MainWindow(QMainWindow):
         self.suggested_label.setText(", ".join(f"{prompt_name(t)} ({s:.2f})" for t, s in details.suggested_tags)
                                      or "none yet (Library → Tag assets)")
         self.caption_label.setText(details.caption or "none yet (Library → Caption assets)")
-        if not math.isnan(hit.score):
-            self.statusBar().showMessage(f"{os.path.basename(details.path)}: similarity {hit.score:.3f}")
+        if similarity is not None:
+            self.statusBar().showMessage(f"{os.path.basename(details.path)}: similarity {similarity:.3f}")
+        self.details_shown.emit(details)
 
     def save_tags(self) -> None:
-        if self._details is None:
+        """Replace the current asset's own tags with the field's, on the pool; saves run in
+        the order they were asked for."""
+        details = self._details
+        if details is None:
             return
-        from core.library.store import Library
+        self.jobs.start(TAGS, jobs.save_user_tags, self.db, details.asset_id, self.tags_edit.text().split(","),
+                        queued=True, done=lambda saved: self._tags_saved(details, saved),
+                        failed=self._tags_failed)
 
-        try:
-            with Library(self.db, create=False) as library:
-                saved = library.set_user_tags(self._details.asset_id, self.tags_edit.text().split(","))
-        except (Ulip2Error, sqlite3.Error) as exc:
-            self.show_error("Tags not saved", readable_error(exc))
-            return
-        self._details.user_tags = saved
-        self.tags_edit.setText(", ".join(saved))
+    def _tags_saved(self, details: jobs.Details, saved: list[str]) -> None:
+        details.user_tags = saved
+        hit = self.current_hit()
+        if hit is not None and hit.asset_id == details.asset_id:
+            if self.jobs.running(DETAILS):  # begun before this save committed, it may show the tags before it
+                self._show_details(self.grid.currentIndex(), announce=False)
+            elif self._details is not None and not self.jobs.running(TAGS):  # (else a later save follows)
+                self._details.user_tags = saved
+                self.tags_edit.setText(", ".join(saved))
         self.statusBar().showMessage(f"Saved {len(saved)} tag{'s' * (len(saved) != 1)} "
-                                     f"for {os.path.basename(self._details.path)}")
+                                     f"for {os.path.basename(details.path)}")
+        self.tags_saved.emit(saved)
+
+    def _tags_failed(self, message: str) -> None:
+        self.show_error("Tags not saved", message)
+        self.tags_saved.emit(None)
 
     # -- handing the asset to the desktop ---------------------------------------------------
     def reveal_in_folder(self) -> None:

@@ -25,7 +25,7 @@ from PySide6.QtGui import QDragEnterEvent, QDropEvent, QImage  # noqa: E402
 from PySide6.QtWidgets import QApplication, QMessageBox  # noqa: E402
 
 from core.library.store import SCHEMA_VERSION, Library  # noqa: E402
-from gui.main_window import MainWindow  # noqa: E402
+from gui.main_window import DETAILS, MainWindow  # noqa: E402
 from gui.workers import Jobs  # noqa: E402
 from meshes import write_meshes  # noqa: E402
 
@@ -50,10 +50,21 @@ def make_window(qtbot, tmp_path, tiny_bundle):
     return make
 
 
+def settled(qtbot, window):
+    """Waits for the details pane: the current asset's details are read on the pool."""
+    qtbot.waitUntil(lambda: not window.jobs.running(DETAILS), timeout=WAIT_MS)
+
+
+def select(qtbot, window, path):
+    assert window.select_path(str(path))
+    settled(qtbot, window)
+
+
 def index(qtbot, window):
     with qtbot.waitSignal(window.index_finished, timeout=WAIT_MS) as indexed:
         with qtbot.waitSignal(window.search_finished, timeout=WAIT_MS):  # the window lists the library after
             window.index_button.click()
+    settled(qtbot, window)
     return indexed.args[0]
 
 
@@ -65,7 +76,7 @@ def test_find_similar_puts_the_identical_copy_first(qtbot, tmp_path, make_window
     outcome = index(qtbot, window)
     assert (outcome.added, outcome.failed, outcome.cancelled) == (7, [], False)
     assert window.results.rowCount() == 7, "after indexing, the grid lists the library"
-    assert window.select_path(str(paths[2]))
+    select(qtbot, window, str(paths[2]))
     assert window.path_label.text() == str(paths[2])
     with qtbot.waitSignal(window.search_finished, timeout=WAIT_MS) as searched:
         window.similar_button.click()
@@ -80,19 +91,40 @@ def test_tag_edit_persists_across_a_restart(qtbot, tmp_path, make_window):
     paths = write_meshes(tmp_path / "assets", 3)
     window = make_window([tmp_path / "assets"])
     index(qtbot, window)
-    assert window.select_path(str(paths[1]))
+    select(qtbot, window, str(paths[1]))
     window.tags_edit.setText(" oak, hero prop,, oak ")
-    qtbot.keyClick(window.tags_edit, Qt.Key.Key_Return)
-    assert window.tags_edit.text() == "hero prop, oak"
+    with qtbot.waitSignal(window.tags_saved, timeout=WAIT_MS) as saved:
+        qtbot.keyClick(window.tags_edit, Qt.Key.Key_Return)
+    assert saved.args[0] == ["hero prop", "oak"] and window.tags_edit.text() == "hero prop, oak"
     window.close()
 
     again = make_window([tmp_path / "assets"])
     with qtbot.waitSignal(again.search_finished, timeout=WAIT_MS):
         again.run_search()
-    assert again.select_path(str(paths[1]))
+    settled(qtbot, again)
+    select(qtbot, again, str(paths[1]))
     assert again.tags_edit.text() == "hero prop, oak"
-    assert again.select_path(str(paths[0]))
+    select(qtbot, again, str(paths[0]))
     assert again.tags_edit.text() == ""
+
+
+def test_tags_saved_twice_in_a_row_are_written_in_turn(qtbot, tmp_path, make_window):
+    """Each save runs on the pool, the second after the first: the library ends with the
+    second, and so does the field."""
+    paths = write_meshes(tmp_path / "assets", 2)
+    window = make_window([tmp_path / "assets"])
+    index(qtbot, window)
+    select(qtbot, window, paths[1])
+    saved = []
+    window.tags_saved.connect(saved.append)
+    for text in ("oak", "pine, oak", "pine"):
+        window.tags_edit.setText(text)
+        window.save_tags_button.click()
+    qtbot.waitUntil(lambda: len(saved) == 3, timeout=WAIT_MS)
+    assert saved == [["oak"], ["oak", "pine"], ["pine"]]
+    assert window.tags_edit.text() == "pine" and "Saved 1 tag for mesh_001" in window.statusBar().currentMessage()
+    with Library(tmp_path / "lib.sqlite") as library:
+        assert library.user_tags() == {library.asset_id(str(paths[1])): ["pine"]}
 
 
 def test_a_typed_tag_stays_with_the_asset_when_the_bundle_changes(qtbot, tmp_path, make_window):
@@ -102,16 +134,17 @@ def test_a_typed_tag_stays_with_the_asset_when_the_bundle_changes(qtbot, tmp_pat
     paths = write_meshes(tmp_path / "assets", 3)
     window = make_window([tmp_path / "assets"])
     index(qtbot, window)
-    assert window.select_path(str(paths[2]))
+    select(qtbot, window, str(paths[2]))
     window.tags_edit.setText("walnut")
-    window.save_tags_button.click()
+    with qtbot.waitSignal(window.tags_saved, timeout=WAIT_MS):
+        window.save_tags_button.click()
     window.close()
 
     other = make_window([tmp_path / "assets"], bundle=SHIPPED_BUNDLE)
     outcome = index(qtbot, other)
     assert outcome.updated + outcome.added == 3, "the other bundle embeds every asset anew"
     assert other.results.results.bundle_id != window.results.results.bundle_id
-    assert other.select_path(str(paths[2]))
+    select(qtbot, other, str(paths[2]))
     assert other.tags_edit.text() == "walnut"
 
 
@@ -133,8 +166,9 @@ def test_a_version_1_library_keeps_its_typed_tags(qtbot, tmp_path, make_window):
         assert library.get_meta("schema_version") == str(SCHEMA_VERSION)
         assert library.user_tags() == {first: ["hero prop"], second: ["oak"]}
         assert library.labels("tags", "an-old-bundle") == {first: [("lamp", 0.3)]}
-    assert window.select_path(str(paths[1]))
+    select(qtbot, window, str(paths[1]))
     assert window.tags_edit.text() == "oak"
+
 
 
 def test_the_job_controller_delivers_only_the_latest_job_of_a_kind(qtbot):
@@ -216,10 +250,71 @@ def test_a_failing_job_reports_a_readable_error(qtbot, capsys):
     jobs.stop()
 
 
+def test_details_that_cannot_be_read_show_an_error_and_an_empty_pane(qtbot, tmp_path, make_window):
+    paths = write_meshes(tmp_path / "assets", 3)
+    window = make_window([tmp_path / "assets"])
+    index(qtbot, window)
+    assert window.path_label.text() == str(paths[0])
+    window.db = str(tmp_path / "not-a-library.sqlite")  # the file gone bad under the window
+    (tmp_path / "not-a-library.sqlite").write_bytes(b"<b>not</b> a database" * 100)
+    with qtbot.waitSignal(window.details_shown, timeout=WAIT_MS) as shown:
+        assert window.select_path(str(paths[1]))
+        assert window.path_label.text() == str(paths[1]) and not window.tags_edit.isEnabled(), "named while read"
+    assert shown.args[0] is None
+    boxes = window.findChildren(QMessageBox)
+    assert len(boxes) == 1 and boxes[0].isVisible() and boxes[0].textFormat() == Qt.TextFormat.PlainText
+    assert boxes[0].windowTitle() == "Cannot show the asset"
+    assert "not-a-library.sqlite: not a ulip2 library or corrupt" in boxes[0].text()
+    assert window.statusBar().currentMessage().startswith("Cannot show the asset: ")
+    assert window.path_label.text() == "—" and not window.save_tags_button.isEnabled()
+
+
+def test_selecting_an_asset_reads_its_rows_only_and_off_the_ui_thread(qtbot, tmp_path, make_window, monkeypatch):
+    """Every statement the selection runs is recorded (a trace on each SQLite connection the
+    process opens): none runs on the UI thread, and those that read assets, tags, captions or
+    a person's tags name the selected id and return its rows only."""
+    paths = write_meshes(tmp_path / "assets", 6)
+    window = make_window([tmp_path / "assets"])
+    index(qtbot, window)
+    bundle = window.results.results.bundle_id
+    with Library(tmp_path / "lib.sqlite") as library:
+        ids = {p: library.asset_id(str(p)) for p in paths}
+        library.replace_labels("tags", "vocab", bundle, [(i, [("lamp", 0.4), (f"tag {i}", 0.6)]) for i in ids.values()])
+        library.replace_labels("captions", "bank", bundle, [(i, [(f"caption {i}", 0.5)]) for i in ids.values()])
+        for i in ids.values():
+            library.set_user_tags(i, [f"mine {i}"])
+    wanted = ids[paths[3]]
+
+    statements = []
+    connect = sqlite3.connect
+
+    def traced(*args, **kwargs):
+        conn = connect(*args, **kwargs)
+        conn.set_trace_callback(lambda sql: statements.append((threading.get_ident(), sql)))
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", traced)
+    select(qtbot, window, paths[3])
+    monkeypatch.undo()
+    assert window.suggested_label.text() == f"tag {wanted} (0.60), lamp (0.40)"
+    assert window.caption_label.text() == f"caption {wanted}" and window.tags_edit.text() == f"mine {wanted}"
+    assert statements and threading.get_ident() not in {thread for thread, _ in statements}, "off the UI thread"
+    reads = {table: [sql for _, sql in statements if f" FROM {table} " in sql + " "]
+             for table in ("assets", "tags", "captions", "user_tags")}
+    assert all(reads.values()), reads
+    with Library(tmp_path / "lib.sqlite") as library:
+        for table, sqls in reads.items():
+            for sql in sqls:
+                assert f"IN ({wanted})" in sql, sql
+                rows = library.conn.execute(sql).fetchall()
+                assert rows and {row[0] for row in rows} == {wanted}, sql
+
+
 def search(qtbot, window, text=""):
     window.search_box.setText(text)
     with qtbot.waitSignal(window.search_finished, timeout=WAIT_MS) as searched:
         qtbot.keyClick(window.search_box, Qt.Key.Key_Return)
+    settled(qtbot, window)
     return searched.args[0]
 
 
@@ -236,9 +331,10 @@ def test_tag_filter_keeps_assets_with_every_tag(qtbot, tmp_path, make_window, ti
         _, tags = tag_library(library, tiny_bundle.bundle, tmp_path / "vocab.txt", k=1)
         label = tags[library.asset_id(str(paths[0]))][0][0]
         expected = {library.assets([i])[i]["path"] for i, rows in tags.items() if rows[0][0] == label}
-    assert window.select_path(str(paths[0]))
+    select(qtbot, window, str(paths[0]))
     window.tags_edit.setText("hero")
-    window.save_tags_button.click()
+    with qtbot.waitSignal(window.tags_saved, timeout=WAIT_MS):
+        window.save_tags_button.click()
 
     window.tag_filter.setText(label)
     browsed = search(qtbot, window)
@@ -337,7 +433,7 @@ def test_tag_and_caption_from_the_library_menu(qtbot, tmp_path, make_window):
     paths = write_meshes(tmp_path / "assets", 3)
     window = make_window([tmp_path / "assets"])
     index(qtbot, window)
-    assert window.select_path(str(paths[1]))
+    select(qtbot, window, str(paths[1]))
     assert "none yet" in window.suggested_label.text()
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("lamp\nchair\ntable\nsofa\n")
@@ -355,6 +451,7 @@ def test_tag_and_caption_from_the_library_menu(qtbot, tmp_path, make_window):
         window.label_actions[0].trigger()
     assert offered == list(VOCABULARIES)
     assert tagged.args[0] == (str(vocab.resolve()), 3)
+    settled(qtbot, window)  # the details are read again
     assert all(action.isEnabled() for action in window.label_actions) and window.busy.isHidden()
     with Library(tmp_path / "lib.sqlite") as library:
         stored = library.labels("tags", window.results.results.bundle_id)[library.asset_id(str(paths[1]))]
@@ -366,6 +463,7 @@ def test_tag_and_caption_from_the_library_menu(qtbot, tmp_path, make_window):
     with qtbot.waitSignal(window.labelling_finished, timeout=LABEL_WAIT_MS) as captioned:
         window.label_assets("caption", str(bank), 1)
     assert captioned.args[0] == (str(bank.resolve()), 3)
+    settled(qtbot, window)
     assert window.caption_label.text() in ("A red lamp.", "A wooden chair.")
 
     with qtbot.waitSignal(window.labelling_finished, timeout=LABEL_WAIT_MS) as failed:
@@ -387,9 +485,10 @@ def test_tags_and_captions_export_to_csv_and_json(qtbot, tmp_path, make_window):
     for kind, source in (("tag", "vocab.txt"), ("caption", "bank.txt")):
         with qtbot.waitSignal(window.labelling_finished, timeout=LABEL_WAIT_MS):
             window.label_assets(kind, str(tmp_path / source), 1)
-    assert window.select_path(str(paths[0]))
+    select(qtbot, window, str(paths[0]))
     window.tags_edit.setText("hero")
-    window.save_tags_button.click()
+    with qtbot.waitSignal(window.tags_saved, timeout=WAIT_MS):
+        window.save_tags_button.click()
 
     with qtbot.waitSignal(window.export_finished, timeout=WAIT_MS) as exported:
         window.export_to("tag", str(tmp_path / "tags.csv"))
@@ -463,8 +562,10 @@ def test_arrows_move_enter_opens_in_blender_and_reveal_shows_the_folder(qtbot, t
     index(qtbot, window)
     assert window.grid.currentIndex().row() == 0 and window.path_label.text() == str(paths[0])
     qtbot.keyClick(window.grid, Qt.Key.Key_Right)
+    settled(qtbot, window)
     assert window.grid.currentIndex().row() == 1 and window.path_label.text() == str(paths[1])
     qtbot.keyClick(window.grid, Qt.Key.Key_Left)
+    settled(qtbot, window)
     assert window.path_label.text() == str(paths[0])
 
     qtbot.keyClick(window.grid, Qt.Key.Key_Return)
@@ -580,7 +681,7 @@ def test_file_names_with_markup_show_as_written(qtbot, tmp_path, make_window):
     window = make_window([tmp_path / "assets"])
     index(qtbot, window)
     path = str(tmp_path / "assets" / name)
-    assert window.select_path(path)
+    select(qtbot, window, path)
     assert window.path_label.text() == path
     assert window.path_label.textFormat() == Qt.TextFormat.PlainText
     row = next(r for r in range(window.results.rowCount())
@@ -621,7 +722,7 @@ def test_the_grid_says_when_it_shows_only_the_first_results(qtbot, tmp_path, mak
     assert (len(found.hits), found.total) == (RESULTS_K, RESULTS_K + 2)
     assert window.count_label.text().startswith(f"Showing {RESULTS_K} of {RESULTS_K + 2} results for “a box”")
     assert window.statusBar().currentMessage().startswith(f"Showing {RESULTS_K} of {RESULTS_K + 2} results")
-    assert window.select_path(str(tmp_path / "assets" / "mesh_000.glb"))
+    select(qtbot, window, str(tmp_path / "assets" / "mesh_000.glb"))
     with qtbot.waitSignal(window.search_finished, timeout=WAIT_MS) as similar:
         window.similar_button.click()
     assert similar.args[0].total == RESULTS_K + 1, "the example itself is not among them"
@@ -646,7 +747,7 @@ def test_suggested_tags_read_as_the_report_writes_them(qtbot, tmp_path, make_win
     readable = {"pan_(metal_container)": "pan (metal container)", "bat_(animal)": "bat (animal)"}[label]
     assert f'<span class="tag">{readable} <small>{score:.2f}</small>' in page
     search(qtbot, window)  # the details read the tags anew
-    assert window.select_path(str(paths[0]))
+    select(qtbot, window, str(paths[0]))
     assert window.suggested_label.text() == f"{readable} ({score:.2f})"
 
 
