@@ -8,18 +8,25 @@ triplet store (captions are written by the ulip2 environment). The triplet modul
 run headless in blender_addon.worker.
 """
 
-from . import operators, panel, preferences, properties
-from .inference import forget_models
-from .library_search import clear_previews
-from .user_files import keep_caches_in_user_folder
 
-classes = (*preferences.classes, *properties.classes, *operators.classes, *panel.classes)
+# The Blender modules are imported when Blender registers the extension, not with the
+# package: the desktop app reads blender_addon.importers, and the headless worker its own
+# modules, without loading the panels.
+
+
+def _classes() -> tuple:
+    from . import operators, panel, preferences, properties
+
+    return (*preferences.classes, *properties.classes, *operators.classes, *panel.classes)
 
 
 def register():
     import bpy
 
-    for cls in classes:
+    from . import properties
+    from .user_files import keep_caches_in_user_folder
+
+    for cls in _classes():
         bpy.utils.register_class(cls)
     properties.register()
     keep_caches_in_user_folder()
@@ -28,8 +35,12 @@ def register():
 def unregister():
     import bpy
 
+    from . import properties
+    from .inference import forget_models
+    from .library_search import clear_previews
+
     properties.unregister()
-    for cls in reversed(classes):
+    for cls in reversed(_classes()):
         bpy.utils.unregister_class(cls)
     clear_previews()
     forget_models()

@@ -13,9 +13,10 @@ import os
 import bpy
 from mathutils import Vector
 
-from core.blender_formats import IMPORTERS
 from core.errors import AssetError
 from core.references import check_references
+
+from .importers import IMPORTERS, import_file
 
 
 def place_asset(context, path: str, *, link: bool = False) -> list:
@@ -32,7 +33,7 @@ def place_asset(context, path: str, *, link: bool = False) -> list:
         raise AssetError(path, "only .blend files can be linked; append it instead")
     if extension not in IMPORTERS:
         raise AssetError(path, f"Blender has no importer for {extension} files")
-    return _import(context, path, extension, cursor)
+    return _import(context, path, cursor)
 
 
 def _load_objects(path: str, link: bool) -> list:
@@ -79,11 +80,10 @@ def _link_blend(context, path: str, cursor: Vector) -> list:
     return [instance]
 
 
-def _import(context, path: str, extension: str, cursor: Vector) -> list:
+def _import(context, path: str, cursor: Vector) -> list:
     check_references(path)  # the library's files are no one's to trust: nothing outside their folder
-    module, name = IMPORTERS[extension]
     before = set(bpy.data.objects)
-    getattr(getattr(bpy.ops, module), name)(filepath=path)
+    import_file(path)
     objects = [obj for obj in bpy.data.objects if obj not in before]
     if not objects:
         raise AssetError(path, "the importer brought in no objects")

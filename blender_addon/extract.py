@@ -17,7 +17,7 @@ import numpy as np
 # core.sampling and core.triplets need only numpy: inside an artist's Blender they come from
 # the ulip2-core wheel bundled in the extension zip (ulip2 blender build-extension), in the
 # headless worker from the ulip2 environment itself. Either way the one sampler in core runs.
-from core.sampling import DEFAULT_GREY, FileBudget, SurfacePart
+from core.sampling import DEFAULT_GREY, FileBudget, SurfacePart, sample_points, y_up
 
 # Object types whose evaluated form has a mesh (curves, text and metaballs are meshed).
 GEOMETRY_TYPES = {"MESH", "CURVE", "SURFACE", "FONT", "META"}
@@ -34,6 +34,12 @@ class Geometry:
     @property
     def world_vertices(self) -> np.ndarray:
         return np.concatenate([p.vertices for p in self.parts])
+
+    def points(self, n_points: int, seed: int = 0) -> np.ndarray:
+        """(n_points, 9) float32 points sampled on the parts, in the encoder's y-up frame:
+        the one place points leave Blender's z-up world, for the index, the triplets and the
+        panels alike."""
+        return y_up(sample_points(self.parts, n_points, seed=seed))
 
     def facts(self) -> dict:
         """What the record's "facts" hold (the metadata captioner reads them)."""

@@ -16,12 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from core.blender_formats import y_up
 from core.bundle import read_bundle
 from core.errors import AssetError, BundleError
 from core.spaces.vocabularies import load_bank, load_vocabulary, prompt_name
 from core.spaces.vocabularies import ULIP_TEMPLATES
-from core.sampling import sample_points
 
 from .extract import extract
 
@@ -109,7 +107,7 @@ def object_points(depsgraph, obj, n_points: int, seed: int = 0) -> np.ndarray:
     geometry = extract(depsgraph, [obj])
     if not geometry.parts:
         raise AssetError(None, f"{obj.name}: no mesh geometry to sample")
-    return y_up(sample_points(geometry.parts, n_points, seed=seed))
+    return geometry.points(n_points, seed)
 
 
 _LOADED: dict[tuple, Models] = {}

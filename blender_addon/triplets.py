@@ -15,7 +15,6 @@ import bpy
 import numpy as np
 
 from core.errors import AssetError
-from core.sampling import sample_points
 from core.triplets import DONE, CAPTIONED, TripletStore, key_for_arrays, view_name
 
 from .extract import Geometry, extract
@@ -36,12 +35,13 @@ def geometry_of(objects, *, source: str | None, name: str) -> Geometry:
 
 def render_triplet(folder: str | Path, objects, geometry: Geometry, *, settings: ViewSettings, source: str | None,
                    name: str, kind: str, n_points: int = N_POINTS, seed: int = 0) -> tuple[np.ndarray, dict]:
-    """Sample points and render the views into `folder`; (points, the record's meta fields).
+    """Sample points (y-up, the store's frame) and render the views into `folder`; (points,
+    the record's meta fields).
 
     kind: "scene" (an artist's object), "file" (an asset file's objects) or "asset" (one
     object marked as an asset in a .blend), as core/triplets.py's format describes.
     """
-    points = sample_points(geometry.parts, n_points, seed=seed)
+    points = geometry.points(n_points, seed)
     render_views(objects, geometry.world_vertices, [Path(folder) / view_name(i) for i in range(settings.count)],
                  settings)
     return points, {

@@ -35,13 +35,13 @@ from pathlib import Path
 import bpy
 import numpy as np
 
-from core.blender_formats import IMPORTERS
 from core.errors import AssetError
 from core.processes import end_with
 from core.references import check_references, refuse_outside
-from core.sampling import DEFAULT_GREY, sample_points
+from core.sampling import DEFAULT_GREY
 
 from .extract import GEOMETRY_TYPES
+from .importers import IMPORTERS, import_file
 from .render import ViewSettings, render_thumbnail
 from .triplets import geometry_of, render_triplet
 
@@ -75,11 +75,10 @@ def load_asset(path: Path) -> list:
             raise AssetError(path, f"Blender could not open it: {_last_line(exc)}") from None
     else:
         bpy.ops.wm.read_factory_settings(use_empty=True)
-        group, name = IMPORTERS[path.suffix.lower()]
         if path.suffix.lower() == ".fbx":
             _let_fbx_lights_import()
         try:
-            result = getattr(getattr(bpy.ops, group), name)(filepath=str(path))
+            result = _import(path)
         except RuntimeError as exc:  # importers report bad files as operator errors
             raise AssetError(path, f"Blender could not import it: {_last_line(exc)}") from None
         if "FINISHED" not in result:
@@ -89,6 +88,20 @@ def load_asset(path: Path) -> list:
     _refuse_outside_files(path)
     # Every object the file's scene renders (instancers bring their instances along).
     return [obj for obj in bpy.context.scene.objects if not obj.hide_render]
+
+
+def _import(path: Path) -> set[str]:
+    """Blender's importer of `path`'s format; trimesh's formats it has none for (.off, .dae)
+    come in as the glTF of the mesh trimesh reads (core.meshio.as_glb), so they render as
+    they are indexed."""
+    if path.suffix.lower() in IMPORTERS:
+        return import_file(path)
+    from core.meshio import as_glb  # trimesh: the ulip2 environment's worker only
+
+    with tempfile.TemporaryDirectory(prefix="ulip2-convert-") as tmp:
+        converted = Path(tmp) / f"{path.stem}.glb"
+        converted.write_bytes(as_glb(path))
+        return import_file(converted)
 
 
 def _refuse_outside_files(path: Path) -> None:
@@ -183,7 +196,7 @@ def points_job(job: dict) -> dict:
     assets = []
     for name, objects in units(path):
         geometry = geometry_of(objects, source=str(path), name=name or path.stem)
-        points = sample_points(geometry.parts, job["num_points"], seed=job.get("seed", 0)).astype(np.float32)
+        points = geometry.points(job["num_points"], job.get("seed", 0))
         thumbnail = thumbnail_png(objects, geometry, job["thumbnail"]) if job.get("thumbnail") else None
         assets.append({"object": name, "points": base64.b64encode(points.tobytes()).decode(),
                        "thumbnail": thumbnail})

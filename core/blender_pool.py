@@ -21,8 +21,6 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-from core.blender_formats import BLENDER_ONLY
-
 #: What a file that needs Blender gets when bpy is not installed.
 NEEDS_BLENDER = "needs the blender extra: pip install 'ulip2[blender]'"
 #: Seconds a Blender worker may spend on one file before it is killed and the file failed.
@@ -36,11 +34,6 @@ R = TypeVar("R")
 def blender_available() -> bool:
     """Whether this environment can start a worker (bpy is importable)."""
     return importlib.util.find_spec("bpy") is not None
-
-
-def needs_blender(path: str | Path) -> bool:
-    """Formats only Blender reads (.blend, .fbx, .usd*); trimesh reads the rest in-process."""
-    return str(path).lower().endswith(BLENDER_ONLY)
 
 
 class Worker:

@@ -1,7 +1,7 @@
 """Mesh files -> SurfaceParts (world space, one colour source each) via trimesh.
 
-.blend/.fbx/.usd are not read here: they go through the Blender worker, which extracts
-arrays in bpy and calls the same sampler.
+The formats only Blender reads (core.formats.BLENDER_FORMATS) are not read here: they go
+through the Blender worker, which extracts arrays in bpy and calls the same sampler.
 """
 
 from __future__ import annotations
@@ -14,12 +14,10 @@ import numpy as np
 import trimesh
 from PIL import Image
 
-from core.blender_formats import BLENDER_ONLY
 from core.errors import AssetError
+from core.formats import BLENDER_FORMATS, TRIMESH_FORMATS
 from core.paths import NOT_REGULAR, NOT_UTF8_NAME, not_utf8_name
 from core.sampling import FileBudget, SurfacePart, sample_points
-
-SUPPORTED_EXTENSIONS = (".glb", ".gltf", ".obj", ".ply", ".stl", ".off", ".dae")
 
 #: Textures are decoded whole before they are downscaled (3 or 4 bytes a pixel): larger ones
 #: are not read at all, as decompression bombs.
@@ -65,6 +63,31 @@ def load_points(path: str | os.PathLike, n_points: int, *, seed: int = 0) -> np.
         raise AssetError(path, error.reason) from None
 
 
+#: Material slots that may hold a texture image (trimesh's SimpleMaterial, then PBRMaterial).
+_TEXTURE_SLOTS = ("image", "baseColorTexture", "metallicRoughnessTexture", "normalTexture", "emissiveTexture",
+                  "occlusionTexture")
+
+
+def as_glb(path: str | os.PathLike) -> bytes:
+    """A file Blender has no importer for (.off, .dae) as glTF binary, so a Blender worker
+    renders the mesh trimesh reads: checked and bounded as load_parts reads it, in the same
+    frame (glTF is y-up, as trimesh reads every format). Textures too large to decode are
+    left out, as load_parts leaves them out of the points."""
+    load_parts(path)  # the same checks and bounds; raises AssetError naming the file
+    scene = _load_scene(path)
+    for mesh in scene.geometry.values():
+        material = getattr(getattr(mesh, "visual", None), "material", None)
+        for slot in _TEXTURE_SLOTS:
+            image = getattr(material, slot, None)
+            if isinstance(image, Image.Image) and image.width * image.height > MAX_DECODED_PIXELS:
+                setattr(material, slot, None)
+    Image.MAX_IMAGE_PIXELS = None  # decoded within MAX_DECODED_PIXELS, checked just above
+    try:
+        return scene.export(file_type="glb")
+    finally:
+        Image.MAX_IMAGE_PIXELS = PIL_LIMIT
+
+
 def _load_scene(path) -> trimesh.Scene:
     name = os.fspath(path)
     extension = os.path.splitext(name)[1].lower()
@@ -72,16 +95,16 @@ def _load_scene(path) -> trimesh.Scene:
         raise AssetError(path, "file not found")
     if not os.path.isfile(name):
         raise AssetError(path, NOT_REGULAR)
-    if extension not in SUPPORTED_EXTENSIONS:
+    if extension not in TRIMESH_FORMATS:
         hint = (
             f"; {extension} files need the Blender worker"
-            if extension in BLENDER_ONLY
-            else "; .blend/.fbx/.usd files need the Blender worker"
+            if extension in BLENDER_FORMATS
+            else f"; {', '.join(BLENDER_FORMATS)} files need the Blender worker"
         )
         raise AssetError(
             path,
             f"unsupported file type {extension or '(no extension)'!r} "
-            f"(supported: {', '.join(SUPPORTED_EXTENSIONS)}){hint}",
+            f"(supported: {', '.join(TRIMESH_FORMATS)}){hint}",
         )
     if os.path.getsize(name) == 0:
         raise AssetError(path, "empty file (0 bytes)")

@@ -255,3 +255,16 @@ def _texture_lookup(texture: np.ndarray, uv: np.ndarray) -> np.ndarray:
     col = np.rint(uv[:, 0] * (width - 1)).astype(np.int64)
     row = np.rint((1.0 - uv[:, 1]) * (height - 1)).astype(np.int64)
     return texture[row, col]
+
+
+def y_up(points: np.ndarray) -> np.ndarray:
+    """Points sampled in Blender's z-up world, turned into the y-up frame the encoder sees
+    every other asset in (glTF's, and OBJ's by convention, as trimesh reads them; Blender's
+    importers turn those files z-up): (x, y, z) -> (x, z, -y), normals too. A .blend scene,
+    an .fbx and an OBJ imported by Blender so all stand upright as they do in trimesh.
+    Applied once, where points leave Blender (blender_addon.extract.Geometry.points), and to
+    version-1 triplet records, which kept Blender's frame."""
+    out = np.array(points, dtype=np.float32, copy=True)
+    for start in (0, 6) if out.shape[1] >= 9 else (0,):  # xyz, and the normals after rgb
+        out[:, start + 1], out[:, start + 2] = points[:, start + 2], -points[:, start + 1]
+    return out

@@ -6,19 +6,19 @@ library, so the Blender extension writes records with it inside an artist's Blen
 (where there is no torch and no PIL); captioning and reading for training happen in the
 ulip2 environment.
 
-Format, version 1
+Format, version 2
 -----------------
 ::
 
     STORE/
-      store.json              {"format": "ulip2-triplets", "version": 1, "created": ...}
+      store.json              {"format": "ulip2-triplets", "version": 2, "created": ...}
       manifest.jsonl          append-only event log, one JSON object per line (below)
       records/AB/CD/KEY/      one folder per object; KEY is 64 hex digits (sha-256) and
                               AB, CD are its first four: 65,536 shard folders, so a
                               million records make about 15 entries per folder
         record.json           what the record is (below)
-        points.npy            (N, 6) float16: x y z on the unit sphere, r g b in 0..1
-                              (ULIP-2 uses N = 10,000)
+        points.npy            (N, 6) float16: x y z on the unit sphere in the encoder's
+                              y-up frame, r g b in 0..1 (ULIP-2 uses N = 10,000)
         view_00.png ...       V renders (RGBA, transparent background), ring order
       tmp/                    records being written, and KEY.old: the old record while a
                               rewrite swaps it (readers look there); what killed writers left
@@ -39,12 +39,12 @@ Manifest events (the last event for a key decides its state):
 
 record.json::
 
-    {"format_version": 1, "key": ..., "created": ...,
+    {"format_version": 2, "key": ..., "created": ...,
      "source": {"path": str | null, "object": str, "kind": "file" | "asset" | "scene"},
                                            file: all of a file's objects (object: the file's
                                            stem); asset: one marked object of a .blend
      "points": {"file": "points.npy", "count": N, "columns": ["x","y","z","r","g","b"],
-                "dtype": "float16", "seed": int},
+                "dtype": "float16", "seed": int, "frame": "y-up"},
      "views": {"files": ["view_00.png", ...], "resolution": int, "engine": str,
                "samples": int, "elevation_deg": float, "azimuth_deg": [...]},
      "facts": {"object_names": [...], "material_names": [...], "dimensions": [x, y, z],
@@ -58,6 +58,10 @@ record.json::
                     "chosen": int, "caption": str}, ...],   one entry per view
          "texts": [str]}}                  optional: what the asset's library says of it
                                            (names, tags), trained on beside the views' captions
+
+Version 1 (read, and upgraded by the first write) kept the points of Blender-rendered
+records in Blender's z-up world; its records carry no "frame" and are turned y-up as they
+are read (Record.points), so every reader sees one frame.
 
 Atomicity: a record is written into tmp/ and renamed into place (os.replace) before its
 "done" line is appended; a rewrite first renames the old record to tmp/KEY.old, where
@@ -86,16 +90,17 @@ from pathlib import Path
 
 import numpy as np
 
-from core.blender_formats import BLENDER_READS
 from core.errors import Ulip2Error
 from core.paths import file_sha256
+from core.sampling import y_up
 
 FORMAT = "ulip2-triplets"
-VERSION = 1
+VERSION = 2
+READ_VERSIONS = (1, 2)
+#: The one frame records are written in (glTF's, as trimesh reads every format).
+FRAME = "y-up"
 POINT_COLUMNS = ["x", "y", "z", "r", "g", "b"]
 DONE, CAPTIONED, FAILED = "done", "captioned", "failed"
-# Asset files the headless Blender worker opens or imports.
-ASSET_EXTENSIONS = BLENDER_READS
 
 try:  # POSIX: serialise manifest appends across worker processes
     import fcntl
@@ -146,7 +151,11 @@ class Record:
         return None if block is None else [view["caption"] for view in block["views"]] + block.get("texts", [])
 
     def points(self) -> np.ndarray:
-        return np.load(self.path / self.meta["points"]["file"])
+        """(N, 6) points in the encoder's y-up frame, whichever version wrote them."""
+        points = np.load(self.path / self.meta["points"]["file"])
+        if "frame" in self.meta["points"] or self.meta["views"].get("engine", "none") == "none":
+            return points  # recorded y-up, or sampled by trimesh (y-up) in version 1
+        return y_up(points).astype(points.dtype)  # version 1: as Blender sampled it, z-up
 
     def view_paths(self) -> list[Path]:
         return [self.path / name for name in self.meta["views"]["files"]]
@@ -177,8 +186,8 @@ class RecordWriter:
     def commit(self, points: np.ndarray, meta: dict) -> Record:
         """Write points and record.json, then rename the folder into place and append "done".
 
-        points: (N, >=6) array (only x y z r g b are kept, as float16). meta: the
-        record.json fields other than format_version, key, created and points.
+        points: (N, >=6) array in the y-up frame (only x y z r g b are kept, as float16).
+        meta: the record.json fields other than format_version, key, created and points.
         """
         points = np.asarray(points)
         if points.ndim != 2 or points.shape[1] < 6:
@@ -190,7 +199,7 @@ class RecordWriter:
         np.save(self.path / "points.npy", points[:, :6].astype(np.float16))
         meta = {"format_version": VERSION, "key": self.key, "created": _now(), **meta,
                 "points": {"file": "points.npy", "count": len(points), "columns": POINT_COLUMNS,
-                           "dtype": "float16", **meta.get("points", {})}}
+                           "dtype": "float16", **meta.get("points", {}), "frame": FRAME}}
         meta.setdefault("captions", None)
         _write_json(self.path / "record.json", meta)
         final = self.store.record_path(self.key)
@@ -228,8 +237,10 @@ class TripletStore:
         info = json.loads(header.read_text())
         if info.get("format") != FORMAT:
             raise StoreError(f"{header}: not a ulip2 triplet store (format {info.get('format')!r})")
-        if info.get("version") != VERSION:
-            raise StoreError(f"{header}: format version {info.get('version')} (this ulip2 reads version {VERSION})")
+        if info.get("version") not in READ_VERSIONS:
+            raise StoreError(f"{header}: format version {info.get('version')} (this ulip2 reads versions "
+                             f"{', '.join(map(str, READ_VERSIONS))}; a newer ulip2 wrote it)")
+        self.version = info["version"]
         (self.root / "tmp").mkdir(exist_ok=True)
         self.manifest = self.root / "manifest.jsonl"
         self._tmp_lock: int | None = None  # tmp/ opened and locked by this store's first write
@@ -250,8 +261,14 @@ class TripletStore:
         A live writer's half-built record looks just like a dead one's, so every writer holds
         tmp/ locked shared from its first write on, and tmp/ is cleared only by one that gets
         the lock to itself. Without flock (Windows) tmp/ is left alone: readers never need it
-        cleared.
+        cleared. A version-1 store is marked version 2 before its first new record: records
+        of both versions are then read right, and an older ulip2 refuses the store rather than
+        read the new records in the old frame.
         """
+        if self.version < VERSION:
+            info = json.loads((self.root / "store.json").read_text())
+            _write_json(self.root / "store.json", {**info, "version": VERSION})
+            self.version = VERSION
         if fcntl is None or self._tmp_lock is not None:
             return
         self._tmp_lock = os.open(self.root / "tmp", os.O_RDONLY)
@@ -361,7 +378,7 @@ class TripletStore:
         failed = [{"key": k, "source": e.get("source"), "reason": e.get("reason")}
                   for k, e in states.items() if e["event"] == FAILED]
         return {
-            "store": str(self.root), "format": FORMAT, "version": VERSION,
+            "store": str(self.root), "format": FORMAT, "version": self.version,
             "records": len(stored),
             "views": sum(e.get("views", 0) for e in stored),
             "captioned": counts[CAPTIONED],

@@ -21,7 +21,8 @@ from pathlib import Path
 from core.blender_pool import Worker, blender_available, run_jobs
 from core.captioners import CAPTIONERS, DEFAULT_CAPTIONER, DEFAULT_K
 from core.errors import Ulip2Error
-from core.triplets import (ASSET_EXTENSIONS, CAPTIONED, DONE, RecordWriter, TripletStore, key_for_asset,
+from core.formats import ASSET_EXTENSIONS, walk
+from core.triplets import (CAPTIONED, DONE, RecordWriter, TripletStore, key_for_asset,
                            key_for_file)
 
 # Ray: results in flight per cluster CPU (each holds a record's views and points in memory).
@@ -34,30 +35,6 @@ NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 # -- build ------------------------------------------------------------------------------
-
-def asset_files(paths: list[Path], command: str = "ulip2 triplets build") -> tuple[list[Path], list[dict]]:
-    """(files Blender reads, skipped): the files given and the asset files under the folders
-    given, in a stable order; skipped holds the others, each with the commands that read its
-    format (asset_formats.not_read, saying `command` does not)."""
-    from core.asset_formats import is_asset, not_read, not_regular
-
-    found, skipped = [], []
-    for path in paths:
-        if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if is_asset(p) and not p.is_dir()))
-        elif path.exists():
-            found.append(path)
-        else:
-            raise Ulip2Error(f"{path}: no such file or folder")
-    skipped += [not_regular(p) for p in found if not p.is_file()]
-    files = []
-    for path in dict.fromkeys(p.resolve() for p in found if p.is_file()):
-        if path.suffix.lower() in ASSET_EXTENSIONS:
-            files.append(path)
-        else:
-            skipped.append(not_read(path, command))
-    return files, skipped
-
 
 def run_units(store: TripletStore, jobs: list[dict], *, engine: str, workers: int,
               timeout: float) -> Iterator[tuple[dict, dict, RecordWriter | None]]:
@@ -215,7 +192,8 @@ def cmd_build(args) -> int:
 
     if not blender_available():
         raise Ulip2Error("triplets build renders in Blender: pip install 'ulip2[blender]'")
-    files, skipped = asset_files(args.paths)
+    found = walk(args.paths)
+    files, skipped = found.files, found.skipped
     captioning = _captioning(args) if not args.no_caption else None  # fails here, before any work
     store = TripletStore(args.store, create=not (args.store / "store.json").is_file())
     settings = {"count": args.views, "elevation_deg": args.elevation, "resolution": args.resolution,
@@ -326,8 +304,8 @@ def register(sub) -> None:
                                "crashes Blender is recorded with its reason and the batch goes on (exit code 1).\n"
                                "A full disk stops the batch (exit code 1); the records committed stay.")
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH",
-                   help=f"asset files or folders (searched for {', '.join(ASSET_EXTENSIONS)}; files in the "
-                        "formats other ulip2 commands read are listed as skipped)")
+                   help=f"asset files or folders (searched for {', '.join(ASSET_EXTENSIONS)}; .off and .dae "
+                        "render from the glTF of the mesh trimesh reads)")
     p.add_argument("--store", type=Path, required=True, help="triplet store folder (created if new)")
     p.add_argument("--views", type=int, default=12, help="views per object on a ring (default 12)")
     p.add_argument("--elevation", type=float, default=30.0, help="camera elevation in degrees (default 30)")

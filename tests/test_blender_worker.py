@@ -34,9 +34,17 @@ def assets(tmp_path):
     (folder / "broken.glb").write_bytes(b"glTF\x02\x00\x00\x00garbage")
     (folder / "crash.ply").write_text(CRASHING_PLY)
     (folder / "notes.txt").write_text("not an asset")
-    (folder / "sub" / "wedge.off").write_text("OFF\n4 4 0\n0 0 0\n1 0 0\n0 1 0\n0 0 1\n"
-                                              "3 0 1 2\n3 0 1 3\n3 0 2 3\n3 1 2 3\n")  # Blender has no OFF importer
+    lopsided().export(folder / "sub" / "crate.off")  # Blender has no OFF importer
     return folder
+
+
+def lopsided():
+    """Long in y, lopsided on every axis: a swapped axis shows in the spreads, a flipped one
+    in the third moments (points are centred, so their means are all 0)."""
+    import trimesh
+
+    return trimesh.util.concatenate([trimesh.creation.box((1.0, 2.0, 0.5)), trimesh.creation.box(
+        (0.8, 0.8, 0.8), trimesh.transformations.translation_matrix((1.2, 1.8, 0.9)))])
 
 
 def run(capsys, *argv):
@@ -48,31 +56,37 @@ def test_batch_records_failures_and_resumes(assets, tmp_path, capsys):
     store = tmp_path / "store"
     code, summary = run(capsys, "build", str(assets), "--store", str(store), "--captioner", "metadata", "--k", "3",
                         "--workers", "2", *FAST)
-    assert code == 1 and summary["files"] == 4 and summary["written"] == 2
-    off = {"path": str(assets / "sub" / "wedge.off"),
-           "reason": "ulip2 triplets build does not read .off files; ulip2 eval and ulip2 index read them"}
-    assert summary["skipped"] == [off], "the .off was left out without a word"
+    assert code == 1 and summary["files"] == 5 and summary["written"] == 3
+    assert summary["skipped"] == []
     reasons = {Path(f["source"]).name: f["reason"] for f in summary["failed"]}
     assert sorted(reasons) == ["broken.glb", "crash.ply"]
     assert "corrupt or truncated" in reasons["broken.glb"]
     assert "crashed" in reasons["crash.ply"] and "SIGABRT" in reasons["crash.ply"]
 
     records = {r.meta["source"]["object"]: r for r in TripletStore(store).records()}
-    assert sorted(records) == ["chair", "wedge"]
+    assert sorted(records) == ["chair", "crate", "wedge"]
     assert all(len(r.view_paths()) == 2 and len(r.captions) == 2 for r in records.values())
     assert "chair" in records["chair"].captions[0]
+    # The .off rendered from the glTF of what trimesh reads, its points in trimesh's frame.
+    from core.meshio import load_points
+
+    crate = records["crate"].points()[:, :3].astype(np.float32)
+    reference = load_points(assets / "sub" / "crate.off", 10_000)[:, :3]
+    np.testing.assert_allclose(crate.std(axis=0), reference.std(axis=0), atol=0.01)
+    np.testing.assert_allclose((crate ** 3).mean(axis=0), (reference ** 3).mean(axis=0), atol=0.002)
+    assert Image.open(records["crate"].view_paths()[0]).getextrema()[3][1] == 255, "the view shows it"
 
     code, info = run(capsys, "info", str(store), "--json")
-    assert (info["records"], info["views"], info["captioned"], info["failed"]) == (2, 4, 2, 2)
+    assert (info["records"], info["views"], info["captioned"], info["failed"]) == (3, 6, 3, 2)
 
     # Rerun: done files are skipped by content hash; the failed ones are tried again. A file
     # named on the command line in a format Blender does not read is skipped as well (it was
     # sent to Blender and failed as "KeyError: '.txt'").
     code, summary = run(capsys, "build", str(assets), str(assets / "notes.txt"), "--store", str(store),
                         "--no-caption", *FAST)
-    assert summary["skipped_done"] == 2 and summary["written"] == 0 and len(summary["failed"]) == 2
-    assert summary["skipped"] == [off, {"path": str(assets / "notes.txt"),
-                                        "reason": "ulip2 triplets build does not read .txt files"}]
+    assert summary["skipped_done"] == 3 and summary["written"] == 0 and len(summary["failed"]) == 2
+    assert [entry["path"] for entry in summary["skipped"]] == [str(assets / "notes.txt")]
+    assert summary["skipped"][0]["reason"].startswith("not an asset file: ulip2 reads .glb, .gltf")
 
 
 @pytest.mark.parametrize("hub", ["marked offline", "unreachable"])

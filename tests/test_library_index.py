@@ -381,6 +381,26 @@ def test_a_blender_worker_killed_by_the_system_is_not_the_files_fault(tmp_path, 
     assert run([folder], tmp_path / "lib.sqlite", encoder).known_errors == 1
 
 
+def test_alembic_is_indexed_through_blender_like_the_same_mesh_as_fbx(tmp_path, encoder):
+    """The walk once left .abc out of the index (triplets read it): one registry of formats
+    now sends it to the Blender worker, and the Cone exported as .abc embeds as its .fbx does
+    (both y-up where they leave Blender)."""
+    pytest.importorskip("bpy")
+    from blender_files import write_blend_files
+
+    write_blend_files(tmp_path / "assets", abc=True)
+    (tmp_path / "assets" / "scene.blend").unlink()
+    db = tmp_path / "lib.sqlite"
+    report = run([tmp_path / "assets"], db, encoder)
+    assert report.failed == [] and report.added == 2
+    with Library(db) as library:
+        names = {i: Path(a["path"]).name for i, a in library.assets().items()}
+        asset_ids, vectors = library.embeddings(bundle_id(encoder.bundle))
+    by_name = {names[int(i)]: vector for i, vector in zip(asset_ids, vectors)}
+    assert sorted(by_name) == ["cone.abc", "cone.fbx"]
+    assert float(by_name["cone.abc"] @ by_name["cone.fbx"]) > 0.99
+
+
 def test_a_fifo_and_a_link_to_a_device_are_reported_not_read(tmp_path, encoder):
     """Only regular files are assets: a named pipe called .obj (reading it would block for
     ever) and a link to /dev/zero called .stl (endless bytes) are recorded with a reason,

@@ -10,7 +10,8 @@ from PIL import Image
 from trimesh.visual.material import PBRMaterial
 
 from core.errors import AssetError
-from core.meshio import SUPPORTED_EXTENSIONS, load_parts, load_points
+from core.formats import TRIMESH_FORMATS
+from core.meshio import load_parts, load_points
 from core.sampling import DEFAULT_GREY, NORMAL, RGB, XYZ
 
 QUAD = np.array([[0.0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]])
@@ -39,7 +40,7 @@ def _textured_quad(factor=(1.0, 1.0, 1.0, 1.0)):
     return trimesh.Trimesh(QUAD, QUAD_FACES, visual=visual, process=False)
 
 
-@pytest.mark.parametrize("extension", SUPPORTED_EXTENSIONS)
+@pytest.mark.parametrize("extension", TRIMESH_FORMATS)
 def test_every_supported_format_loads(tmp_path, extension):
     path = tmp_path / f"box{extension}"
     trimesh.creation.box(extents=[2, 1, 1]).export(path)  # .gltf writes its .bin buffers beside it
@@ -242,7 +243,7 @@ def test_unsupported_extension_lists_the_supported_ones(tmp_path):
     path, _ = _write_bad(tmp_path, "fbx")
     with pytest.raises(AssetError) as caught:
         load_parts(path)
-    assert all(extension in str(caught.value) for extension in SUPPORTED_EXTENSIONS)
+    assert all(extension in str(caught.value) for extension in TRIMESH_FORMATS)
 
 
 def test_sampling_errors_carry_the_path(tmp_path):

@@ -260,12 +260,12 @@ def test_default_model_triplets_render_caption_and_keep_held_out_items_out(tmp_p
 
 
 def test_blender_points_of_obj_files_train_in_the_frame_the_runtime_reads(tmp_path):
-    """Blender's OBJ importer turns y-up into z-up; training points go back to the file's frame,
-    the one `ulip2 eval` and `ulip2 index` read OBJ files in (trimesh)."""
+    """Blender's OBJ importer turns y-up into z-up; the record's points are turned back where
+    they leave Blender, into the file's frame, the one `ulip2 eval` and `ulip2 index` read OBJ
+    files in (trimesh), and the record says so."""
     pytest.importorskip("bpy")
     from core.triplets import TripletStore, key_for_file
     from core.triplets_cli import render_files
-    from training.features import record_points
 
     # Long in y, lopsided on every axis: a swapped axis shows in the spreads, a flipped one in
     # the third moments (points are centred, so their means are all 0).
@@ -276,13 +276,13 @@ def test_blender_points_of_obj_files_train_in_the_frame_the_runtime_reads(tmp_pa
     path.write_bytes(_obj(mesh))
     store = TripletStore(tmp_path / "store", create=True)
     assert render_files(store, [path], {"count": 1, "resolution": 16})["written"] == 1
-    raw = store.record(key_for_file(path)).points()[:, :3].astype(np.float32)
-    upright = record_points(store.record(key_for_file(path)))[:, :3].astype(np.float32)
+    record = store.record(key_for_file(path))
+    assert record.meta["points"]["frame"] == "y-up"
+    upright = record.points()[:, :3].astype(np.float32)
     reference = load_points(path, 10_000, seed=0)[:, :3]
     np.testing.assert_allclose(upright.std(axis=0), reference.std(axis=0), atol=0.01)
     # Third moments here are about +-0.007; a flipped axis turns one's sign.
     np.testing.assert_allclose((upright ** 3).mean(axis=0), (reference ** 3).mean(axis=0), atol=0.002)
-    assert np.abs(raw.std(axis=0) - reference.std(axis=0)).max() > 0.1  # Blender's own frame differs
 
 
 def test_default_model_pack_validation_run_and_ranking(tmp_path):

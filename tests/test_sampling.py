@@ -233,9 +233,9 @@ def test_a_million_faces_sample_with_colours(rng):
 
 
 def test_y_up_turns_blenders_frame_into_the_encoders():
-    """core.blender_formats.y_up: Blender's up (+z) becomes +y, its front (-y) becomes +z, for
+    """core.sampling.y_up: Blender's up (+z) becomes +y, its front (-y) becomes +z, for
     positions and normals; colours stay; the input is not changed."""
-    from core.blender_formats import y_up
+    from core.sampling import y_up
 
     points = np.array([[1, 2, 3, 0.1, 0.2, 0.3, 0, 0, 1]], np.float32)
     turned = y_up(points)

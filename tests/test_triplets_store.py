@@ -21,7 +21,7 @@ def write(store, key, rng, *, views=VIEWS, name="chair"):
             Image.new("RGBA", (8, 8), (200, 0, 0, 255)).save(record.view_path(i))
         return record.commit(rng.normal(size=(100, 9)).astype(np.float32), {
             "source": {"path": f"/assets/{name}.glb", "object": name, "kind": "file"},
-            "views": {"files": [view_name(i) for i in range(views)], "resolution": 8},
+            "views": {"files": [view_name(i) for i in range(views)], "resolution": 8, "engine": "CYCLES"},
             "facts": {"name": name}})
 
 
@@ -36,7 +36,49 @@ def test_record_layout_and_stream(tmp_path, rng):
     assert record.views()[0].mode == "RGBA" and record.captions is None
     assert list((tmp_path / "s" / "tmp").iterdir()) == []
     streamed = list(TripletStore(tmp_path / "s").records())
-    assert [r.key for r in streamed] == [key] and streamed[0].meta["format_version"] == 1
+    assert [r.key for r in streamed] == [key] and streamed[0].meta["format_version"] == 2
+    assert streamed[0].meta["points"]["frame"] == "y-up"
+    assert json.loads((tmp_path / "s" / "store.json").read_text())["version"] == 2
+
+
+def _as_version_1(store, key) -> None:
+    """Make `store` and its record `key` what version 1 wrote: no frame, store.json version 1."""
+    meta_file = store.record_path(key) / "record.json"
+    meta = json.loads(meta_file.read_text())
+    del meta["points"]["frame"]
+    meta_file.write_text(json.dumps({**meta, "format_version": 1}))
+    header = store.root / "store.json"
+    header.write_text(json.dumps({**json.loads(header.read_text()), "version": 1}))
+
+
+def test_a_version_1_store_is_read_in_one_frame_and_upgraded_by_its_first_write(tmp_path, rng):
+    """Version 1 kept Blender-rendered points in Blender's z-up world: they are read turned
+    y-up, as version 2 stores them; trimesh-sampled ones (no renders) as they are. The first
+    new record marks the store version 2, so an older ulip2 refuses it instead of reading
+    the new records in the old frame."""
+    from core.sampling import y_up
+
+    store = TripletStore(tmp_path / "s", create=True)
+    rendered, sampled = key_for_arrays("chair", [np.arange(3.0)]), key_for_arrays("lamp", [np.arange(3.0)])
+    write(store, rendered, rng)
+    with store.new_record(sampled) as record:
+        record.commit(rng.normal(size=(50, 6)), {"source": {"path": None, "object": "lamp", "kind": "scene"},
+                                                 "views": {"files": [], "engine": "none"}})
+    stored = {key: np.load(store.record_path(key) / "points.npy") for key in (rendered, sampled)}
+    for key in stored:
+        _as_version_1(store, key)
+    old = TripletStore(tmp_path / "s")
+    assert old.info()["version"] == 1
+    turned = old.record(rendered).points()
+    np.testing.assert_array_equal(turned, y_up(stored[rendered]).astype(np.float16))
+    assert not np.array_equal(turned, stored[rendered])
+    np.testing.assert_array_equal(old.record(sampled).points(), stored[sampled])
+
+    write(old, key_for_arrays("stool", [np.arange(3.0)]), rng, name="stool")
+    assert json.loads((tmp_path / "s" / "store.json").read_text())["version"] == 2
+    again = TripletStore(tmp_path / "s")
+    assert again.info()["version"] == 2
+    np.testing.assert_array_equal(again.record(rendered).points(), turned)  # still read as version 1
 
 
 def test_failed_write_leaves_no_record(tmp_path, rng):

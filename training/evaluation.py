@@ -73,19 +73,16 @@ def _from_meshes(name: str, items: list[tuple[Path, str]], num_points: int, seed
 
 
 def load_mesh_folder(path: Path, num_points: int, seed: int = 0) -> EvalSet:
-    from core.asset_formats import is_asset, not_read, not_regular
-    from core.meshio import SUPPORTED_EXTENSIONS
+    from core.formats import TRIMESH_FORMATS, walk
 
-    items, skipped = [], []
-    for file in sorted(f for f in path.rglob("*") if is_asset(f) and not f.is_dir()):
-        if not file.is_file():
-            skipped.append(not_regular(file))
-        elif file.parent == path:
+    found = walk([path], formats=TRIMESH_FORMATS, command="ulip2 eval")  # it samples without Blender
+    items, skipped = [], found.skipped
+    root = Path(os.path.abspath(path))
+    for file in found.files:
+        if file.parent == root:
             skipped.append({"path": str(file), "reason": f"not in a label subfolder ({path}/<label>/{file.name})"})
-        elif file.suffix.lower() not in SUPPORTED_EXTENSIONS:
-            skipped.append(not_read(file, "ulip2 eval"))
         else:
-            items.append((file, file.relative_to(path).parts[0]))
+            items.append((file, file.relative_to(root).parts[0]))
     if not items:
         more = f", and {len(skipped) - 1} more" if len(skipped) > 1 else ""
         first = f" (skipped {skipped[0]['path']}: {skipped[0]['reason']}{more})" if skipped else ""

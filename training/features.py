@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 
-from core.blender_formats import y_up
 from core.errors import Ulip2Error
 
 FORMAT_VERSION = 1
@@ -115,19 +114,6 @@ def cache_folder(store_root: str | os.PathLike, space: str) -> Path:
     return Path(store_root) / "features" / f"{slug}-{hashlib.sha256(space.encode()).hexdigest()[:8]}"
 
 
-def record_points(record) -> np.ndarray:
-    """A record's points in the encoder's frame (y-up, as trimesh reads glTF and OBJ).
-
-    Points the Blender worker sampled are in Blender's z-up world (its importers turn y-up
-    files z-up): they are turned y-up (core.blender_formats.y_up), so training sees objects
-    upright the way search, evaluation and the Blender panels do.
-    """
-    points = record.points()
-    if record.meta.get("views", {}).get("engine", "none") == "none":
-        return points  # sampled by trimesh already
-    return y_up(points).astype(points.dtype)
-
-
 def load_or_build_features(store_root: str | os.PathLike, space: str) -> TripletFeatures:
     """The store's feature cache for `space`, built first if missing (resumes a partial one)."""
     folder = cache_folder(store_root, space)
@@ -169,7 +155,7 @@ def build_features(store_root: str | os.PathLike, space_name: str, *, out: str |
             if not part.is_file():
                 captions = [r.captions for r in batch]
                 text = space.embed_text([c for cs in captions for c in cs])
-                arrays = {"points": np.stack([record_points(r) for r in batch]).astype(np.float16),
+                arrays = {"points": np.stack([r.points() for r in batch]).astype(np.float16),
                           "text": text.astype(np.float16), "text_counts": np.array([len(c) for c in captions])}
                 if space.has_images:
                     views = [r.views() for r in batch]

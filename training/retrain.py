@@ -4,7 +4,7 @@ eval -> a new bundle, in one command; every stage resumes where a stop left it.
 Assets are laid out one subfolder per label (PATH/<label>/<files>), the layout `ulip2 eval`
 reads. A fixed share of each label is held out (chosen by a hash of the file name, so the
 split never changes between runs); the encoder is evaluated on it before and after. Files
-only Blender reads (.blend, .fbx, .usd*, .abc) are never held out: the evaluation samples
+only Blender reads (core.formats.BLENDER_FORMATS) are never held out: the evaluation samples
 meshes without Blender.
 """
 
@@ -19,14 +19,14 @@ from pathlib import Path
 
 def split_files(files: list[Path], roots: list[Path], holdout: float) -> tuple[list[Path], list[tuple[Path, str]]]:
     """(training files, [(held-out file, label)]): the label is the file's folder under its root."""
-    from core.meshio import SUPPORTED_EXTENSIONS
+    from core.formats import TRIMESH_FORMATS
 
     train, held = [], []
     for path in files:
         root = next(r for r in roots if r == path or r in path.parents)
         label = path.relative_to(root).parts[0] if path.parent != root else None
         bucket = int(hashlib.sha256(path.name.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-        if label is not None and bucket < holdout and path.suffix.lower() in SUPPORTED_EXTENSIONS:
+        if label is not None and bucket < holdout and path.suffix.lower() in TRIMESH_FORMATS:
             held.append((path, label))
         else:
             train.append(path)
@@ -41,7 +41,7 @@ def retrain(paths: list[Path], source: Path, out: Path, work: Path, *, epochs: i
     from core.export import export_bundle
     from core.runtime import PointEncoder
     from core.spaces import load_space
-    from core.triplets_cli import asset_files
+    from core.formats import walk
 
     from .evaluation import evaluate, load_eval_set
     from .features import load_or_build_features
@@ -49,7 +49,8 @@ def retrain(paths: list[Path], source: Path, out: Path, work: Path, *, epochs: i
 
     bundle = read_bundle(source, warn_untrained=False)
     roots = [p.resolve() for p in paths]
-    files, skipped = asset_files(paths, "ulip2 retrain")
+    found = walk(paths)
+    files, skipped = found.files, found.skipped
     train, held = split_files(files, roots, holdout)
     if len({label for _, label in held}) < 2:
         raise Ulip2Error("retrain holds out part of each label to measure itself: put the assets in one subfolder "

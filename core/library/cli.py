@@ -95,9 +95,7 @@ def _render_thumbnails(library, args):
 
 def _print_thumbnails(library, report) -> None:
     print(f"{library.path}: {report.rendered} thumbnails rendered in Blender, {len(report.failed)} files failed "
-          f"(their point previews stay)"
-          + (f", {report.kept} point previews kept (formats Blender does not import)" if report.kept else "")
-          + f" in {report.seconds:.1f} s")
+          f"(their point previews stay) in {report.seconds:.1f} s")
 
 
 def cmd_thumbnails(args) -> int:

@@ -3,8 +3,8 @@ embed in batches, commit batch by batch.
 
 A file is work when it is new, its size or mtime changed and its content hash did too,
 or it has no embedding from the current bundle. Loading (hash, read, sample, thumbnail)
-runs in a pool of processes, because trimesh parsing holds the GIL; .blend, .fbx and .usd*
-files go to the crash-isolated Blender workers instead (core.blender_pool), which sample
+runs in a pool of processes, because trimesh parsing holds the GIL; the formats only Blender
+reads (core.formats) go to the crash-isolated Blender workers instead (core.blender_pool), which sample
 with the same sampler and render the thumbnail. Encoding runs here with onnxruntime in
 batches. Each batch is one transaction, so killing the run at any moment keeps every batch
 before it and the next run picks up the rest.
@@ -23,27 +23,24 @@ import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from itertools import chain
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from stat import S_ISBLK, S_ISCHR, S_ISDIR, S_ISFIFO, S_ISREG, S_ISSOCK
+from stat import S_ISREG
 
 import numpy as np
 
-from core.blender_pool import BLENDER_TIMEOUT_S, NEEDS_BLENDER, blender_available, needs_blender, run_jobs
-from core.bundle import Bundle
+from core.blender_pool import BLENDER_TIMEOUT_S, NEEDS_BLENDER, blender_available, run_jobs
 from core.errors import AssetError
 from core.library.keys import bundle_id  # noqa: F401 (callers import it from here too)
 from core.library.store import BLENDER, FILE_FAULT, POINTS, RUN_FAULT, AssetRecord, Library
-from core.blender_formats import BLENDER_ONLY, y_up
-from core.meshio import SUPPORTED_EXTENSIONS, load_points
+from core.formats import find_assets, needs_blender, unreadable
+from core.meshio import load_points
 from core.paths import NOT_UTF8_NAME, file_sha256, not_utf8_name
 from core.processes import end_with
 
-#: What a walk picks up: trimesh's formats, and Blender's (read by the Blender workers).
-ASSET_EXTENSIONS = SUPPORTED_EXTENSIONS + BLENDER_ONLY
 # Fewer jobs than this are loaded in-process: starting a pool costs more than it saves.
 _POOL_MIN_JOBS = 8
 # Reading a file fails so when this machine runs short (memory, open files), not the file.
@@ -53,29 +50,6 @@ _SYSTEM_ERRNOS = {errno.ENOMEM, errno.EMFILE, errno.ENFILE}
 # SIGKILL; a file that crashes Blender ends it with SIGSEGV or SIGABRT), or memory or disk
 # ran out inside it.
 _RUN_FAULT_SIGNS = (f"(signal {signal.SIGKILL.name})", MemoryError.__name__, os.strerror(errno.ENOSPC))
-
-
-def _kind(mode: int) -> str:
-    for test, name in ((S_ISFIFO, "a named pipe"), (S_ISCHR, "a character device"),
-                       (S_ISBLK, "a block device"), (S_ISSOCK, "a socket"), (S_ISDIR, "a folder")):
-        if test(mode):
-            return name
-    return "not a plain file"
-
-
-def walk(roots: Iterable[str | os.PathLike]) -> list[str]:
-    """Absolute paths of asset files under `roots` (folders or single files), sorted."""
-    found = set()
-    for root in roots:
-        root = os.path.abspath(os.fspath(root))
-        if os.path.isfile(root):
-            found.add(root)
-            continue
-        if not os.path.isdir(root):
-            raise AssetError(root, "no such file or folder")
-        for folder, _, names in os.walk(root):
-            found.update(os.path.join(folder, n) for n in names if n.lower().endswith(ASSET_EXTENSIONS))
-    return sorted(found)
 
 
 @dataclass(frozen=True)
@@ -181,7 +155,7 @@ def _blender_loaded(jobs: list[_Job], workers: int | None, timeout: float) -> It
                 out.error = answer["reason"]
                 out.fault = RUN_FAULT if any(sign in out.error for sign in _RUN_FAULT_SIGNS) else FILE_FAULT
             else:
-                out.assets = [_Asset(a["object"], y_up(_points(a["points"], request["num_points"])),
+                out.assets = [_Asset(a["object"], _points(a["points"], request["num_points"]),
                                      base64.b64decode(a["thumbnail"]) if a["thumbnail"] else None)
                               for a in answer["assets"]]
             yield out
@@ -225,7 +199,7 @@ def index_paths(roots: Sequence[str | os.PathLike], library: Library, encoder, *
     bundle = bundle_id(encoder.bundle)
     space = encoder.bundle.space
     roots = [os.path.abspath(os.fspath(r)) for r in roots]
-    paths = walk(roots)
+    paths = find_assets(roots)
     report.seen = len(paths)
     # A name that is not UTF-8 (latin-1 from an old archive) cannot be stored as text: it
     # is reported on every run, by a readable form of its name, and the rest goes on.
@@ -254,8 +228,7 @@ def index_paths(roots: Sequence[str | os.PathLike], library: Library, encoder, *
                 report.unchanged += 1
                 continue
         if not S_ISREG(stat.st_mode):
-            irregular.append((path, stat.st_size, stat.st_mtime_ns, f"not a regular file ({_kind(stat.st_mode)}): "
-                              "only regular files are assets; replace it with the file itself", FILE_FAULT))
+            irregular.append((path, stat.st_size, stat.st_mtime_ns, unreadable(path, stat.st_mode), FILE_FAULT))
             continue
         jobs.append(_Job(path, None if k is None else k.sha256, k is not None and k.embedded,
                          encoder.num_points, seed, thumbnails))

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.blender_formats import BLENDER_ONLY
+from core.formats import BLENDER_FORMATS
 from core.errors import Ulip2Error
 
 SCHEMA_VERSION = 5
@@ -116,7 +116,7 @@ def _add_column(conn: sqlite3.Connection, table: str, column: str, definition: s
 
 def _add_thumbnail_source(conn: sqlite3.Connection) -> None:
     _add_column(conn, "thumbnails", "source", f"TEXT NOT NULL DEFAULT '{POINTS}'")
-    formats = [extension.lstrip(".") for extension in BLENDER_ONLY]
+    formats = [extension.lstrip(".") for extension in BLENDER_FORMATS]
     conn.execute(f"UPDATE thumbnails SET source = ? WHERE asset_id IN "
                  f"(SELECT id FROM assets WHERE format IN ({','.join('?' * len(formats))}))", (BLENDER, *formats))
 

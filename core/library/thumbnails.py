@@ -92,7 +92,6 @@ def _nothing_reason(path: str, objects: list[str]) -> str:
 @dataclass
 class ThumbnailReport:
     rendered: int = 0  # assets whose thumbnail is now a Blender render
-    kept: int = 0  # assets in a format Blender does not import (.off): their point preview stays
     failed: list[dict] = field(default_factory=list)  # {path, reason}: their point previews stay
     cancelled: bool = False
     seconds: float = 0.0
@@ -115,7 +114,6 @@ def render_thumbnails(library, *, workers: int | None = None, redo: bool = False
     A file that fails (Blender cannot import it, it crashed or hung, its render is empty, the
     file changed since indexing) keeps its previews and is listed with the reason; the next run tries it again.
     """
-    from core.blender_formats import BLENDER_READS
     from core.blender_pool import BLENDER_TIMEOUT_S, NEEDS_BLENDER, blender_available, run_jobs
     from core.library.store import LibraryError
     from core.paths import file_sha256
@@ -125,11 +123,8 @@ def render_thumbnails(library, *, workers: int | None = None, redo: bool = False
     started = time.perf_counter()
     report = ThumbnailReport()
     files: dict[str, list[dict]] = {}
-    for row in library.unrendered(redo=redo):
-        if os.path.splitext(row["path"])[1].lower() in BLENDER_READS:
-            files.setdefault(row["path"], []).append(row)
-        else:
-            report.kept += 1
+    for row in library.unrendered(redo=redo):  # every format renders (core.formats)
+        files.setdefault(row["path"], []).append(row)
     jobs = [{"action": "thumbnails", "path": path, "objects": [r["object"] for r in rows], "size": THUMBNAIL_SIZE}
             for path, rows in files.items()]
     total, done = sum(len(rows) for rows in files.values()), 0
