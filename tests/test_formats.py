@@ -289,3 +289,35 @@ def test_an_fbx_with_a_light_imports(tmp_path):
         worker.close()
     assert answer["ok"], answer["reason"]
     assert [a["object"] for a in answer["assets"]] == [""]
+
+
+def test_every_asset_format_has_one_reader_and_blender_renders_each(tmp_path):
+    """One registry: each format is read by trimesh or by Blender, never both; Blender imports
+    every format it reads and most of trimesh's, and the rest (.off, .dae) reach it as the
+    glTF of the mesh trimesh reads, the same points in the same frame."""
+    import trimesh
+
+    from blender_addon.importers import IMPORTERS
+    from core.formats import ASSET_EXTENSIONS, BLENDER_FORMATS, TRIMESH_FORMATS
+    from core.meshio import as_glb
+
+    assert not set(TRIMESH_FORMATS) & set(BLENDER_FORMATS)
+    assert set(BLENDER_FORMATS) - {".blend"} <= set(IMPORTERS) <= set(ASSET_EXTENSIONS)
+    converted = set(ASSET_EXTENSIONS) - set(IMPORTERS) - {".blend"}
+    assert converted == {".off", ".dae"}
+    mesh = trimesh.util.concatenate([trimesh.creation.box((1.0, 2.0, 0.5)), trimesh.creation.icosphere(
+        subdivisions=1, radius=0.4).apply_translation((1.0, 1.5, 0.7))])
+    for extension in sorted(converted):
+        path = tmp_path / f"shape{extension}"
+        mesh.export(path)
+        (tmp_path / "shape.glb").write_bytes(as_glb(path))
+        np.testing.assert_allclose(load_points(tmp_path / "shape.glb", 2000)[:, :3],
+                                   load_points(path, 2000)[:, :3], atol=1e-5, err_msg=extension)
+
+
+def test_as_glb_refuses_what_load_parts_refuses(tmp_path):
+    from core.meshio import as_glb
+
+    (tmp_path / "empty.off").write_text("OFF\n0 0 0\n")
+    with pytest.raises(AssetError, match="empty.off"):
+        as_glb(tmp_path / "empty.off")
