@@ -10,7 +10,7 @@ bpy = pytest.importorskip("bpy")
 from core.captioners import load_captioner  # noqa: E402
 from core.spaces import load_space  # noqa: E402
 from core.triplets import TripletStore  # noqa: E402
-from core.triplets_cli import caption_store  # noqa: E402
+from core.triplets.caption import caption_store  # noqa: E402
 
 RESOLUTION = 64
 

@@ -265,7 +265,7 @@ def test_blender_points_of_obj_files_train_in_the_frame_the_runtime_reads(tmp_pa
     files in (trimesh), and the record says so."""
     pytest.importorskip("bpy")
     from core.triplets import TripletStore, key_for_file
-    from core.triplets_cli import render_files
+    from core.triplets.build import render_files
 
     # Long in y, lopsided on every axis: a swapped axis shows in the spreads, a flipped one in
     # the third moments (points are centred, so their means are all 0).

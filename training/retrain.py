@@ -35,18 +35,24 @@ def split_files(files: list[Path], roots: list[Path], holdout: float) -> tuple[l
 
 def retrain(paths: list[Path], source: Path, out: Path, work: Path, *, epochs: int, batch_size: int, lr: float,
             holdout: float, views: int, resolution: int, captioner: str, workers: int) -> dict:
+    from core.blender_pool import NEEDS_BLENDER, blender_available
     from core.bundle import read_bundle
-    from core.cli import main as cli
+    from core.captioners import DEFAULT_K
     from core.errors import Ulip2Error
     from core.export import export_bundle
     from core.runtime import PointEncoder
-    from core.spaces import load_space
+    from core.progress import bar
+    from core.triplets import TripletStore
+    from core.triplets.build import render_files
+    from core.triplets.caption import caption_store, load_captioning
     from core.formats import walk
 
     from .evaluation import evaluate, load_eval_set
     from .features import load_or_build_features
     from .trainer import Trainer, TrainConfig
 
+    if not blender_available():
+        raise Ulip2Error(f"retrain renders its triplets in Blender: it {NEEDS_BLENDER}")
     bundle = read_bundle(source, warn_untrained=False)
     roots = [p.resolve() for p in paths]
     found = walk(paths)
@@ -67,15 +73,17 @@ def retrain(paths: list[Path], source: Path, out: Path, work: Path, *, epochs: i
 
     stage(f"1/5 triplets of {len(train)} files ({len(held)} held out)")
     store = work / "store"
-    code = cli(["triplets", "build", *map(str, train), "--store", str(store), "--captioner", captioner,
-                "--space", bundle.space, "--views", str(views), "--resolution", str(resolution),
-                "--workers", str(workers)])
-    if code not in (0, 1):  # 1: some files failed, recorded in the store; the rest go on
-        raise Ulip2Error(f"building triplets failed (exit {code})")
+    captioning = load_captioning(captioner, None, bundle.space, "cpu")  # before any work: a missing model fails first
+    triplets = TripletStore(store, create=not (store / "store.json").is_file())
+    with bar("rendering", "object") as on_progress:  # a file that fails is recorded in the store; the rest go on
+        render_files(triplets, train, {"count": views, "resolution": resolution}, workers=workers,
+                     on_progress=on_progress)
+    with bar(f"captioning ({captioning[0].name})", "object") as on_progress:
+        caption_store(triplets, *captioning, k=DEFAULT_K, on_progress=on_progress)
     stage("2/5 features")
     features = load_or_build_features(store, bundle.space)
 
-    space = load_space(bundle.space)
+    space = captioning[1]  # the bundle's space, loaded once for captions and evaluation
     heldout = load_eval_set(heldout_csv, bundle.num_points)
     stage("3/5 held-out accuracy before")
     before = evaluate(PointEncoder(bundle, device="cpu"), space, heldout)

@@ -91,7 +91,8 @@ def build_store(data: Path, store_root: Path, records: list[dict], *, views: int
     from core.captioners import DEFAULT_K, load_captioner
     from core.spaces import load_space
     from core.triplets import TripletStore
-    from core.triplets_cli import caption_store, render_files
+    from core.triplets.build import render_files
+    from core.triplets.caption import caption_store
 
     items = trainable(data, records)
     store = TripletStore(store_root, create=not (store_root / "store.json").is_file())

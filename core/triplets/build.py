@@ -1,0 +1,182 @@
+"""Asset files -> triplet records, rendered and sampled in headless Blender workers.
+
+Rendering and sampling run in bpy worker processes (core.blender_pool), one per slot so a
+file that crashes Blender costs one worker, not the batch; with engine "ray" each work unit
+is a Ray task running that same worker on a farm's nodes. Either way this process alone
+writes the store: workers render into a folder, and it commits the record. Captioning is
+core.triplets.caption's, once the views exist.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from core.blender_pool import Worker, run_jobs
+from core.errors import Ulip2Error
+from core.progress import OnProgress
+from core.triplets.store import CAPTIONED, DONE, RecordWriter, TripletStore, key_for_asset, key_for_file
+
+# Ray: results in flight per cluster CPU (each holds a record's views and points in memory).
+RAY_IN_FLIGHT_PER_CPU = 2
+# With less room than this left on the store's disk after a job, its writes may have run out:
+# a record at the default settings takes 0.7 MB in tmp/, and Blender writes a view that does
+# not fit as an empty PNG while reporting it saved, so the job's answer alone cannot tell.
+DISK_FULL_BELOW = 1 << 20
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def run_units(store: TripletStore, jobs: list[dict], *, engine: str, workers: int,
+              timeout: float) -> Iterator[tuple[dict, dict, RecordWriter | None]]:
+    """(job, answer, record folder) per job as they complete. A render job's views and
+    points are in the record folder (in the store's tmp/), not yet committed."""
+    if engine == "ray":
+        yield from _run_ray(store, jobs, timeout)
+        return
+
+    def task(worker: Worker, job: dict):
+        if job["action"] != "render":
+            return worker.run(job, timeout), None
+        record = RecordWriter(store, job["key"])
+        return worker.run({**job, "out": str(record.path)}, timeout), record
+
+    for job, (answer, record) in run_jobs(jobs, workers=workers, timeout=timeout, log_dir=store.root / "logs",
+                                          task=task):
+        yield job, answer, record
+
+
+def ray_job(job: dict, timeout: float) -> dict:
+    """One job in a fresh worker on a Ray node; a render job's files come back in the answer
+    (the node may not see the store), as {name: bytes} under "files"."""
+    with tempfile.TemporaryDirectory(prefix="ulip2-ray-") as tmp:
+        out = Path(tmp) / "out"
+        out.mkdir()
+        worker = Worker(Path(tmp) / "worker.log")
+        try:
+            answer = worker.run({**job, "out": str(out)} if job["action"] == "render" else job, timeout)
+        finally:
+            worker.close()
+        if answer["ok"] and job["action"] == "render":
+            answer["files"] = {p.name: p.read_bytes() for p in out.iterdir()}
+        return answer
+
+
+def _run_ray(store: TripletStore, jobs: list[dict], timeout: float):
+    try:
+        import ray
+    except ImportError:
+        raise Ulip2Error("--engine ray needs the ray extra: pip install 'ulip2[ray]'") from None
+    started = not ray.is_initialized()
+    if started:
+        # $RAY_ADDRESS names a running cluster; without it Ray starts a local one.
+        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False)
+    try:
+        # No retries: a file that kills its worker would only kill the next one too.
+        remote = ray.remote(num_cpus=1, max_retries=0)(ray_job)
+        limit = max(1, int(ray.cluster_resources().get("CPU", 1)) * RAY_IN_FLIGHT_PER_CPU)
+        waiting = list(reversed(jobs))
+        running: dict = {}
+        while waiting or running:
+            while waiting and len(running) < limit:
+                job = waiting.pop()
+                running[remote.remote(job, timeout)] = job
+            (ref,), _ = ray.wait(list(running), num_returns=1)
+            job = running.pop(ref)
+            try:
+                answer = ray.get(ref)
+            except ray.exceptions.RayError as exc:  # the node or its Ray worker died
+                answer = {"ok": False, "reason": f"Ray task failed: {str(exc).strip().splitlines()[0][:300]}"}
+            record = None
+            if job["action"] == "render":
+                record = RecordWriter(store, job["key"])
+                for name, data in answer.pop("files", {}).items():
+                    (record.path / name).write_bytes(data)
+            yield job, answer, record
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def plan_units(store: TripletStore, files: list[Path], *, engine: str, workers: int,
+               timeout: float) -> tuple[list[dict], int, set[str]]:
+    """Work units still to do: (units, how many are stored already, keys that failed here).
+
+    A file is one unit, except a .blend with objects marked as assets: each of those is
+    one, keyed by key_for_asset. Workers list the marked assets of .blend files first.
+    """
+    state = store.state()
+    stored = {key for key, event in state.items() if event.get("event") in (DONE, CAPTIONED)}
+    keys = {path: key_for_file(path) for path in files}
+    # A .blend stored as one record had no marked assets: no need to open it again.
+    to_list = [p for p in files if p.suffix.lower() == ".blend" and keys[p] not in stored]
+    listed: dict[Path, list[str]] = {}
+    failed = set()
+    if to_list:
+        jobs = [{"action": "assets", "path": str(p), "key": keys[p]} for p in to_list]
+        for job, answer, _ in run_units(store, jobs, engine=engine, workers=workers, timeout=timeout):
+            if answer["ok"]:
+                listed[Path(job["path"])] = answer["assets"]
+            else:
+                _check_room(store.root)
+                store.fail(job["key"], job["path"], answer["reason"])
+                failed.add(job["key"])
+    units, skipped, queued = [], 0, set()
+    for path in files:
+        if keys[path] in failed:
+            continue
+        names = listed.get(path) or [None]
+        for name in names:
+            key = keys[path] if name is None else key_for_asset(keys[path], name)
+            if key in stored or key in queued:  # stored, or a duplicate file
+                skipped += 1
+                continue
+            queued.add(key)
+            units.append({"action": "render", "path": str(path), "object": name, "key": key})
+    return units, skipped, failed
+
+
+def render_files(store: TripletStore, files: list[Path], settings: dict, *, engine: str = "local", workers: int = 1,
+                 timeout: float = 600, on_progress: OnProgress | None = None) -> dict:
+    """Points and views of each file not stored yet, committed as it completes (a kill keeps
+    what is done; a rerun skips it). {"skipped_done", "written", "failed": keys failed now}.
+
+    settings: blender_addon.render.ViewSettings fields. on_progress: (records done, to do),
+    as core.progress says. A full disk raises OSError (ENOSPC); every committed record stays.
+    """
+    import numpy as np
+
+    run = {"engine": engine, "workers": workers, "timeout": timeout}
+    units, skipped, failed = plan_units(store, files, **run)
+    for unit in units:
+        unit["settings"] = settings
+    if on_progress is not None:
+        on_progress(0, len(units))
+    for done, (job, answer, record) in enumerate(run_units(store, units, **run), 1):
+        try:
+            _check_room(record.path)
+            if answer["ok"]:
+                record.commit(np.load(record.path / "points.npy"), answer["meta"])
+            else:
+                store.fail(job["key"], job["path"], answer["reason"])
+                failed.add(job["key"])
+        finally:
+            record.discard()
+        if on_progress is not None:
+            on_progress(done, len(units))
+    return {"skipped_done": skipped, "written": len(units) - len(failed & {u["key"] for u in units}),
+            "failed": failed}
+
+
+def disk_full(folder: Path) -> bool:
+    return shutil.disk_usage(folder).free < DISK_FULL_BELOW
+
+
+def _check_room(folder: Path) -> None:
+    """Raise ENOSPC when the disk holding `folder` is full: a job that failed, or wrote, there
+    then ran out of room, and what it made is not the file's doing."""
+    if disk_full(folder):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(folder))
