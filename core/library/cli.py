@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from core.cli import _print_json, _progress
+from core.commands import print_json as _print_json
+from core.progress import bar
 from core.library.store import DB_ENV, DEFAULT_DB_NAME
 
 _DB_HELP = f"library file (default: ${DB_ENV}, else ./{DEFAULT_DB_NAME})"
@@ -29,7 +30,7 @@ def positive_int(text: str) -> int:
 
 def asset_format(text: str) -> str:
     """argparse type: a file format ulip2 indexes ('glb' or '.glb'), as its extension without the dot."""
-    from core.library.indexer import ASSET_EXTENSIONS
+    from core.formats import ASSET_EXTENSIONS
 
     known = sorted(e.lstrip(".") for e in ASSET_EXTENSIONS)
     name = text.lower().lstrip(".")
@@ -162,11 +163,7 @@ def cmd_tag(args) -> int:
     from core.library.tagging import tag_library
 
     bundle = _bundle(args)
-    with _open(args) as library, _progress(desc="embedding the vocabulary", unit="class") as bar:
-        def on_batch(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
-
+    with _open(args) as library, bar("embedding the vocabulary", "class") as on_batch:
         name, tags = tag_library(library, bundle, args.vocab, k=args.k, threshold=args.threshold, on_batch=on_batch)
         _labels_out(args, library, name, tags, "tag")
     return 0

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from core.blender_pool import blender_available
+from core.commands import print_json
 from core.captioners import CAPTIONERS, DEFAULT_CAPTIONER, DEFAULT_K
 from core.errors import Ulip2Error
 from core.formats import ASSET_EXTENSIONS, walk
@@ -23,8 +24,6 @@ from core.triplets import TripletStore
 # -- build ------------------------------------------------------------------------------
 
 def cmd_build(args) -> int:
-    from core.cli import _print_json
-
     if not blender_available():
         raise Ulip2Error("triplets build renders in Blender: pip install 'ulip2[blender]'")
     found = walk(args.paths)
@@ -56,7 +55,7 @@ def cmd_build(args) -> int:
         return 1
     failed = done["failed"]
     info = store.info()
-    _print_json({"store": info["store"], "files": len(files), "skipped": skipped,
+    print_json({"store": info["store"], "files": len(files), "skipped": skipped,
                  "skipped_done": done["skipped_done"], "written": done["written"],
                  "failed": [f for f in info["failures"] if f["key"] in failed],
                  "records": info["records"], "captioned": info["captioned"]})
@@ -66,25 +65,21 @@ def cmd_build(args) -> int:
 # -- caption ----------------------------------------------------------------------------
 
 def cmd_caption(args) -> int:
-    from core.cli import _print_json
-
     from core.triplets.caption import caption_store, load_captioning
 
     store = TripletStore(args.store)
     captioner, space = load_captioning(args.captioner, args.captioner_model, args.space, args.device)
     with bar(f"captioning ({captioner.name})", "object") as on_progress:
         count = caption_store(store, captioner, space, k=args.k, recaption=args.recaption, on_progress=on_progress)
-    _print_json({"store": str(store.root), "captioned_now": count, "captioner": captioner.name,
+    print_json({"store": str(store.root), "captioned_now": count, "captioner": captioner.name,
                  "vision_model": captioner.vision_model, "space": space.name})
     return 0
 
 
 def cmd_info(args) -> int:
-    from core.cli import _print_json
-
     info = TripletStore(args.store).info()
     if args.json:
-        _print_json(info)
+        print_json(info)
         return 0
     print(f"store      {info['store']} ({info['format']} v{info['version']})")
     print(f"records    {info['records']} ({info['views']} views; {info['captioned']} captioned, "

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from core.commands import print_json
 from core.errors import Ulip2Error
 
 EPILOG = """\
@@ -29,8 +30,6 @@ Exit code 0 when OUT.blend is written; 2, with one line saying why, when it is n
 
 def cmd_tag(args) -> int:
     from core.bundle import bundle_path
-    from core.cli import _print_json
-
     source, out = args.blend.expanduser().resolve(), args.out.expanduser().resolve()
     if source.suffix.lower() != ".blend" or not source.is_file():
         raise Ulip2Error(f"{args.blend}: not a .blend file; give the Blender file to tag")
@@ -54,17 +53,15 @@ def cmd_tag(args) -> int:
     answer = json.loads(lines[-1])
     if not answer["ok"]:
         raise Ulip2Error(answer["reason"])
-    _print_json({"in": str(source), "out": str(out), "labelled": answer["labelled"], "skipped": answer["skipped"]})
+    print_json({"in": str(source), "out": str(out), "labelled": answer["labelled"], "skipped": answer["skipped"]})
     return 0
 
 
 def cmd_build_extension(args) -> int:
     from core.blender_extension import build_extension
-    from core.cli import _print_json
-
     zips = build_extension(args.out, platforms=args.platform, runtime_wheels=not args.no_runtime_wheels,
                            wheels_from=args.wheels_from)
-    _print_json({"extension": str(zips[0]), "extensions": [{"path": str(z), "bytes": z.stat().st_size} for z in zips]})
+    print_json({"extension": str(zips[0]), "extensions": [{"path": str(z), "bytes": z.stat().st_size} for z in zips]})
     return 0
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 def cmd_features(args) -> int:
-    from .features import build_features
+    from training.features import build_features
 
     out = build_features(args.store, args.space, out=args.out, device=args.device)
     print(json.dumps({"features": str(out)}))
@@ -19,8 +19,8 @@ def cmd_features(args) -> int:
 def cmd_train(args) -> int:
     from core.errors import Ulip2Error
 
-    from .features import TripletFeatures, build_features, cache_folder
-    from .trainer import ENCODER_FILE, Trainer, TrainConfig, init_distributed
+    from training.features import TripletFeatures, build_features, cache_folder
+    from training.trainer import ENCODER_FILE, Trainer, TrainConfig, init_distributed
 
     source = args.data
     if (source / "store.json").is_file():  # a triplet store: use (or build) its feature cache
@@ -56,7 +56,7 @@ def cmd_eval(args) -> int:
     from core.runtime import PointEncoder
     from core.spaces import load_space
 
-    from .evaluation import evaluate, load_eval_set
+    from training.evaluation import evaluate, load_eval_set
 
     encoder = PointEncoder(args.bundle, device=args.device)
     result = evaluate(encoder, load_space(encoder.bundle.space), load_eval_set(args.path, encoder.num_points))
@@ -80,7 +80,7 @@ def _say_left_out(entries: list[dict]) -> None:
 def cmd_retrain(args) -> int:
     from core.bundle import default_bundle_path
 
-    from .retrain import retrain
+    from training.retrain import retrain
 
     source = args.source or default_bundle_path()
     work = args.work or args.out.with_name(args.out.name + ".work")

@@ -1,0 +1,24 @@
+"""The `ulip2` commands, one module per part of the product, each thin over its library:
+it reads arguments, draws progress (core.progress.bar) and prints what was done.
+
+    models     embed, export, models, info          core.bundle, core.runtime, core.export
+    library    index, search, tag, caption, ...     core.library
+    triplets   triplets build|caption|info          core.triplets
+    blender    blender tag|build-extension          blender_addon
+    train      features, train, eval, retrain       training
+    app        app                                  gui
+
+Each module's register(sub) adds its subparsers and stays light to import (torch, bpy and
+Qt load inside the commands). core/cli.py assembles them and runs one.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def print_json(obj) -> None:
+    """What a command did, as JSON on stdout (paths print as written)."""
+    json.dump(obj, sys.stdout, indent=2, ensure_ascii=False)
+    sys.stdout.write("\n")
