@@ -53,3 +53,81 @@ def tiny_bundle(tmp_path_factory):
     out = tmp_path_factory.mktemp("bundles") / "tiny"
     bundle = export_bundle(out, model=model, space="minilm", fp16=True)
     return types.SimpleNamespace(bundle=bundle, model=model, path=out)
+
+
+# -- tiers ------------------------------------------------------------------------------
+# `pytest -q` runs every test, as CI does. The slow ones carry the marker of their tier
+# (blender, gui, ray, train, models: pyproject.toml says what each holds); every other test
+# is marked `fast` here, so a developer runs the fast tier alone with `pytest -q -m fast`.
+# A test or a module may name its tier itself (pytest.mark, pytestmark). Beyond that a test
+# is marked from what it asks for, in its own body, in a fixture of tests/ it uses, or at
+# its module's top level: pytest.importorskip (or an import) of bpy, PySide6 or pytestqt,
+# or ray; the qtbot fixture; tests/blender_files.py, whose helpers write files with bpy.
+
+TIERS = ("blender", "gui", "ray", "train", "models")
+_MODULE_TIERS = {"bpy": "blender", "blender_files": "blender", "PySide6": "gui", "pytestqt": "gui", "ray": "ray"}
+_NAME_TIERS = {"write_blend_files": "blender"}
+_FIXTURE_TIERS = {"qtbot": "gui"}
+_TESTS = os.path.dirname(os.path.abspath(__file__))
+_ASKED: dict = {}
+
+
+def _tiers_in(nodes) -> set[str]:
+    """The tiers AST nodes ask for: importorskip("X") calls, imports of X, the Blender helpers."""
+    import ast
+
+    found = set()
+    for node in nodes:
+        for sub in ast.walk(node):
+            names = []
+            if isinstance(sub, ast.Call) and getattr(sub.func, "attr", getattr(sub.func, "id", None)) == "importorskip" \
+                    and sub.args and isinstance(sub.args[0], ast.Constant) and isinstance(sub.args[0].value, str):
+                names = [sub.args[0].value]
+            elif isinstance(sub, ast.Import):
+                names = [alias.name for alias in sub.names]
+            elif isinstance(sub, ast.ImportFrom) and sub.module and not sub.level:
+                names = [sub.module]
+            elif isinstance(sub, ast.Name) and sub.id in _NAME_TIERS:
+                found.add(_NAME_TIERS[sub.id])
+            found.update(_MODULE_TIERS[n.split(".")[0]] for n in names if n.split(".")[0] in _MODULE_TIERS)
+    return found
+
+
+def _asked_by(obj, *, top_level_only=False) -> set[str]:
+    """What a function of tests/ (or a test module's top level) asks for; nothing for code elsewhere."""
+    import ast
+    import inspect
+    import textwrap
+
+    if obj not in _ASKED:
+        _ASKED[obj] = set()
+        try:
+            if os.path.dirname(os.path.abspath(inspect.getsourcefile(obj))) == _TESTS:
+                tree = ast.parse(textwrap.dedent(inspect.getsource(obj)))
+                nodes = tree.body
+                if top_level_only:
+                    nodes = [n for n in nodes if not isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+                _ASKED[obj] = _tiers_in(nodes)
+        except (OSError, TypeError):  # no source: not a function of tests/
+            pass
+    return _ASKED[obj]
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects
+def pytest_collection_modifyitems(config, items):
+    import inspect
+
+    for item in items:
+        module, function = getattr(item, "module", None), getattr(item, "function", None)
+        tiers = set(_asked_by(module, top_level_only=True)) if module else set()
+        tiers |= {_FIXTURE_TIERS[name] for name in item.fixturenames if name in _FIXTURE_TIERS}
+        if function is not None:
+            tiers |= _asked_by(inspect.unwrap(function))
+        for fixturedefs in item._fixtureinfo.name2fixturedefs.values():
+            for fixturedef in fixturedefs:
+                tiers |= _asked_by(inspect.unwrap(fixturedef.func))
+        marked = {mark.name for mark in item.iter_markers()}
+        for tier in sorted(tiers - marked):
+            item.add_marker(getattr(pytest.mark, tier))
+        if not (tiers | marked) & set(TIERS):
+            item.add_marker(pytest.mark.fast)

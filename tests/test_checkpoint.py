@@ -107,7 +107,7 @@ def test_state_dict_names_are_ulips_for_depth_18():
     assert len([k for k in expected if k.startswith("blocks.blocks.")]) == 18 * 11
 
 
-@pytest.mark.parametrize("config", ["pointbert-tiny", "ulip2-pointbert"])
+@pytest.mark.parametrize("config", ["pointbert-tiny", pytest.param("ulip2-pointbert", marks=pytest.mark.models)])
 def test_release_checkpoint_loads_every_tensor(tmp_path, config):
     """Full-size for ulip2-pointbert: about 134 MB written to tmp and read back."""
     cfg = get_config(config)

@@ -53,7 +53,7 @@ def _assets(folder: Path, kind: str) -> None:
         shutil.copy(blend, folder / f"scene-{i}.blend")
 
 
-@pytest.mark.parametrize("kind", ["loading pool", "Blender workers"])
+@pytest.mark.parametrize("kind", ["loading pool", pytest.param("Blender workers", marks=pytest.mark.blender)])
 def test_no_process_of_a_killed_index_outlives_it(tmp_path, tiny_bundle, kind):
     folder = tmp_path / "assets"
     _assets(folder, kind)

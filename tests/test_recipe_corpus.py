@@ -18,6 +18,8 @@ from core.triplets import TripletStore
 from training.recipes import corpus, corpus_model
 from training.recipes.sources import SourceError, SourceObject
 
+pytestmark = pytest.mark.train  # the training recipe's stages: corpus, pack, runs
+
 
 def _box(extents, colour):
     mesh = trimesh.creation.box(extents=extents)
@@ -56,13 +58,18 @@ def _broken():
     raise SourceError("broken.bin: truncated mesh (12 bytes, the header says 40)")
 
 
-@pytest.fixture
-def toy(monkeypatch):
+def _toy_sources(patch: pytest.MonkeyPatch) -> dict:
+    """The corpus's sources replaced by the two toy ones while `patch` holds."""
     modules = {name: types.SimpleNamespace(NAME=name, PACKAGES=(), objects=lambda root, name=name: _objects(root, name))
                for name in ("toy", "toy2")}
-    monkeypatch.setattr(corpus, "SOURCES", {name: name for name in modules})
-    monkeypatch.setattr(corpus, "source_module", lambda name: modules[name])
+    patch.setattr(corpus, "SOURCES", {name: name for name in modules})
+    patch.setattr(corpus, "source_module", lambda name: modules[name])
     return modules
+
+
+@pytest.fixture
+def toy(monkeypatch):
+    return _toy_sources(monkeypatch)
 
 
 def test_build_converts_samples_and_records_every_object(tmp_path, toy):
@@ -124,22 +131,28 @@ def test_an_unknown_source_is_refused_with_the_list():
         corpus.source_module("nope")
 
 
-@pytest.fixture
-def toy_pack(tmp_path, toy):
-    corpus.build(tmp_path, ["toy", "toy2"], workers=2)
-    corpus.dedupe(tmp_path)
-    corpus.split(tmp_path)
-    return corpus_model.write_pack(tmp_path, tmp_path / "pack.npz")
+@pytest.fixture(scope="module")
+def toy_pack(tmp_path_factory):
+    """The pack of both toy sources, built once for the module in a folder of its own (the
+    corpus beside it): tests read it and write elsewhere."""
+    folder = tmp_path_factory.mktemp("toy-corpus")
+    with pytest.MonkeyPatch.context() as patch:
+        _toy_sources(patch)
+        corpus.build(folder, ["toy", "toy2"], workers=2)
+        corpus.dedupe(folder)
+        corpus.split(folder)
+        return corpus_model.write_pack(folder, folder / "pack.npz")
 
 
-def test_the_pack_holds_every_distinct_object_as_the_index_samples_it(tmp_path, toy_pack):
+def test_the_pack_holds_every_distinct_object_as_the_index_samples_it(toy_pack):
     pack = corpus_model.Pack(toy_pack)
-    parts = json.loads((tmp_path / "split.json").read_text())
+    folder = toy_pack.parent
+    parts = json.loads((folder / "split.json").read_text())
     assert {o["object"]: o["split"] for o in pack.objects} == parts
     assert pack.meta["labels"] == {"toy": ["ball", "box", "cone"], "toy2": ["ball", "cone"]}
-    lines = corpus.read_lines(tmp_path)
+    lines = corpus.read_lines(folder)
     i = next(k for k, o in enumerate(pack.objects) if o["object"] == "toy/rod-1")
-    expected = load_points(tmp_path / lines["toy/rod-1"]["glb"], corpus_model.POINTS, seed=0)[:, :6]
+    expected = load_points(folder / lines["toy/rod-1"]["glb"], corpus_model.POINTS, seed=0)[:, :6]
     assert np.abs(pack.points([i])[0] - expected).max() <= 0.5 / 127 + 1e-6  # int8 / uint8 rounding
     features = pack.features(np.array([i]))
     assert features.texts_of(0).shape == (1, 384)

@@ -285,6 +285,7 @@ def test_blender_points_of_obj_files_train_in_the_frame_the_runtime_reads(tmp_pa
     np.testing.assert_allclose((upright ** 3).mean(axis=0), (reference ** 3).mean(axis=0), atol=0.002)
 
 
+@pytest.mark.train
 def test_default_model_pack_validation_run_and_ranking(tmp_path):
     """The recipe's pack from its trimesh point store (one store standing in for both here):
     no held-out item or its byte-identical twin in it, a validation item sampled as `ulip2

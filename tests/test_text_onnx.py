@@ -138,6 +138,7 @@ def test_the_shipped_bundle_is_left_as_installed():
     assert not (core.bundle.SHIPPED_BUNDLE / "text").exists()
 
 
+@pytest.mark.models
 def test_float16_weights_halve_the_tower_and_keep_real_texts_within_1e_3_cosine(minilm_bundle, tmp_path,
                                                                               monkeypatch):
     """The Blender extension carries minilm's tower with float16 weights (float32 arithmetic):
@@ -202,6 +203,7 @@ def test_no_torch_in_the_process(minilm_bundle, minilm, no_text_cache):
     assert np.abs(np.array(result["vectors"]) - minilm.embed_text(texts)).max() <= 1e-4
 
 
+@pytest.mark.models
 def test_a_bundle_without_a_tower_builds_one_into_the_cache_once_then_needs_no_torch(minilm, tmp_path):
     """The shipped default carries no text tower: the first text_encoder builds minilm's into
     the user cache (saying so), a fresh process then embeds from it with torch never
@@ -326,6 +328,7 @@ def test_openclip_random_weights_onnx_matches_torch(clip_bundle):
 
 # -- the command line ------------------------------------------------------------------
 
+@pytest.mark.models
 def test_cli_models_add_text_copies_the_default(tmp_path, capsys, monkeypatch, minilm, no_text_cache):
     from core.cli import main
 
@@ -358,6 +361,7 @@ def test_cli_export_with_text(clip_bundle, tmp_path, capsys):
     assert "text tower none" in capsys.readouterr().out
 
 
+@pytest.mark.models
 def test_carried_prompt_ensembles_replace_the_tower_and_match_torch(tmp_path, monkeypatch, minilm, no_text_cache):
     """A bundle made with the ModelNet40 prompt ensembles answers prompt_vectors for those
     classes without running the tower, equal to the torch space's ensembles; a class it does

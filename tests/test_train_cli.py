@@ -17,6 +17,8 @@ from core.meshio import load_points
 from core.triplets import TripletStore, key_for_file
 from training.features import TripletFeatures, cache_folder
 
+pytestmark = pytest.mark.train
+
 SHAPES = {
     "box": lambda: trimesh.creation.box(),
     "ball": lambda: trimesh.creation.icosphere(),

@@ -52,19 +52,21 @@ def make_features(n_objects: int = 32, dim: int = 16, seed: int = 0) -> TripletF
 CONFIG = dict(encoder="pointbert-tiny", batch_size=8, lr=2e-3, warmup_epochs=0.5)
 
 
+@pytest.mark.train
 def test_two_epochs_decrease_the_loss(tmp_path):
     trainer = Trainer(make_features(), TrainConfig(epochs=4, **CONFIG), tmp_path)
-    history = trainer.fit(show_progress=False)
+    history = trainer.fit()
     assert history[-1]["loss"] < history[0]["loss"] - 0.1, [h["loss"] for h in history]
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]
     assert (tmp_path / CHECKPOINT).is_file() and (tmp_path / "encoder.safetensors").is_file()
 
 
+@pytest.mark.train
 def test_resume_continues_bit_for_bit(tmp_path):
     features = make_features()
     straight = Trainer(features, TrainConfig(epochs=2, **CONFIG), tmp_path / "a")
-    straight_history = straight.fit(show_progress=False)
+    straight_history = straight.fit()
 
     interrupted = Trainer(features, TrainConfig(epochs=2, **CONFIG), tmp_path / "b")
     interrupted.out.mkdir()
@@ -72,19 +74,20 @@ def test_resume_continues_bit_for_bit(tmp_path):
     interrupted.save_checkpoint()  # as if killed right after epoch 1's checkpoint
     resumed = Trainer(features, TrainConfig(epochs=2, **CONFIG), tmp_path / "b")
     assert resumed.resume() and resumed.epoch == 1
-    resumed_history = resumed.fit(show_progress=False)
+    resumed_history = resumed.fit()
 
     assert resumed_history[-1]["loss"] == straight_history[-1]["loss"]
     for key, value in straight.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key
 
 
+@pytest.mark.train
 def test_the_encoder_file_loads_into_a_fresh_encoder(tmp_path):
     from core.models import create_encoder
     from core.models.checkpoint import load_encoder_weights
 
     trainer = Trainer(make_features(), TrainConfig(epochs=1, **CONFIG), tmp_path)
-    trainer.fit(show_progress=False)
+    trainer.fit()
     fresh = create_encoder(trainer.encoder_config)
     load_encoder_weights(fresh, tmp_path / "encoder.safetensors")
     for key, value in trainer.model.state_dict().items():
@@ -98,10 +101,11 @@ from test_training import make_features, CONFIG
 from training.trainer import Trainer, TrainConfig
 trainer = Trainer(make_features(), TrainConfig(epochs=int(sys.argv[2]), **CONFIG), sys.argv[1])
 trainer.resume()
-trainer.fit(show_progress=False)
+trainer.fit()
 """
 
 
+@pytest.mark.train
 def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     script = tmp_path / "train.py"
     script.write_text(_TRAIN_SCRIPT.format(tests=os.path.dirname(__file__)))
@@ -120,7 +124,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     assert state["epoch"] >= done - 1 >= 0
     resumed = Trainer(make_features(), TrainConfig(epochs=state["epoch"] + 1, **CONFIG), out)
     assert resumed.resume() and resumed.epoch == state["epoch"]
-    history = resumed.fit(show_progress=False)
+    history = resumed.fit()
     assert [h["epoch"] for h in history] == [state["epoch"] + 1]
 
 
@@ -143,12 +147,13 @@ def _ddp_worker(rank: int, world: int, port: int, out: str, queue) -> None:
         loss = contrastive_loss(a[half], b[half], None, torch.tensor(10.0))["loss"].item()
         # 2) whole training epochs over the same global batches
         trainer = Trainer(make_features(), TrainConfig(epochs=2, **CONFIG), out)
-        history = trainer.fit(show_progress=False)
+        history = trainer.fit()
         queue.put((rank, loss, [h["loss"] for h in history]))
     finally:
         dist.destroy_process_group()
 
 
+@pytest.mark.train
 def test_two_gloo_processes_match_one(tmp_path):
     import torch.multiprocessing as mp
 
@@ -156,7 +161,7 @@ def test_two_gloo_processes_match_one(tmp_path):
     a = torch.nn.functional.normalize(torch.randn(8, 16, generator=gen), dim=-1)
     b = torch.nn.functional.normalize(torch.randn(8, 16, generator=gen), dim=-1)
     single_loss = contrastive_loss(a, b, None, torch.tensor(10.0))["loss"].item()
-    single = Trainer(make_features(), TrainConfig(epochs=2, **CONFIG), tmp_path / "one").fit(show_progress=False)
+    single = Trainer(make_features(), TrainConfig(epochs=2, **CONFIG), tmp_path / "one").fit()
 
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
@@ -202,6 +207,7 @@ def test_weight_decay_falls_on_weights_of_two_or_more_dimensions_only(tmp_path):
     assert len(decayed["params"]) + len(plain["params"]) == len(list(trainer.model.parameters())) + 1
 
 
+@pytest.mark.train
 def test_the_logit_scale_parameter_is_clamped_at_log_100_after_each_step(tmp_path):
     trainer = Trainer(make_features(), TrainConfig(epochs=1, **CONFIG), tmp_path)
     with torch.no_grad():
@@ -245,6 +251,7 @@ def test_random_up_sends_the_up_axis_to_every_axis_direction():
     assert np.allclose(kept, [0, 1, 0], atol=1e-6)
 
 
+@pytest.mark.train
 def test_grouped_batches_hold_one_group_each_and_mix_only_the_remainder(tmp_path):
     """pointbert-tiny, random init: 8-object batches over groups of 20, 13 and 7 objects."""
     groups = ["a"] * 20 + ["b"] * 13 + ["c"] * 7
@@ -257,5 +264,5 @@ def test_grouped_batches_hold_one_group_each_and_mix_only_the_remainder(tmp_path
     flat = np.concatenate(batches)
     assert len(flat) == len(set(flat.tolist())) == 40, "every object once an epoch"
     assert [b.tolist() for b in trainer._batches(1)] != [b.tolist() for b in batches], "a new order each epoch"
-    history = trainer.fit(show_progress=False)
+    history = trainer.fit()
     assert np.isfinite(history[-1]["loss"])
