@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from .bundle import SHIPPED_BUNDLE, Bundle, read_bundle, write_bundle
 from .errors import BundleError
 from .onnx_export import INPUT_NAME, OUTPUT_NAME, export_module
 from .paths import file_sha256, replacing_folder
+from .progress import OnProgress
 
 # The torch weights travel in the bundle (float16: half the size, ample as a starting
 # point), so `ulip2 retrain --from BUNDLE` can fine-tune what the ONNX encoder runs.
@@ -181,6 +181,7 @@ def export_bundle(
     source: str | None = None,
     overwrite: bool = False,
     on_step=None,
+    on_progress: OnProgress | None = None,
 ) -> Bundle:
     """Build (or take) an encoder for `space`, load `checkpoint` if given, and write a bundle to `out`.
 
@@ -239,27 +240,19 @@ def export_bundle(
         write_bundle(bundle)
         if text:
             step("exporting the text tower")
-            bundle = add_text_tower(staging, prompts)
+            bundle = add_text_tower(staging, prompts, on_progress=on_progress)
     return Bundle(**{**bundle.__dict__, "path": out.resolve()})
 
 
-def _prompt_ensembles(space, classnames: list[str]) -> np.ndarray:
-    """space.embed_prompts(classnames) with a progress bar (LVIS: minutes on a CPU)."""
-    from tqdm import tqdm
-
-    with tqdm(total=len(classnames), desc="prompt ensembles", unit="class", file=sys.stderr,
-              dynamic_ncols=True) as bar:
-        return space.embed_prompts(classnames, on_batch=lambda done, total: bar.update(done - bar.n))
-
-
-def add_text_tower(bundle_dir: str | os.PathLike, prompts: Sequence[str] = ()) -> Bundle:
+def add_text_tower(bundle_dir: str | os.PathLike, prompts: Sequence[str] = (), *,
+                   on_progress: OnProgress | None = None) -> Bundle:
     """Export the text tower of the bundle's space into the bundle (text/text.onnx and
     text/tokenizer.json), so the bundle embeds texts with onnxruntime alone
     (core.spaces.text_encoder). Loads the space with torch; replaces a text tower
     already there; returns the bundle read again.
 
     `prompts` names shipped vocabularies (core.spaces.vocabularies.VOCABULARIES) whose prompt
-    ensembles are computed now and carried (add_prompts)."""
+    ensembles are computed now and carried (add_prompts; on_progress: classes embedded)."""
     from .spaces import load_space
     from .spaces.onnx_text import export_tower
 
@@ -275,15 +268,17 @@ def add_text_tower(bundle_dir: str | os.PathLike, prompts: Sequence[str] = ()) -
     entry |= {"onnx": f"{TEXT_DIR}/{entry['onnx']}", "tokenizer": f"{TEXT_DIR}/{entry['tokenizer']}"}
     write_bundle(dataclasses.replace(bundle, text=entry))
     if prompts:
-        return add_prompts(bundle.path, prompts, space)
+        return add_prompts(bundle.path, prompts, space, on_progress=on_progress)
     return read_bundle(bundle.path, warn_untrained=False)
 
 
-def add_prompts(bundle_dir: str | os.PathLike, vocabularies: Sequence[str], space=None) -> Bundle:
+def add_prompts(bundle_dir: str | os.PathLike, vocabularies: Sequence[str], space=None, *,
+                on_progress: OnProgress | None = None) -> Bundle:
     """Compute the prompt ensembles (ULIP's templates) of the named shipped vocabularies in
     the bundle's space and carry them in the bundle (prompts.npz, written atomically): every
     surface then tags with them without embedding a prompt (LVIS: 74k texts, minutes on a CPU).
-    Loads the torch space unless one is given; returns the bundle read again."""
+    Loads the torch space unless one is given; returns the bundle read again. on_progress:
+    (classes embedded, classes), as core.progress says."""
     from .spaces import load_space
     from .spaces.vocabularies import ULIP_TEMPLATES, load_vocabulary, prompt_name
 
@@ -292,7 +287,7 @@ def add_prompts(bundle_dir: str | os.PathLike, vocabularies: Sequence[str], spac
     classnames = list(dict.fromkeys(prompt_name(label) for vocab in vocabularies for label in load_vocabulary(vocab)[1]))
     staged = bundle.path / f".{PROMPTS_FILE}.tmp.npz"
     np.savez(staged, classnames=np.array(classnames), templates=np.array(ULIP_TEMPLATES),
-             vectors=_prompt_ensembles(space, classnames))
+             vectors=space.embed_prompts(classnames, on_batch=on_progress))
     os.replace(staged, bundle.path / PROMPTS_FILE)
     write_bundle(dataclasses.replace(bundle, prompts=PROMPTS_FILE))
     return read_bundle(bundle.path, warn_untrained=False)

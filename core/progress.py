@@ -25,9 +25,10 @@ def never() -> bool:
 
 
 @contextlib.contextmanager
-def bar(desc: str, unit: str, *, enabled: bool = True) -> Iterator[OnProgress]:
+def bar(desc: str, unit: str, *, enabled: bool = True, status: Callable[[], str] | None = None) -> Iterator[OnProgress]:
     """An on_progress that draws a tqdm bar on stderr, from the first call with work to do
-    (nothing at all when not `enabled`, or when there is nothing to do)."""
+    (nothing at all when not `enabled`, or when there is nothing to do). status: asked at
+    each call for a short text shown after the bar (a training run's loss)."""
     shown = None
 
     def update(done: int, total: int) -> None:
@@ -41,6 +42,8 @@ def bar(desc: str, unit: str, *, enabled: bool = True) -> Iterator[OnProgress]:
         if shown.total != total:
             shown.total = total
             shown.refresh()
+        if status is not None:
+            shown.set_postfix_str(status(), refresh=False)
         shown.update(done - shown.n)
 
     try:

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import Ulip2Error
+from core.progress import OnProgress
 
 FORMAT_VERSION = 1
 
@@ -114,25 +115,22 @@ def cache_folder(store_root: str | os.PathLike, space: str) -> Path:
     return Path(store_root) / "features" / f"{slug}-{hashlib.sha256(space.encode()).hexdigest()[:8]}"
 
 
-def load_or_build_features(store_root: str | os.PathLike, space: str) -> TripletFeatures:
+def load_or_build_features(store_root: str | os.PathLike, space: str, *,
+                           on_progress: OnProgress | None = None) -> TripletFeatures:
     """The store's feature cache for `space`, built first if missing (resumes a partial one)."""
     folder = cache_folder(store_root, space)
     if not (folder / "meta.json").is_file():
-        build_features(store_root, space)
+        build_features(store_root, space, on_progress=on_progress)
     return TripletFeatures.load(folder)
 
 
 def build_features(store_root: str | os.PathLike, space_name: str, *, out: str | os.PathLike | None = None,
-                   chunk: int = 128, device: str = "cpu", progress: bool = True) -> Path:
+                   chunk: int = 128, device: str = "cpu", on_progress: OnProgress | None = None) -> Path:
     """Embed a triplet store's captions (and views, where the space sees images) once.
 
     Work goes in chunks of `chunk` records, each saved as it finishes, so an interrupted
     run picks up at the first missing chunk; the chunks are joined into the cache at the end.
     """
-    import sys
-
-    from tqdm import tqdm
-
     from core.spaces import load_space
     from core.triplets import TripletStore
 
@@ -148,23 +146,24 @@ def build_features(store_root: str | os.PathLike, space_name: str, *, out: str |
     parts = out.with_name(out.name + ".chunks")
     parts.mkdir(parents=True, exist_ok=True)
     chunks = [records[i:i + chunk] for i in range(0, len(records), chunk)]
-    with tqdm(total=len(records), desc=f"features ({space.name})", unit="object", file=sys.stderr,
-              disable=not progress, dynamic_ncols=True) as bar:
-        for number, batch in enumerate(chunks):
-            part = parts / f"{number:06d}.npz"
-            if not part.is_file():
-                captions = [r.captions for r in batch]
-                text = space.embed_text([c for cs in captions for c in cs])
-                arrays = {"points": np.stack([r.points() for r in batch]).astype(np.float16),
-                          "text": text.astype(np.float16), "text_counts": np.array([len(c) for c in captions])}
-                if space.has_images:
-                    views = [r.views() for r in batch]
-                    arrays["image"] = space.embed_images([v for vs in views for v in vs]).astype(np.float16)
-                    arrays["image_counts"] = np.array([len(v) for v in views])
-                tmp = part.with_name(part.stem + ".tmp.npz")
-                np.savez(tmp, **arrays)
-                os.replace(tmp, part)
-            bar.update(len(batch))
+    if on_progress is not None:
+        on_progress(0, len(records))
+    for number, batch in enumerate(chunks):
+        part = parts / f"{number:06d}.npz"
+        if not part.is_file():
+            captions = [r.captions for r in batch]
+            text = space.embed_text([c for cs in captions for c in cs])
+            arrays = {"points": np.stack([r.points() for r in batch]).astype(np.float16),
+                      "text": text.astype(np.float16), "text_counts": np.array([len(c) for c in captions])}
+            if space.has_images:
+                views = [r.views() for r in batch]
+                arrays["image"] = space.embed_images([v for vs in views for v in vs]).astype(np.float16)
+                arrays["image_counts"] = np.array([len(v) for v in views])
+            tmp = part.with_name(part.stem + ".tmp.npz")
+            np.savez(tmp, **arrays)
+            os.replace(tmp, part)
+        if on_progress is not None:
+            on_progress(min(len(records), (number + 1) * chunk), len(records))
     points, texts, images = [], [], [] if space.has_images else None
     for number in range(len(chunks)):
         with np.load(parts / f"{number:06d}.npz") as data:

@@ -81,7 +81,8 @@ def retrain(paths: list[Path], source: Path, out: Path, work: Path, *, epochs: i
     with bar(f"captioning ({captioning[0].name})", "object") as on_progress:
         caption_store(triplets, *captioning, k=DEFAULT_K, on_progress=on_progress)
     stage("2/5 features")
-    features = load_or_build_features(store, bundle.space)
+    with bar("features", "object") as on_progress:
+        features = load_or_build_features(store, bundle.space, on_progress=on_progress)
 
     space = captioning[1]  # the bundle's space, loaded once for captions and evaluation
     heldout = load_eval_set(heldout_csv, bundle.num_points)
@@ -91,7 +92,8 @@ def retrain(paths: list[Path], source: Path, out: Path, work: Path, *, epochs: i
     config = TrainConfig(epochs=epochs, batch_size=min(batch_size, len(features)), lr=lr, init=str(source))
     trainer = Trainer(features, config, work / "run")
     trainer.resume()
-    trainer.fit()
+    with bar("training", "step", status=lambda: trainer.status) as on_progress:
+        trainer.fit(on_progress)
     stage("5/5 export and held-out accuracy after")
     new = export_bundle(out, model=trainer.model.eval(), space=bundle.space, overwrite=True,
                         source=f"ulip2 retrain from {bundle.path} on {len(features)} objects")

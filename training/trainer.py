@@ -13,8 +13,8 @@ import dataclasses
 import json
 import math
 import os
-import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 
 from core.bundle import bundle_path
+from core.progress import OnProgress
 from core.models import create_encoder, get_config
 
 from .augment import Augment, subsample
@@ -98,6 +99,7 @@ class Trainer:
         so an object's in-batch negatives are of its own kind and the loss must tell a chair
         from a sofa, not furniture from a tank; what does not fill a batch is mixed."""
         self.features, self.config, self.out = features, config, Path(out)
+        self.status = ""  # the last step's loss and learning rate, for a progress display
         self.groups = None if groups is None else np.asarray(groups)
         if self.groups is not None and len(self.groups) != len(features):
             raise ValueError(f"{len(self.groups)} group labels for {len(features)} objects")
@@ -186,7 +188,7 @@ class Trainer:
             yield points, text, image
 
     # -- loop ---------------------------------------------------------------------------
-    def train_epoch(self, progress=None) -> dict:
+    def train_epoch(self, on_step: Callable[[], None] | None = None) -> dict:
         epoch = self.epoch
         torch.manual_seed(self.config.seed * 100_003 + epoch)  # stochastic depth, per epoch
         model = self.ddp or self.model
@@ -214,33 +216,41 @@ class Trainer:
             self.scale.clamp_()
             for key, value in losses.items():
                 sums[key] = sums.get(key, 0.0) + value.item()
-            if progress is not None:
-                progress.update(1)
-                progress.set_postfix(loss=f"{losses['loss'].item():.3f}", lr=f"{lr:.2e}")
+            self.status = f"loss={losses['loss'].item():.3f}, lr={lr:.2e}"
+            if on_step is not None:
+                on_step()
         self.epoch += 1
         metrics = {k: v / self.steps_per_epoch for k, v in sums.items()}
         metrics |= {"epoch": self.epoch, "lr": lr, "logit_scale": self.scale().detach().item(),
                     "seconds": round(time.perf_counter() - start, 3)}
         return metrics
 
-    def fit(self, show_progress: bool = True) -> list[dict]:
-        from tqdm import tqdm
-
+    def fit(self, on_progress: OnProgress | None = None) -> list[dict]:
+        """Train to config.epochs from where the run stands, each epoch checkpointed before
+        its metrics line. on_progress: (steps done, steps in all), as core.progress says
+        (on rank 0 only); `status` holds the last step's loss and learning rate."""
         history = []
         self.out.mkdir(parents=True, exist_ok=True)
-        remaining = (self.config.epochs - self.epoch) * self.steps_per_epoch
-        with tqdm(total=remaining, desc="training", unit="step", file=sys.stderr,
-                  disable=not show_progress or self.rank != 0, dynamic_ncols=True) as bar:
-            while self.epoch < self.config.epochs:
-                metrics = self.train_epoch(bar)
-                history.append(metrics)
-                if self.rank == 0:
-                    # Checkpoint first: a metrics line means its epoch is safely on disk.
-                    self.save_checkpoint()
-                    with open(self.out / "metrics.jsonl", "a") as fh:
-                        fh.write(json.dumps(metrics) + "\n")
-                if self.world > 1:
-                    dist.barrier()
+        done, total = self.epoch * self.steps_per_epoch, self.config.epochs * self.steps_per_epoch
+        show = on_progress if self.rank == 0 else None
+
+        def step() -> None:
+            nonlocal done
+            done += 1
+            show(done, total)
+
+        if show is not None:
+            show(done, total)
+        while self.epoch < self.config.epochs:
+            metrics = self.train_epoch(step if show is not None else None)
+            history.append(metrics)
+            if self.rank == 0:
+                # Checkpoint first: a metrics line means its epoch is safely on disk.
+                self.save_checkpoint()
+                with open(self.out / "metrics.jsonl", "a") as fh:
+                    fh.write(json.dumps(metrics) + "\n")
+            if self.world > 1:
+                dist.barrier()
         return history
 
     # -- checkpoints --------------------------------------------------------------------

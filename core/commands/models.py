@@ -10,6 +10,7 @@ from pathlib import Path
 
 from core.commands import print_json
 from core.errors import AssetError
+from core.progress import bar
 
 
 # -- embed ------------------------------------------------------------------------------
@@ -55,9 +56,10 @@ def _export(out, **kwargs) -> int:
 
     from core.export import export_bundle
 
-    with tqdm(total=None, bar_format="{desc} [{elapsed}]", file=sys.stderr, dynamic_ncols=True) as bar:
-        bundle = export_bundle(out, on_step=bar.set_description_str, **kwargs)
-        bar.set_description_str("done")
+    with tqdm(total=None, bar_format="{desc} [{elapsed}]", file=sys.stderr, dynamic_ncols=True) as steps, \
+            bar("prompt ensembles", "class") as on_progress:
+        bundle = export_bundle(out, on_step=steps.set_description_str, on_progress=on_progress, **kwargs)
+        steps.set_description_str("done")
     print_json(bundle.to_json() | {"path": str(bundle.path)})
     return 0
 
@@ -113,15 +115,16 @@ def cmd_models_add_text(args) -> int:
     source = read_bundle(args.bundle, warn_untrained=False)
     out = args.out.expanduser()
     print(f"exporting the text tower of {source.space} ...", file=sys.stderr)
-    if out.resolve() == source.path:
-        bundle = add_text_tower(out, args.prompts)
-    else:
-        if out.exists() and any(out.iterdir()) and not args.overwrite:
-            raise BundleError(f"{out} exists and is not empty; pick a new folder or pass --overwrite")
-        with replacing_folder(out) as staging:  # a failed export leaves no half bundle at --out
-            shutil.copytree(source.path, staging, dirs_exist_ok=True)
-            add_text_tower(staging, args.prompts)
-        bundle = read_bundle(out, warn_untrained=False)
+    with bar("prompt ensembles", "class") as on_progress:
+        if out.resolve() == source.path:
+            bundle = add_text_tower(out, args.prompts, on_progress=on_progress)
+        else:
+            if out.exists() and any(out.iterdir()) and not args.overwrite:
+                raise BundleError(f"{out} exists and is not empty; pick a new folder or pass --overwrite")
+            with replacing_folder(out) as staging:  # a failed export leaves no half bundle at --out
+                shutil.copytree(source.path, staging, dirs_exist_ok=True)
+                add_text_tower(staging, args.prompts, on_progress=on_progress)
+            bundle = read_bundle(out, warn_untrained=False)
     print_json(bundle.to_json() | {"path": str(bundle.path)})
     return 0
 

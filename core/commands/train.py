@@ -7,11 +7,14 @@ import json
 import sys
 from pathlib import Path
 
+from core.progress import bar
+
 
 def cmd_features(args) -> int:
     from training.features import build_features
 
-    out = build_features(args.store, args.space, out=args.out, device=args.device)
+    with bar("features", "object") as on_progress:
+        out = build_features(args.store, args.space, out=args.out, device=args.device, on_progress=on_progress)
     print(json.dumps({"features": str(out)}))
     return 0
 
@@ -26,7 +29,8 @@ def cmd_train(args) -> int:
     if (source / "store.json").is_file():  # a triplet store: use (or build) its feature cache
         folder = cache_folder(source, args.space)
         if not (folder / "meta.json").is_file():
-            folder = build_features(source, args.space)
+            with bar("features", "object") as on_progress:
+                folder = build_features(source, args.space, on_progress=on_progress)
         source = folder
     features = TripletFeatures.load(source)
     device = init_distributed()
@@ -39,7 +43,8 @@ def cmd_train(args) -> int:
         raise Ulip2Error(str(exc)) from exc
     if args.resume and trainer.resume():
         print(f"resuming after epoch {trainer.epoch}", file=sys.stderr)
-    history = trainer.fit()
+    with bar("training", "step", status=lambda: trainer.status) as on_progress:
+        history = trainer.fit(on_progress)
     if trainer.rank == 0:
         result = {"out": str(args.out), "epochs": trainer.epoch, "last": history[-1] if history else None}
         if args.bundle:

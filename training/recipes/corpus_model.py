@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import Ulip2Error
+from core.progress import bar
 
 SPACE = "minilm"
 POINTS = 1024
@@ -160,7 +161,8 @@ def train(pack_path: Path, job: dict, out: Path, *, holdout: str | None = None, 
     result = dict(job, holdout=holdout, train_objects=len(index))
     if not validate:
         trainer.resume()
-        history = trainer.fit(show_progress=show_progress)
+        with bar("training", "step", enabled=show_progress, status=lambda: trainer.status) as on_progress:
+            history = trainer.fit(on_progress)
         return result | {"final_loss": round(history[-1]["loss"], 4) if history else None,
                          "seconds": round(time.perf_counter() - start, 1), "weights": str(out / "encoder.safetensors")}
     val = pack.select(splits=("val",), exclude_source=holdout, labelled=True)
@@ -324,7 +326,8 @@ def export(weights: Path, bundle: Path, job: dict, note: str, *, prompts: bool =
 
     export_bundle(bundle, config=job["encoder"], checkpoint=weights, space=SPACE, overwrite=True, source=note)
     if prompts:
-        add_prompts(bundle, ["lvis", "modelnet40", "shapenet55"])
+        with bar("prompt ensembles", "class") as on_progress:
+            add_prompts(bundle, ["lvis", "modelnet40", "shapenet55"], on_progress=on_progress)
     return bundle
 
 

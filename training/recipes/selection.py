@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from core.progress import bar
+
 from .sweethome3d import read_catalogue
 
 PACK_POINTS = 2048
@@ -176,7 +178,8 @@ def train(pack_path: Path, job: dict, out: Path, *, device: str = "auto", valida
     start, result = time.perf_counter(), dict(job, train_objects=len(features))
     if not validate:
         trainer.resume()
-        history = trainer.fit(show_progress=show_progress)
+        with bar("training", "step", enabled=show_progress, status=lambda: trainer.status) as on_progress:
+            history = trainer.fit(on_progress)
         return result | {"final_loss": round(history[-1]["loss"], 4) if history else None,
                          "seconds": round(time.perf_counter() - start, 1), "weights": str(out / "encoder.safetensors")}
     curve = []
