@@ -34,6 +34,39 @@ def unreachable_hub(tmp_path):
 
 
 @pytest.fixture
+def offline_hub(monkeypatch, tmp_path):
+    """This process's huggingface_hub marked offline, so every request is refused before it
+    leaves the machine, with an empty cache at tmp_path/hf-cache: what a machine with neither
+    network nor the weights sees, whatever this one has, and at once."""
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+
+
+@pytest.fixture
+def allocated():
+    """`with allocated() as peak:` measures the most the block held allocated at once, in
+    peak.bytes (tracemalloc: Python objects and numpy arrays)."""
+    import contextlib
+    import tracemalloc
+    import types
+
+    @contextlib.contextmanager
+    def measure():
+        peak = types.SimpleNamespace(bytes=None)
+        tracemalloc.start()
+        try:
+            yield peak
+        finally:
+            peak.bytes = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+
+    return measure
+
+
+@pytest.fixture
 def rng():
     import numpy as np
 
@@ -53,6 +86,7 @@ def tiny_bundle(tmp_path_factory):
     out = tmp_path_factory.mktemp("bundles") / "tiny"
     bundle = export_bundle(out, model=model, space="minilm", fp16=True)
     return types.SimpleNamespace(bundle=bundle, model=model, path=out)
+
 
 
 # -- tiers ------------------------------------------------------------------------------

@@ -121,6 +121,7 @@ def _tiny_blip(path):
     BlipProcessor(BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer).save_pretrained(path)
 
 
+@pytest.mark.models
 @pytest.mark.parametrize("name,build", [("blip2", _tiny_blip2), ("blip", _tiny_blip)])
 def test_hf_captioners_generate_rank_select(tmp_path, name, build):
     build(tmp_path / name)
@@ -144,20 +145,57 @@ def test_blip2_without_weights_names_the_alternatives():
         load_captioner("gpt")
 
 
-def test_cached_weights_load_from_the_cache_without_the_hub(tmp_path, unreachable_hub):
-    """A hub id whose weights are in the Hugging Face cache loads from there at once, the hub
-    unreachable and not marked offline (transformers asked the hub first, for minutes)."""
+@pytest.fixture
+def recording_hub(unreachable_hub):
+    """unreachable_hub, but its port listens: the first line of every request to the hub is
+    recorded (in hub.requests) and the connection closed at once, so what is asked is seen,
+    and never waited for."""
+    import socket
+    import threading
+    import types
+
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.1)  # so that the loop sees the test end
+    hub = types.SimpleNamespace(env={**unreachable_hub, "HF_ENDPOINT": f"http://127.0.0.1:{server.getsockname()[1]}"},
+                                requests=[])
+    over = threading.Event()
+
+    def serve():
+        while not over.is_set():
+            try:
+                connection, _ = server.accept()
+            except TimeoutError:
+                continue
+            with connection:
+                connection.settimeout(10)
+                try:
+                    hub.requests.append(connection.recv(4096).split(b"\r\n")[0].decode(errors="replace"))
+                except OSError as exc:
+                    hub.requests.append(f"a connection that sent nothing ({exc})")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield hub
+    over.set()
+    thread.join()
+    server.close()
+
+
+@pytest.mark.models
+def test_cached_weights_load_from_the_cache_without_the_hub(tmp_path, recording_hub):
+    """A hub id whose weights are in the Hugging Face cache loads from there without asking
+    the hub about the model, the hub not marked offline (transformers asked it first, for
+    minutes). (huggingface_hub asks it once for its own /api/agent-harnesses list.)"""
     import subprocess
     import sys
-    import time
 
     snapshot = tmp_path / "hf" / "hub" / "models--studio--tiny-blip" / "snapshots" / ("0" * 40)
     _tiny_blip(snapshot)
     (snapshot.parents[1] / "refs").mkdir()
     (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
-    start = time.monotonic()
     done = subprocess.run([sys.executable, "-c", "from core.captioners import load_captioner\n"
                            "print(load_captioner('blip', 'studio/tiny-blip').net.config.vision_config.hidden_size)"],
-                          env=unreachable_hub, capture_output=True, text=True, timeout=300)
+                          env=recording_hub.env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["32"] and time.monotonic() - start < 60
+    assert done.stdout.split() == ["32"]
+    assert [r for r in recording_hub.requests if "tiny-blip" in r or "agent-harnesses" not in r] == []
