@@ -14,10 +14,12 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 pytest.importorskip("bpy")
+pytestmark = pytest.mark.blender
 
 from core.blender_extension import build_extension  # noqa: E402
 from core.spaces.vocabularies import load_bank  # noqa: E402
@@ -64,7 +66,7 @@ def library(text_bundle, tmp_path_factory):
     paths = write_meshes(root / "assets", 8)
     db = root / "library.sqlite"
     with Library(db) as lib:
-        index_paths([root / "assets"], lib, PointEncoder(text_bundle, device="cpu"), workers=0, progress=False)
+        index_paths([root / "assets"], lib, PointEncoder(text_bundle, device="cpu"), workers=0)
     return db, sorted(str(p.resolve()) for p in paths)
 
 
@@ -80,7 +82,8 @@ def run_bpy(tmp_path, *args, timeout=600):
 
 
 SCENE = r"""
-import json, sys
+import json, sys, traceback
+from contextlib import contextmanager
 import bpy
 
 zip_path, bundle, db, vocabulary, blend_asset, no_text_bundle = sys.argv[1:7]
@@ -89,7 +92,16 @@ assert bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_de
 prefs = bpy.context.preferences.addons["bl_ext.user_default.ulip2"].preferences
 prefs.bundle, prefs.library, prefs.device = bundle, db, "cpu"
 prefs.vocabulary, prefs.vocabulary_file, prefs.tags_per_object = "FILE", vocabulary, %(k)d
-out = {}
+out, failed = {}, {}
+
+@contextmanager
+def step(name):
+    # One step of the session: what it raised is recorded under its name and the session
+    # goes on, so that each behaviour's test reports its own outcome.
+    try:
+        yield
+    except Exception:
+        failed[name] = traceback.format_exc()
 
 def error_of(operator, **properties):
     try:
@@ -97,33 +109,38 @@ def error_of(operator, **properties):
     except RuntimeError as exc:  # an operator's ERROR report, raised to the script
         return str(exc)
 
-prefs.bundle, library = no_text_bundle, prefs.library
-out["no_text"] = error_of(bpy.ops.ulip2.auto_tag)
-prefs.bundle, prefs.library = bundle, ""
-out["no_library"] = error_of(bpy.ops.ulip2.search_library, query="a chair")
-prefs.library = library
+library = prefs.library
+with step("no_text"):
+    prefs.bundle = no_text_bundle
+    out["no_text"] = error_of(bpy.ops.ulip2.auto_tag)
+with step("no_library"):
+    prefs.bundle, prefs.library = bundle, ""
+    out["no_library"] = error_of(bpy.ops.ulip2.search_library, query="a chair")
+prefs.bundle, prefs.library = bundle, library
 
-# A .blend holding one marked asset away from the origin, for append and link.
-bpy.ops.wm.read_homefile(use_empty=True)  # keeps the preferences
-bpy.ops.mesh.primitive_cylinder_add(location=(5, 5, 0))
-stool = bpy.context.active_object
-stool.name = "Stool"
-stool.asset_mark()
-bpy.data.libraries.write(blend_asset, {stool})
+with step("blend_asset"):
+    # A .blend holding one marked asset away from the origin, for append and link.
+    bpy.ops.wm.read_homefile(use_empty=True)  # keeps the preferences
+    bpy.ops.mesh.primitive_cylinder_add(location=(5, 5, 0))
+    stool = bpy.context.active_object
+    stool.name = "Stool"
+    stool.asset_mark()
+    bpy.data.libraries.write(blend_asset, {stool})
 
-# The artist's scene: two marked assets, a plain object, and a light (nothing to sample).
-bpy.ops.wm.read_homefile(use_empty=True)  # keeps the preferences
-bpy.ops.mesh.primitive_cube_add(location=(0, 0, 0))
-bpy.context.active_object.name = "Crate"
-bpy.context.active_object.asset_mark()
-bpy.context.active_object.asset_data.tags.new("mine")  # an artist's own tag survives
-bpy.ops.mesh.primitive_uv_sphere_add(location=(3, 0, 0))
-bpy.context.active_object.name = "Ball"
-bpy.context.active_object.asset_mark()
-bpy.ops.mesh.primitive_cone_add(location=(0, 4, 0))
-bpy.context.active_object.name = "Cone"
-bpy.ops.object.light_add(location=(0, 0, 5))
-bpy.ops.object.select_all(action="SELECT")
+with step("scene"):
+    # The artist's scene: two marked assets, a plain object, and a light (nothing to sample).
+    bpy.ops.wm.read_homefile(use_empty=True)  # keeps the preferences
+    bpy.ops.mesh.primitive_cube_add(location=(0, 0, 0))
+    bpy.context.active_object.name = "Crate"
+    bpy.context.active_object.asset_mark()
+    bpy.context.active_object.asset_data.tags.new("mine")  # an artist's own tag survives
+    bpy.ops.mesh.primitive_uv_sphere_add(location=(3, 0, 0))
+    bpy.context.active_object.name = "Ball"
+    bpy.context.active_object.asset_mark()
+    bpy.ops.mesh.primitive_cone_add(location=(0, 4, 0))
+    bpy.context.active_object.name = "Cone"
+    bpy.ops.object.light_add(location=(0, 0, 5))
+    bpy.ops.object.select_all(action="SELECT")
 
 def labels():
     objects = bpy.data.objects
@@ -131,31 +148,37 @@ def labels():
             "Ball": [t.name for t in objects["Ball"].asset_data.tags], "Ball.d": objects["Ball"].asset_data.description,
             "Cone": list(objects["Cone"].get("ulip2_tags", [])), "Cone.d": objects["Cone"].get("ulip2_caption")}
 
-bpy.ops.ed.undo_push(message="before auto-tag")
-out["before"] = labels()
-# (EXEC_DEFAULT, undo=True): the way a button press runs it, pushing the operator's undo step.
-out["tag"] = sorted(bpy.ops.ulip2.auto_tag("EXEC_DEFAULT", True))
-out["first"] = labels()
-bpy.ops.ed.undo()
-out["undone"] = labels()
-bpy.ops.ed.redo()
-out["redone"] = labels()
-bpy.ops.object.select_all(action="SELECT")
-bpy.ops.ulip2.auto_tag("EXEC_DEFAULT", True)
-out["second"] = labels()
+with step("tag"):
+    bpy.ops.ed.undo_push(message="before auto-tag")
+    out["before"] = labels()
+    # (EXEC_DEFAULT, undo=True): the way a button press runs it, pushing the operator's undo step.
+    out["tag"] = sorted(bpy.ops.ulip2.auto_tag("EXEC_DEFAULT", True))
+    out["first"] = labels()
+with step("undo"):
+    bpy.ops.ed.undo()
+    out["undone"] = labels()
+with step("redo"):
+    bpy.ops.ed.redo()
+    out["redone"] = labels()
+with step("second"):
+    bpy.ops.object.select_all(action="SELECT")
+    bpy.ops.ulip2.auto_tag("EXEC_DEFAULT", True)
+    out["second"] = labels()
 
-bpy.ops.object.select_all(action="DESELECT")
-bpy.data.objects["Cone"].select_set(True)
-del bpy.data.objects["Cone"]["ulip2_caption"]
-out["caption"] = sorted(bpy.ops.ulip2.caption())
-out["cone_caption"] = bpy.data.objects["Cone"].get("ulip2_caption")
+with step("caption"):
+    bpy.ops.object.select_all(action="DESELECT")
+    bpy.data.objects["Cone"].select_set(True)
+    del bpy.data.objects["Cone"]["ulip2_caption"]
+    out["caption"] = sorted(bpy.ops.ulip2.caption())
+    out["cone_caption"] = bpy.data.objects["Cone"].get("ulip2_caption")
 
-search = bpy.context.window_manager.ulip2_search
-search.query, search.count = "a wooden box", 3
-out["search"] = sorted(bpy.ops.ulip2.search_library())
-from bl_ext.user_default.ulip2.library_search import preview
-out["results"] = [{"path": r.path, "score": r.score, "thumbnail": r.thumbnail,
-                   "preview": list(preview(r.thumbnail).image_size)} for r in search.results]
+with step("search"):
+    search = bpy.context.window_manager.ulip2_search
+    search.query, search.count = "a wooden box", 3
+    out["search"] = sorted(bpy.ops.ulip2.search_library())
+    from bl_ext.user_default.ulip2.library_search import preview
+    out["results"] = [{"path": r.path, "score": r.score, "thumbnail": r.thumbnail,
+                       "preview": list(preview(r.thumbnail).image_size)} for r in search.results]
 
 def placed(before):
     new = [o for o in bpy.data.objects if o.name not in before and (o.parent is None or o.parent.name in before)]
@@ -165,99 +188,181 @@ def placed(before):
                                  if o.instance_collection else []} for o in new]
 
 bpy.context.scene.cursor.location = (2.0, -3.0, 1.5)
-before = {o.name for o in bpy.data.objects}
-out["append"] = sorted(bpy.ops.ulip2.append_result())  # the active search result
-out["appended"] = placed(before)
-before = {o.name for o in bpy.data.objects}
-out["append_blend"] = sorted(bpy.ops.ulip2.append_result(path=blend_asset))
-out["appended_blend"] = placed(before)
-before = {o.name for o in bpy.data.objects}
-out["link_blend"] = sorted(bpy.ops.ulip2.append_result(path=blend_asset, link=True))
-out["linked_blend"] = placed(before)
+with step("append"):
+    before = {o.name for o in bpy.data.objects}
+    out["append"] = sorted(bpy.ops.ulip2.append_result())  # the active search result
+    out["appended"] = placed(before)
+with step("append_blend"):
+    before = {o.name for o in bpy.data.objects}
+    out["append_blend"] = sorted(bpy.ops.ulip2.append_result(path=blend_asset))
+    out["appended_blend"] = placed(before)
+with step("link_blend"):
+    before = {o.name for o in bpy.data.objects}
+    out["link_blend"] = sorted(bpy.ops.ulip2.append_result(path=blend_asset, link=True))
+    out["linked_blend"] = placed(before)
 
-# Stopping (Esc in the modal operator) closes the steps between two objects: the objects
-# done keep their labels, the rest are not touched.
-from bl_ext.user_default.ulip2.inference import models_for
-from bl_ext.user_default.ulip2.labels import Outcome, label_objects
-outcome = Outcome()
-steps = label_objects(models_for(bundle, "cpu"),
-                      [bpy.data.objects[n] for n in ("Crate", "Ball", "Cone")], outcome, vocabulary=vocabulary, k=2)
-for done, total, message in steps:
-    if message.startswith("labelling") and done == 1:
-        break
-steps.close()
-out["stopped"] = [sorted(outcome.labelled), outcome.total]
+with step("stopped"):
+    # Stopping (Esc in the modal operator) closes the steps between two objects: the objects
+    # done keep their labels, the rest are not touched.
+    from bl_ext.user_default.ulip2.inference import models_for
+    from bl_ext.user_default.ulip2.labels import Outcome, label_objects
+    outcome = Outcome()
+    steps = label_objects(models_for(bundle, "cpu"),
+                          [bpy.data.objects[n] for n in ("Crate", "Ball", "Cone")], outcome, vocabulary=vocabulary, k=2)
+    for done, total, message in steps:
+        if message.startswith("labelling") and done == 1:
+            break
+    steps.close()
+    out["stopped"] = [sorted(outcome.labelled), outcome.total]
 
 import core.runtime
 out["core"] = core.runtime.__file__
 out["onnxruntime"] = "onnxruntime" in sys.modules
 out["torch"] = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers", "open_clip"))
-print(json.dumps(out))
+print(json.dumps({"out": out, "failed": failed}))
 """ % {"k": K}
 
+CURSOR = [2.0, -3.0, 1.5]
 
-def test_auto_tag_caption_search_append_in_clean_blender_without_torch(extension_zip, text_bundle, library,
-                                                                       tiny_bundle, vocabulary, tmp_path):
-    """Random weights (see the module docstring): structure, not meaning."""
-    db, indexed = library
-    script = tmp_path / "scene.py"
+
+@pytest.fixture(scope="module")
+def session(extension_zip, text_bundle, library, tiny_bundle, tmp_path_factory):
+    """The artist's session, run once for this module in one clean bpy (SCENE): the zip
+    installed, then errors, auto-tag, undo, caption, search, append and stop, each step's
+    outcome recorded under its name. The tests below judge one behaviour each."""
+    folder = tmp_path_factory.mktemp("panels")
+    vocabulary = folder / "vocabulary.txt"
+    vocabulary.write_text("\n".join(VOCABULARY) + "\n")
+    script = folder / "scene.py"
     script.write_text(SCENE)
-    out = run_bpy(tmp_path, str(script), str(extension_zip), str(text_bundle.path), str(db), str(vocabulary),
-                  str(tmp_path / "stool.blend"), str(tiny_bundle.path))
-    bank = set(load_bank()[1])
-    # A bundle without a text tower, or no library set: the error says what to do.
+    db, indexed = library
+    done = run_bpy(folder, str(script), str(extension_zip), str(text_bundle.path), str(db), str(vocabulary),
+                   str(folder / "stool.blend"), str(tiny_bundle.path))
+    return SimpleNamespace(folder=folder, indexed=indexed, out=done["out"], failed=done["failed"])
+
+
+def outcome(session, *steps):
+    """The session's record, once the steps this behaviour rests on ran without raising."""
+    for name in steps:
+        if name in session.failed:
+            pytest.fail(f"the {name!r} step raised in Blender:\n{session.failed[name]}", pytrace=False)
+    return session.out
+
+
+# A bundle without a text tower, or no library set: the error says what to do.
+
+def test_auto_tag_with_a_bundle_without_text_tower_names_the_command_that_adds_one(session, tiny_bundle):
+    out = outcome(session, "no_text")
     assert f"ulip2 models add-text {tiny_bundle.path}" in out["no_text"], out["no_text"]
+
+
+def test_search_with_no_library_set_says_how_to_make_one(session):
+    out = outcome(session, "no_library")
     assert "no index database set" in out["no_library"] and "ulip2 index FOLDER --db FILE" in out["no_library"]
 
-    # Auto-tag: k tags from the vocabulary on each asset (beside the artist's own), the
-    # caption in the asset's description; custom properties on the plain object.
+
+# Auto-tag (random weights, see the module docstring: structure, not meaning).
+
+def test_auto_tag_gives_every_object_k_distinct_tags_of_the_vocabulary(session):
+    """Asset tags on the marked assets, custom properties on the plain object."""
+    out = outcome(session, "scene", "tag")
     assert out["tag"] == ["FINISHED"]
     assert out["before"] == {"Crate": ["mine"], "Crate.d": "", "Ball": [], "Ball.d": "", "Cone": [], "Cone.d": None}
-    first = out["first"]
-    assert first["Crate"][0] == "mine" and len(first["Crate"]) == 1 + K
     for name in ("Crate", "Ball", "Cone"):
-        tags = [t for t in first[name] if t != "mine"]
-        assert len(tags) == K and set(tags) <= set(VOCABULARY) and len(set(tags)) == K, (name, first[name])
+        tags = [t for t in out["first"][name] if t != "mine"]
+        assert len(tags) == K and set(tags) <= set(VOCABULARY) and len(set(tags)) == K, (name, out["first"][name])
+
+
+def test_auto_tag_keeps_the_artists_own_tag_first(session):
+    first = outcome(session, "scene", "tag")["first"]
+    assert first["Crate"][0] == "mine" and len(first["Crate"]) == 1 + K
+
+
+def test_auto_tag_writes_a_caption_of_the_bank_on_every_object(session):
+    """In the asset's description; in a custom property on the plain object."""
+    first = outcome(session, "scene", "tag")["first"]
+    bank = set(load_bank()[1])
+    for name in ("Crate", "Ball", "Cone"):
         assert first[f"{name}.d"] in bank, (name, first[f"{name}.d"])
-    # One undo step takes all of it back, on every object at once; redo brings it again.
+
+
+def test_one_undo_takes_auto_tag_back_on_every_object_at_once(session):
+    out = outcome(session, "scene", "tag", "undo")
     assert out["undone"] == out["before"]
-    assert out["redone"] == first
-    # A second run adds no duplicate.
-    assert out["second"] == first
 
-    assert out["caption"] == ["FINISHED"] and out["cone_caption"] in bank
 
-    # Search: results from the library, best first, with their thumbnails as previews.
+def test_redo_brings_auto_tag_back(session):
+    out = outcome(session, "scene", "tag", "undo", "redo")
+    assert out["redone"] == out["first"]
+
+
+def test_a_second_auto_tag_adds_no_duplicate(session):
+    out = outcome(session, "scene", "tag", "second")
+    assert out["second"] == out["first"]
+
+
+def test_caption_writes_a_caption_of_the_bank(session):
+    out = outcome(session, "scene", "caption")
+    assert out["caption"] == ["FINISHED"] and out["cone_caption"] in set(load_bank()[1])
+
+
+def test_stopping_between_objects_keeps_the_labels_of_those_done(session):
+    out = outcome(session, "scene", "stopped")
+    assert out["stopped"] == [["Crate"], 3]
+
+
+# Library search.
+
+def test_search_lists_results_of_the_library_best_first(session):
+    out = outcome(session, "search")
     assert out["search"] == ["FINISHED"]
     results = out["results"]
-    assert len(results) == 3 and all(r["path"] in indexed for r in results)
+    assert len(results) == 3 and all(r["path"] in session.indexed for r in results)
     assert [r["score"] for r in results] == sorted((r["score"] for r in results), reverse=True)
+
+
+def test_search_results_show_their_thumbnails_as_previews(session):
+    results = outcome(session, "search")["results"]
+    assert results
     for result in results:
-        assert Path(result["thumbnail"]).is_file()
-        assert Path(result["thumbnail"]).is_relative_to(tmp_path / "blender-user")
-        assert Path(result["thumbnail"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        thumbnail = Path(result["thumbnail"])
+        assert thumbnail.is_file() and thumbnail.is_relative_to(session.folder / "blender-user")
+        assert thumbnail.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert result["preview"] == [128, 128]  # loaded by bpy.utils.previews (icon ids exist only with a UI)
 
-    # Append: the active result (a mesh file, through Blender's importer) at the 3D cursor.
-    cursor = [2.0, -3.0, 1.5]
+
+# Append and link.
+
+def test_append_imports_the_active_mesh_result_at_the_cursor(session):
+    out = outcome(session, "search", "append")
     assert out["append"] == ["FINISHED"]
     assert len(out["appended"]) >= 1
     at = [sum(o["at"][i] for o in out["appended"]) / len(out["appended"]) for i in range(3)]
-    assert at == pytest.approx(cursor, abs=1e-3)
-    # A .blend: its marked asset, appended as a local copy at the cursor, or linked and
-    # placed by a collection instance at the cursor.
+    assert at == pytest.approx(CURSOR, abs=1e-3)
+
+
+def test_append_of_a_blend_copies_its_marked_asset_to_the_cursor(session):
+    out = outcome(session, "blend_asset", "append_blend")
     assert out["append_blend"] == ["FINISHED"]
-    assert [(o["name"].startswith("Stool"), o["at"], o["linked"]) for o in out["appended_blend"]] == [(True, cursor, False)]
+    assert [(o["name"].startswith("Stool"), o["at"], o["linked"]) for o in out["appended_blend"]] == [(True, CURSOR, False)]
+
+
+def test_link_of_a_blend_places_a_collection_instance_at_the_cursor(session):
+    out = outcome(session, "blend_asset", "link_blend")
     assert out["link_blend"] == ["FINISHED"]
     [instance] = out["linked_blend"]
-    assert instance["at"] == cursor and instance["instance"] and instance["instanced_linked"] == [True]
+    assert instance["at"] == CURSOR and instance["instance"] and instance["instanced_linked"] == [True]
 
-    assert out["stopped"] == [["Crate"], 3]
 
-    # Inference ran through onnxruntime from the extension's own core, with no torch loaded.
-    assert Path(out["core"]).is_relative_to(tmp_path / "blender-user")
-    assert out["onnxruntime"] is True
-    assert out["torch"] == []
+# What ran: the extension's own core, through onnxruntime, with no torch loaded.
+
+def test_the_panels_run_the_core_the_extension_carries(session):
+    assert Path(session.out["core"]).is_relative_to(session.folder / "blender-user")
+
+
+def test_the_panels_run_on_onnxruntime_without_torch(session):
+    assert session.out["onnxruntime"] is True
+    assert session.out["torch"] == []
 
 
 MAKE_BLEND = r"""
