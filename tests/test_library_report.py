@@ -13,6 +13,9 @@ from core.cli import main
 
 QUERIES = ["a chair", "a round ball"]
 K = 2
+# A small tag vocabulary: the page's structure is the same, and its prompt ensembles are a
+# few hundred texts where modelnet40's, the default, are 2560.
+VOCABULARY = ["chair", "table", "lamp", "box", "ball", "pipe"]
 MARKUP_NAME = '<script>alert("x") & co.obj'  # no "/": a file name cannot hold one
 
 
@@ -74,9 +77,10 @@ def demo(tmp_path_factory, tiny_bundle):
     trimesh.creation.icosphere(subdivisions=2).export(assets / "ball.ply")
     trimesh.creation.cylinder(radius=0.3, height=1.5).export(assets / MARKUP_NAME)
     (assets / "broken.glb").write_bytes(b"\x00junk, not a glTF binary" * 8)
+    (root / "vocabulary.txt").write_text("\n".join(VOCABULARY) + "\n")
     out = root / "demo"
     code = main(["demo", str(assets), "--out", str(out), "--bundle", str(tiny_bundle.path), "--workers", "0",
-                 "--quiet", "--query", *QUERIES, "--k", str(K)])
+                 "--quiet", "--query", *QUERIES, "--k", str(K), "--vocab", str(root / "vocabulary.txt")])
     assert code == 1, "broken.glb failed: the demo says so by its exit code, as index does, and still writes the page"
     return root, out
 
@@ -131,7 +135,7 @@ def test_report_command_rewrites_the_page_from_the_library(demo, tiny_bundle, ca
     capsys.readouterr()
     page = root / "again.html"
     assert main(["report", "--db", str(out / "library.sqlite"), "--bundle", str(tiny_bundle.path),
-                 "--out", str(page), "--query", "a lamp", "--k", "3", "--vocab", "modelnet40"]) == 0
+                 "--out", str(page), "--query", "a lamp", "--k", "3", "--vocab", str(root / "vocabulary.txt")]) == 0
     assert capsys.readouterr().out.strip() == str(page.resolve()), "stdout holds the page's path alone"
     tree = parse(page)
     (search,) = tree.find_all("section", "search")
