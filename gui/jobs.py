@@ -62,8 +62,8 @@ def run_index(folders: Sequence[str], db: str, bundle: str | None, device: str, 
             on_batch(done, total)
 
     with Library(db) as library:
-        report = index_paths(folders, library, encoder, batch_size=batch_size, workers=workers, progress=False,
-                             on_batch=batch, should_stop=should_stop)
+        report = index_paths(folders, library, encoder, batch_size=batch_size, workers=workers,
+                             on_progress=batch, should_stop=should_stop)
     done, total = progress
     return IndexOutcome(report.added, report.updated, report.unchanged, report.removed, report.failed,
                         cancelled=done < total, done=done, total=total, known_errors=report.known_errors)
@@ -77,8 +77,7 @@ def run_thumbnails(db: str, *, workers: int | None = None, on_batch: Callable[[i
     from core.library.thumbnails import render_thumbnails
 
     with Library(db, create=False) as library:
-        return render_thumbnails(library, workers=workers, progress=False, on_batch=on_batch,
-                                 should_stop=should_stop)
+        return render_thumbnails(library, workers=workers, on_progress=on_batch, should_stop=should_stop)
 
 
 #: The two kinds of labels core stores, named as its exporter writes them.

@@ -38,7 +38,7 @@ def encoder(tiny_bundle):
 
 def run(roots, db, encoder, **kw):
     with Library(db) as library:
-        return index_paths(roots, library, encoder, progress=False, workers=kw.pop("workers", 0), **kw)
+        return index_paths(roots, library, encoder, workers=kw.pop("workers", 0), **kw)
 
 
 def test_index_reindex_change_delete(tmp_path, encoder):
@@ -83,6 +83,65 @@ def test_parallel_loading_matches_in_process(tmp_path, encoder):
     bid = bundle_id(encoder.bundle)
     with Library(tmp_path / "serial.sqlite") as a, Library(tmp_path / "pooled.sqlite") as b:
         np.testing.assert_allclose(a.embeddings(bid)[1], b.embeddings(bid)[1], atol=1e-5)
+
+
+def test_progress_follows_the_commits_and_a_stop_keeps_them(tmp_path, encoder):
+    """on_progress(done, total) in files before the first batch and after each commit;
+    should_stop, asked after each commit, ends the run there and the next run resumes."""
+    write_meshes(tmp_path / "a", 6)
+    calls = []
+    stopped = run([tmp_path / "a"], tmp_path / "lib.sqlite", encoder, batch_size=2,
+                  on_progress=lambda done, total: calls.append((done, total)), should_stop=lambda: len(calls) > 1)
+    assert calls == [(0, 6), (2, 6)] and stopped.added == 2
+    calls.clear()
+    rest = run([tmp_path / "a"], tmp_path / "lib.sqlite", encoder, batch_size=2,
+               on_progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(0, 4), (2, 4), (4, 4)] and (rest.added, rest.unchanged) == (4, 2)
+
+
+def test_files_load_while_a_batch_encodes(tmp_path, encoder, monkeypatch):
+    """Loading runs ahead of the encoder (in a loader thread here: workers=0), so the next
+    batch's files are read while the first batch encodes, not after it."""
+    from core.library import indexer
+
+    write_meshes(tmp_path / "a", 8)
+    loaded, real_load = [], indexer._load
+    monkeypatch.setattr(indexer, "_load", lambda job: (real_load(job), loaded.append(job.path))[0])
+
+    class Watching:
+        """The encoder, waiting at its first batch (two files) until the second has loaded."""
+        bundle, num_points, seen = encoder.bundle, encoder.num_points, []
+
+        def embed_points(self, points, batch_size=16):
+            deadline = time.monotonic() + 60  # a loader that waits for the encoder never gets there
+            while not self.seen and len(loaded) < 4 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            self.seen.append(len(loaded))
+            return encoder.embed_points(points, batch_size=batch_size)
+
+    report = run([tmp_path / "a"], tmp_path / "lib.sqlite", Watching(), batch_size=2)
+    assert report.added == 8 and Watching.seen[0] >= 4, "the second batch loads while the first encodes"
+
+
+def test_two_cores_load_in_a_thread_and_more_cores_in_processes(tmp_path, encoder, monkeypatch):
+    """The default loaders: on two cores or fewer a thread of this process (no pool to start,
+    no cores taken from the encoder's threads), else one loader process per core but one."""
+    from core.library import indexer
+
+    for cores, processes in [(1, 0), (2, 0), (4, 3), (16, 15)]:
+        monkeypatch.setattr(indexer.os, "cpu_count", lambda: cores)
+        assert indexer._loader_processes(None, 100) == processes, cores
+        assert indexer._loader_processes(3, 100) == 3 and indexer._loader_processes(0, 100) == 0
+        assert indexer._loader_processes(None, indexer._POOL_MIN_JOBS - 1) == 0, "a few files: no pool"
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError("no loader processes on two cores")
+
+    monkeypatch.setattr(indexer.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(indexer, "ProcessPoolExecutor", no_pool)
+    write_meshes(tmp_path / "a", 10)
+    report = run([tmp_path / "a"], tmp_path / "lib.sqlite", encoder, workers=None)
+    assert (report.added, report.failed) == (10, [])
 
 
 def test_another_bundle_reembeds_and_never_mixes(tmp_path, encoder):

@@ -68,7 +68,7 @@ def test_thumbnails_replace_point_previews_with_renders(tmp_path, tiny_bundle):
     db = tmp_path / "lib.sqlite"
     encoder = PointEncoder(tiny_bundle.bundle, device="cpu")
     with Library(db) as library:
-        indexed = index_paths([folder], library, encoder, progress=False, workers=0)
+        indexed = index_paths([folder], library, encoder, workers=0)
         assert indexed.failed == [] and indexed.added == 11
         ids = {(Path(a["path"]).name, a["object"]): i for i, a in library.assets().items()}
         before = {key: (library.thumbnail(i), library.thumbnail_source(i)) for key, i in ids.items()}
@@ -119,8 +119,7 @@ def test_an_empty_render_is_a_failure_and_the_preview_stays(tmp_path, tiny_bundl
     box = folder / "box_UTF16BE.obj"
     box.write_bytes(("\ufeff" + trimesh.creation.box().export(file_type="obj")).encode("utf-16-be"))
     with Library(db) as library:
-        indexed = index_paths([folder], library, PointEncoder(tiny_bundle.bundle, device="cpu"), progress=False,
-                              workers=0)
+        indexed = index_paths([folder], library, PointEncoder(tiny_bundle.bundle, device="cpu"), workers=0)
         assert (indexed.added, indexed.failed) == (2, []), "trimesh reads the box"
         box_id = library.asset_id(str(box))
         preview = library.thumbnail(box_id)
@@ -154,7 +153,7 @@ def test_kill_9_mid_run_keeps_every_committed_render_and_the_rerun_does_the_rest
     folder, db = tmp_path / "assets", tmp_path / "lib.sqlite"
     write_meshes(folder, 12)
     with Library(db) as library:
-        index_paths([folder], library, PointEncoder(tiny_bundle.bundle, device="cpu"), progress=False, workers=0)
+        index_paths([folder], library, PointEncoder(tiny_bundle.bundle, device="cpu"), workers=0)
     command = [sys.executable, "-m", "core.cli", "thumbnails", "--db", str(db), "--workers", "1", "--quiet"]
     proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)  # its own group: the kill takes its Blender worker too
@@ -224,8 +223,7 @@ def test_the_desktop_app_renders_thumbnails_from_the_library_menu(qtbot, tmp_pat
     paths = write_meshes(tmp_path / "assets", 2)
     db = tmp_path / "lib.sqlite"
     with Library(db) as library:
-        index_paths([tmp_path / "assets"], library, PointEncoder(tiny_bundle.bundle, device="cpu"), progress=False,
-                    workers=0)
+        index_paths([tmp_path / "assets"], library, PointEncoder(tiny_bundle.bundle, device="cpu"), workers=0)
     window = MainWindow(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat), db=str(db),
                         bundle=str(tiny_bundle.path), device="cpu")
     window.blender_workers = 1

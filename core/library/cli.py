@@ -67,9 +67,10 @@ def cmd_index(args) -> int:
 
     encoder = PointEncoder(args.bundle, device=args.device)
     with _open(args, create=True) as library:
-        report = index_paths(args.paths, library, encoder, batch_size=args.batch_size, workers=args.workers,
-                             seed=args.seed, thumbnails=args.thumbnails != "none", progress=not args.quiet,
-                             retry_failed=args.retry_failed)
+        with bar("indexing", "file", enabled=not args.quiet) as on_progress:
+            report = index_paths(args.paths, library, encoder, batch_size=args.batch_size, workers=args.workers,
+                                 seed=args.seed, thumbnails=args.thumbnails != "none", on_progress=on_progress,
+                                 retry_failed=args.retry_failed)
         rendered = _render_thumbnails(library, args) if args.thumbnails == "blender" else None
     if args.json:
         _print_json(report.to_json() | {"db": str(library.path)}
@@ -90,8 +91,9 @@ def cmd_index(args) -> int:
 def _render_thumbnails(library, args):
     from core.library.thumbnails import render_thumbnails
 
-    return render_thumbnails(library, workers=args.workers, redo=getattr(args, "redo", False),
-                             progress=not args.quiet)
+    with bar("rendering thumbnails", "asset", enabled=not args.quiet) as on_progress:
+        return render_thumbnails(library, workers=args.workers, redo=getattr(args, "redo", False),
+                                 on_progress=on_progress)
 
 
 def _print_thumbnails(library, report) -> None:
@@ -212,7 +214,8 @@ def cmd_demo(args) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     with Library(args.out / "library.sqlite") as library:
         _say(f"1/4 indexing {', '.join(map(str, args.paths))} into {library.path}")
-        done = index_paths(args.paths, library, encoder, workers=args.workers, progress=not args.quiet)
+        with bar("indexing", "file", enabled=not args.quiet) as on_progress:
+            done = index_paths(args.paths, library, encoder, workers=args.workers, on_progress=on_progress)
         _say(f"    {done.added} added, {done.updated} updated, {done.unchanged} unchanged, "
              f"{len(done.failed)} failed (listed in the report)")
         _say(f"2/4 tagging with the {args.vocab} vocabulary")

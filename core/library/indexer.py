@@ -1,13 +1,18 @@
-"""Index asset folders into a library: walk, skip what is unchanged, load in parallel,
-embed in batches, commit batch by batch.
+"""Index asset folders into a library: walk, skip what is unchanged, load ahead of the
+encoder, embed in batches, commit batch by batch.
 
 A file is work when it is new, its size or mtime changed and its content hash did too,
 or it has no embedding from the current bundle. Loading (hash, read, sample, thumbnail)
-runs in a pool of processes, because trimesh parsing holds the GIL; the formats only Blender
-reads (core.formats) go to the crash-isolated Blender workers instead (core.blender_pool), which sample
-with the same sampler and render the thumbnail. Encoding runs here with onnxruntime in
-batches. Each batch is one transaction, so killing the run at any moment keeps every batch
-before it and the next run picks up the rest.
+runs ahead of the encoder, a few batches at most, so the two overlap. On two cores or fewer
+it runs in one loader thread of this process: onnxruntime and numpy release the GIL, so the
+thread loads while a batch encodes, where loader processes took the cores the encoder's
+threads run on, and started by importing trimesh each (about a second, longer than a
+hundred small files take). With more cores it runs in cpu_count - 1 loader processes
+(trimesh parsing holds the GIL), one core left to the encoder. The formats only Blender
+reads (core.formats) go to the crash-isolated Blender workers instead (core.blender_pool),
+which sample with the same sampler and render the thumbnail. Encoding runs here with
+onnxruntime in batches. Each batch is one transaction, so killing the run at any moment
+keeps every batch before it and the next run picks up the rest.
 
 A file is one asset, except a .blend with objects marked as assets: each of those is an
 asset of its own (the library tells them apart by object name), written in one batch.
@@ -16,6 +21,7 @@ asset of its own (the library tells them apart by object name), written in one b
 from __future__ import annotations
 
 import base64
+import contextlib
 import errno
 import os
 import signal
@@ -23,9 +29,8 @@ import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from itertools import chain
-from concurrent.futures import Executor, ProcessPoolExecutor
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from stat import S_ISREG
@@ -40,9 +45,12 @@ from core.formats import find_assets, needs_blender, unreadable
 from core.meshio import load_points
 from core.paths import NOT_UTF8_NAME, file_sha256, not_utf8_name
 from core.processes import end_with
+from core.progress import OnProgress, ShouldStop, never
 
 # Fewer jobs than this are loaded in-process: starting a pool costs more than it saves.
 _POOL_MIN_JOBS = 8
+# Up to this many cores, files load in a thread of this process, not in loader processes.
+_FEW_CORES = 2
 # Reading a file fails so when this machine runs short (memory, open files), not the file.
 _SYSTEM_ERRNOS = {errno.ENOMEM, errno.EMFILE, errno.ENFILE}
 # In a Blender worker's reason (core.blender_pool, blender_addon.worker), what says the run
@@ -178,19 +186,20 @@ class IndexReport:
 
 def index_paths(roots: Sequence[str | os.PathLike], library: Library, encoder, *, batch_size: int = 16,
                 workers: int | None = None, seed: int = 0, thumbnails: bool = True,
-                progress: bool = True, on_batch: Callable[[int, int], None] | None = None,
-                should_stop: Callable[[], bool] | None = None,
+                on_progress: OnProgress | None = None, should_stop: ShouldStop = never,
                 blender_timeout: float = BLENDER_TIMEOUT_S, retry_failed: bool = False) -> IndexReport:
     """Bring `library` up to date with the asset files under `roots`, embedding with
     `encoder` (a core.runtime.PointEncoder). Returns what was done.
 
-    workers: loader processes (default: the CPU count; 0 loads in this process), and as
-        many Blender workers (at least one) for the files only Blender reads.
+    workers: loader processes (default: none on two cores or fewer, where one thread of this
+        process loads while the encoder runs, else one per core but one; 0 loads in this
+        process), and as many Blender workers (at least one; default one per core) for the
+        files only Blender reads.
     added and updated count assets (a .blend may hold several); seen counts files.
-    on_batch: called with (files processed, files to process) before the first batch and
-        after each commit, for a progress bar.
-    should_stop: asked after each commit; True ends the run there (every committed batch
-        stays, and the next run resumes with the rest).
+    on_progress, should_stop: as core.progress says, in files: (files processed, files to
+        process) before the first batch and after each commit; should_stop is asked after
+        each commit, and True ends the run there (every committed batch stays, and the next
+        run resumes with the rest).
     retry_failed: read again the unchanged files that failed by their own fault (skipped
         otherwise; those that failed by the run's are always retried).
     """
@@ -242,6 +251,8 @@ def index_paths(roots: Sequence[str | os.PathLike], library: Library, encoder, *
 
     def flush() -> None:
         nonlocal done, files
+        if not (records or touched or failed):
+            return  # nothing since the last commit (a stop right after one, a run's end)
         if points:
             vectors = encoder.embed_points(np.stack(points), batch_size=batch_size)
             for record, vec in zip(records, vectors):
@@ -257,23 +268,22 @@ def index_paths(roots: Sequence[str | os.PathLike], library: Library, encoder, *
         done, files = done + files, 0
         for pending in (records, points, touched, failed):
             pending.clear()
-        if on_batch is not None:
-            on_batch(done, len(jobs))
+        if on_progress is not None:
+            on_progress(done, len(jobs))
 
-    from tqdm import tqdm
-
-    with tqdm(total=len(jobs), desc="indexing", unit="asset", file=sys.stderr, dynamic_ncols=True,
-              disable=not progress or not jobs) as bar:
-        if on_batch is not None:
-            on_batch(0, len(jobs))
-        in_blender = [job for job in jobs if needs_blender(job.path)]
-        in_trimesh = [job for job in jobs if not needs_blender(job.path)]
-        for item in chain(_loaded(in_trimesh, workers), _blender_loaded(in_blender, workers, blender_timeout)):
+    if on_progress is not None:
+        on_progress(0, len(jobs))
+    in_blender = [job for job in jobs if needs_blender(job.path)]
+    in_trimesh = [job for job in jobs if not needs_blender(job.path)]
+    # Loading runs ahead of the encoder by two batches: one loads while the other encodes.
+    loaded = _all_loaded(in_trimesh, in_blender, workers, ahead=2 * batch_size, blender_timeout=blender_timeout)
+    with contextlib.closing(loaded):  # a stopped run cancels the loads it will not use
+        for item in loaded:
             files += 1
             if item.error is not None:
                 failed.append((item.path, item.size, item.mtime_ns, item.error, item.fault))
                 retried = " (not the file's fault: the next run reads it again)" if item.fault == RUN_FAULT else ""
-                bar.write(f"error: {item.path}: {item.error}{retried}", file=sys.stderr)
+                print(f"error: {item.path}: {item.error}{retried}", file=sys.stderr)
             elif item.unchanged:
                 touched.append((item.path, item.size, item.mtime_ns))
             else:
@@ -283,34 +293,60 @@ def index_paths(roots: Sequence[str | os.PathLike], library: Library, encoder, *
                     records.append(AssetRecord(item.path, item.size, item.mtime_ns, item.sha256, None,
                                                asset.thumbnail, asset.object, source))
                     points.append(asset.points)
-            bar.update(1)
             if len(records) + len(touched) + len(failed) >= batch_size:
                 flush()
-                if should_stop is not None and should_stop():
+                if should_stop():
                     break
         flush()
     report.seconds = round(time.perf_counter() - started, 3)
     return report
 
 
-def _loaded(jobs: list[_Job], workers: int | None) -> Iterator[_Loaded]:
-    """_load over `jobs`, in order, through a process pool with a bounded look-ahead
-    (memory holds a few batches of points, not the whole library)."""
-    if workers is None:
-        workers = os.cpu_count() or 1
-    if workers <= 0 or len(jobs) < _POOL_MIN_JOBS:
-        yield from map(_load, jobs)
-        return
-    import multiprocessing
+def _all_loaded(in_trimesh: list[_Job], in_blender: list[_Job], workers: int | None, *, ahead: int,
+                blender_timeout: float) -> Iterator[_Loaded]:
+    yield from _loaded(in_trimesh, workers, ahead)
+    yield from _blender_loaded(in_blender, workers, blender_timeout)
 
-    # forkserver: workers start from a clean process, not a fork of one holding
-    # onnxruntime's threads (forking a multithreaded process can deadlock).
-    context = multiprocessing.get_context("forkserver")
-    # end_with: a kill -9 of this process must not leave the workers (and through their
-    # pipes the forkserver and resource tracker) waiting for good.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context,
-                             initializer=end_with, initargs=(os.getpid(),)) as pool:
-        yield from _bounded_map(pool, jobs, ahead=8 * workers)
+
+def _loader_processes(workers: int | None, jobs: int) -> int:
+    """How many loader processes load `jobs` files (0: one loader thread of this process).
+
+    workers None: none on two cores or fewer. There the encoder's onnxruntime threads take
+    both cores, a loader thread overlaps them (the encoder and numpy release the GIL), and a
+    pool's start (each worker imports trimesh, about a second) costs more than it saves:
+    `python bench/index.py --assets 120` indexes at 0.81x the one-file-at-a-time loop with two
+    loader processes and at 1.15x with the thread. With more cores (not measured here), one
+    per core but one, the one left to the encoder and the commits."""
+    if workers is None:
+        cores = os.cpu_count() or 1
+        workers = cores - 1 if cores > _FEW_CORES else 0
+    return workers if workers > 0 and jobs >= _POOL_MIN_JOBS else 0
+
+
+def _loaded(jobs: list[_Job], workers: int | None, ahead: int) -> Iterator[_Loaded]:
+    """_load over `jobs`, in order, at most `ahead` files ahead of the caller (memory holds
+    a few batches of points, not the whole library): in loader processes, or in a thread of
+    this process (_loader_processes says which), so loading overlaps the caller's encoding."""
+    if not jobs:
+        return
+    processes = _loader_processes(workers, len(jobs))
+    if processes == 0:
+        pool: Executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ulip2-loader")
+    else:
+        import multiprocessing
+
+        # forkserver: workers start from a clean process, not a fork of one holding
+        # onnxruntime's threads (forking a multithreaded process can deadlock).
+        context = multiprocessing.get_context("forkserver")
+        # end_with: a kill -9 of this process must not leave the workers (and through their
+        # pipes the forkserver and resource tracker) waiting for good.
+        pool = ProcessPoolExecutor(max_workers=processes, mp_context=context,
+                                   initializer=end_with, initargs=(os.getpid(),))
+        ahead = max(ahead, 8 * processes)  # enough queued that no worker waits on a pipe
+    try:
+        yield from _bounded_map(pool, jobs, ahead=max(1, ahead))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # a stopped run loads no more
 
 
 def _bounded_map(pool: Executor, jobs: list[_Job], ahead: int) -> Iterator[_Loaded]:

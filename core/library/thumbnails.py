@@ -2,8 +2,8 @@
 the step that replaces such previews with Blender renders.
 
 `ulip2 index` keeps to its pace (tens of assets a second) by giving the files trimesh reads
-this preview: pure numpy + Pillow (PNG encoding), run in the indexer's loader processes next
-to the sampler. The files only Blender reads (.blend, .fbx, .usd*) are rendered there by the
+this preview: pure numpy + Pillow (PNG encoding), run by the indexer's loaders next to the
+sampler. The files only Blender reads (.blend, .fbx, .usd*) are rendered there by the
 Blender workers (Workbench, blender_addon.render.thumbnail_settings, same size). Rendering
 every other asset costs a Blender import and render each, so it is a step of its own,
 `ulip2 thumbnails` (render_thumbnails): resumable, committed file by file.
@@ -17,12 +17,12 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from core.progress import OnProgress, ShouldStop, never
 from core.sampling import NORMAL, RGB, XYZ
 
 THUMBNAIL_SIZE = 128
@@ -64,11 +64,13 @@ def render_points(points: np.ndarray, size: int = THUMBNAIL_SIZE) -> np.ndarray:
 
 
 def thumbnail_png(points: np.ndarray, size: int = THUMBNAIL_SIZE) -> bytes:
-    """render_points encoded as PNG bytes (what the store keeps)."""
+    """render_points encoded as PNG bytes (what the store keeps). Not `optimize`d: that makes
+    a preview 5% smaller at ten times the cost (7.9 ms against 0.8 ms, where reading and
+    sampling a small file takes about 5 ms)."""
     from PIL import Image
 
     buffer = io.BytesIO()
-    Image.fromarray(render_points(points, size), mode="RGB").save(buffer, format="PNG", optimize=True)
+    Image.fromarray(render_points(points, size), mode="RGB").save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -100,17 +102,18 @@ class ThumbnailReport:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-def render_thumbnails(library, *, workers: int | None = None, redo: bool = False, progress: bool = True,
-                      on_batch: Callable[[int, int], None] | None = None,
-                      should_stop: Callable[[], bool] | None = None, timeout: float | None = None) -> ThumbnailReport:
+def render_thumbnails(library, *, workers: int | None = None, redo: bool = False,
+                      on_progress: OnProgress | None = None, should_stop: ShouldStop = never,
+                      timeout: float | None = None) -> ThumbnailReport:
     """Replace the point previews of `library` (a core.library.store.Library) with Blender
     renders, file by file through the crash-isolated Blender workers; each file's renders are
     committed as soon as they come, so a stopped run keeps them and the next resumes.
 
     workers: Blender worker processes (default: one per CPU).
     redo: render every asset again, renders included.
-    on_batch: called with (assets done, assets to render) before the first file and after
-        each; should_stop: asked after each file, True ends the run there.
+    on_progress, should_stop: as core.progress says, in assets: (assets done, assets to
+        render) before the first file and after each file's commit; should_stop is asked
+        after each file, and True ends the run there.
     A file that fails (Blender cannot import it, it crashed or hung, its render is empty, the
     file changed since indexing) keeps its previews and is listed with the reason; the next run tries it again.
     """
@@ -140,13 +143,9 @@ def render_thumbnails(library, *, workers: int | None = None, redo: bool = False
             return {"ok": False, "reason": f"cannot read: {exc.strerror or exc} (ulip2 index drops a deleted file)"}
         return worker.run(job, timeout)
 
-    from tqdm import tqdm
-
-    if on_batch is not None:
-        on_batch(0, total)
-    with tqdm(total=total, desc="rendering thumbnails", unit="asset", file=sys.stderr, dynamic_ncols=True,
-              disable=not progress or not total) as bar, \
-            tempfile.TemporaryDirectory(prefix="ulip2-thumbnails-") as logs:
+    if on_progress is not None:
+        on_progress(0, total)
+    with tempfile.TemporaryDirectory(prefix="ulip2-thumbnails-") as logs:
         count = (os.cpu_count() or 1) if workers is None else max(1, workers)
         for job, answer in run_jobs(jobs, workers=count, timeout=timeout, log_dir=Path(logs), task=render):
             rows = files[job["path"]]
@@ -164,12 +163,11 @@ def render_thumbnails(library, *, workers: int | None = None, redo: bool = False
                     reason = "re-indexed while it was rendering: run this again"
             if reason is not None:
                 report.failed.append({"path": job["path"], "reason": reason})
-                bar.write(f"error: {job['path']}: {reason}", file=sys.stderr)
+                print(f"error: {job['path']}: {reason}", file=sys.stderr)
             done += len(rows)
-            bar.update(len(rows))
-            if on_batch is not None:
-                on_batch(done, total)
-            if should_stop is not None and should_stop():
+            if on_progress is not None:
+                on_progress(done, total)
+            if should_stop():
                 report.cancelled = done < total
                 break
     report.seconds = round(time.perf_counter() - started, 3)
