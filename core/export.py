@@ -287,7 +287,7 @@ def add_prompts(bundle_dir: str | os.PathLike, vocabularies: Sequence[str], spac
     classnames = list(dict.fromkeys(prompt_name(label) for vocab in vocabularies for label in load_vocabulary(vocab)[1]))
     staged = bundle.path / f".{PROMPTS_FILE}.tmp.npz"
     np.savez(staged, classnames=np.array(classnames), templates=np.array(ULIP_TEMPLATES),
-             vectors=space.embed_prompts(classnames, on_batch=on_progress))
+             vectors=space.embed_prompts(classnames, on_progress=on_progress))
     os.replace(staged, bundle.path / PROMPTS_FILE)
     write_bundle(dataclasses.replace(bundle, prompts=PROMPTS_FILE))
     return read_bundle(bundle.path, warn_untrained=False)

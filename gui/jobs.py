@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from core.library.search import Hit
+from core.progress import never
 
 #: Results a search or a browse shows: a screenful of thumbnails, not the whole library.
 RESULTS_K = 60
@@ -47,8 +48,8 @@ class IndexOutcome:
 
 
 def run_index(folders: Sequence[str], db: str, bundle: str | None, device: str, *, batch_size: int = 16,
-              workers: int | None = None, on_batch: Callable[[int, int], None] | None = None,
-              should_stop: Callable[[], bool] = lambda: False) -> IndexOutcome:
+              workers: int | None = None, on_progress: Callable[[int, int], None] | None = None,
+              should_stop: Callable[[], bool] = never) -> IndexOutcome:
     from core.library.indexer import index_paths
     from core.library.store import Library
     from core.runtime import PointEncoder
@@ -58,8 +59,8 @@ def run_index(folders: Sequence[str], db: str, bundle: str | None, device: str, 
 
     def batch(done: int, total: int) -> None:
         progress[:] = done, total
-        if on_batch is not None:
-            on_batch(done, total)
+        if on_progress is not None:
+            on_progress(done, total)
 
     with Library(db) as library:
         report = index_paths(folders, library, encoder, batch_size=batch_size, workers=workers,
@@ -69,15 +70,15 @@ def run_index(folders: Sequence[str], db: str, bundle: str | None, device: str, 
                         cancelled=done < total, done=done, total=total, known_errors=report.known_errors)
 
 
-def run_thumbnails(db: str, *, workers: int | None = None, on_batch: Callable[[int, int], None] | None = None,
-                   should_stop: Callable[[], bool] = lambda: False):
+def run_thumbnails(db: str, *, workers: int | None = None, on_progress: Callable[[int, int], None] | None = None,
+                   should_stop: Callable[[], bool] = never):
     """Blender renders for every asset that has only a point preview, through core's
     `ulip2 thumbnails` step (committed file by file: a cancelled run resumes); its report."""
     from core.library.store import Library
     from core.library.thumbnails import render_thumbnails
 
     with Library(db, create=False) as library:
-        return render_thumbnails(library, workers=workers, on_progress=on_batch, should_stop=should_stop)
+        return render_thumbnails(library, workers=workers, on_progress=on_progress, should_stop=should_stop)
 
 
 #: The two kinds of labels core stores, named as its exporter writes them.

@@ -89,7 +89,7 @@ class MainWindow(QMainWindow):
         self.device = device or settings.value("device", "auto")
         self.blender = settings.value("blender", "")  # "": found on PATH or in the usual places
         self.index_batch_size = 16  # files per committed batch: the granularity of cancel and resume
-        self.index_workers: int | None = None  # loader processes (None: one per core)
+        self.index_workers: int | None = None  # loader processes (None: the indexer chooses by core count)
         self.blender_workers: int | None = None  # Blender processes rendering thumbnails (None: one per core)
         self.jobs = Jobs(self)
         self._details: jobs.Details | None = None

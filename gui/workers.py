@@ -27,7 +27,7 @@ class TaskSignals(QObject):
 
 
 class Task(QRunnable):
-    """Runs fn(*args, **kwargs) once. With `reports=True` fn also gets on_batch (emits
+    """Runs fn(*args, **kwargs) once. With `reports=True` fn also gets on_progress (emits
     progress) and should_stop (True once cancel() was called), the indexer's hooks."""
 
     def __init__(self, serial: int, fn, *args, reports: bool = False, **kwargs):
@@ -36,7 +36,7 @@ class Task(QRunnable):
         self.signals = TaskSignals()
         self._stop = threading.Event()
         if reports:
-            kwargs.update(on_batch=lambda done, total: self.signals.progress.emit(serial, done, total),
+            kwargs.update(on_progress=lambda done, total: self.signals.progress.emit(serial, done, total),
                           should_stop=self._stop.is_set)
         self._call = lambda: fn(*args, **kwargs)
 
@@ -85,7 +85,7 @@ class Jobs(QObject):
     def start(self, kind: str, fn: Callable, *args, done: Callable[[object], None], failed: Callable[[str], None],
               progress: Callable[[int, int], None] | None = None, queued: bool = False, **kwargs) -> None:
         """Run fn(*args, **kwargs) on the pool as the job of `kind`; done(result) or
-        failed(message) follow on the UI thread. With `progress`, fn also gets on_batch
+        failed(message) follow on the UI thread. With `progress`, fn also gets on_progress
         (progress(done, total) follows on the UI thread) and should_stop (True once the job
         is cancelled or superseded)."""
         serial = next(self._serials)

@@ -49,7 +49,7 @@ def embedded(tmp_path_factory):
                     str(folder / "blender.fbx")], check=True, capture_output=True, timeout=120)
     encoder = PointEncoder(read_bundle("default"))
     with Library(folder / "lib.sqlite") as library:
-        report = index_paths([folder], library, encoder, progress=False, thumbnails=False)
+        report = index_paths([folder], library, encoder, thumbnails=False)
         assert report.failed == [] and report.added == 9
         ids, vectors = library.embeddings(bundle_id(encoder.bundle))
         return {Path(library.assets()[i]["path"]).name: v for i, v in zip(ids, vectors)}

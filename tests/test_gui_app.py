@@ -178,8 +178,8 @@ def test_the_job_controller_delivers_only_the_latest_job_of_a_kind(qtbot):
     release = threading.Event()
     ran, delivered, progress = [], [], []
 
-    def slow(name, fail=False, *, on_batch, should_stop):
-        on_batch(1, 2)
+    def slow(name, fail=False, *, on_progress, should_stop):
+        on_progress(1, 2)
         assert release.wait(WAIT_MS / 1000)
         ran.append((name, should_stop()))
         if fail:

@@ -112,7 +112,7 @@ def test_prompt_ensembles_come_in_steps_with_progress(minilm, fresh_cache):
     classes = [f"object number {i}" for i in range(20)]
     seen = []
     p = minilm.embed_prompts(classes + classes[:2], templates=["a {}", "a 3D model of a {}"],
-                             on_batch=lambda done, total: seen.append((done, total)))
+                             on_progress=lambda done, total: seen.append((done, total)))
     assert seen == [(PROMPT_STEP, 20), (20, 20)]
     one_by_one = np.stack([minilm.embed_prompts([c], templates=["a {}", "a 3D model of a {}"])[0] for c in classes])
     np.testing.assert_allclose(p[:20], one_by_one, atol=1e-6)

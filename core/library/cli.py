@@ -165,8 +165,8 @@ def cmd_tag(args) -> int:
     from core.library.tagging import tag_library
 
     bundle = _bundle(args)
-    with _open(args) as library, bar("embedding the vocabulary", "class") as on_batch:
-        name, tags = tag_library(library, bundle, args.vocab, k=args.k, threshold=args.threshold, on_batch=on_batch)
+    with _open(args) as library, bar("embedding the vocabulary", "class") as on_progress:
+        name, tags = tag_library(library, bundle, args.vocab, k=args.k, threshold=args.threshold, on_progress=on_progress)
         _labels_out(args, library, name, tags, "tag")
     return 0
 
@@ -264,7 +264,7 @@ def register(sub) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="asset folders or single mesh files")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the encoder runs")
     p.add_argument("--workers", type=int, default=None,
-                   help="loader processes (default: one per CPU; 0 loads in the main process)")
+                   help="loader processes (default: none on 2 cores or fewer, where a loader thread reads ahead of the encoder; else one per CPU but one; 0: the thread)")
     p.add_argument("--batch-size", type=positive_int, default=16, help="assets per encoder batch and per commit (default 16)")
     p.add_argument("--seed", type=int, default=0, help="point sampling seed (default 0)")
     p.add_argument("--thumbnails", choices=("points", "blender", "none"), default="points",
@@ -382,7 +382,7 @@ def register(sub) -> None:
     p.add_argument("--bank", help="caption file, one per line (default: the shipped bank)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the encoder runs")
     p.add_argument("--workers", type=int, default=None,
-                   help="loader processes (default: one per CPU; 0 loads in the main process)")
+                   help="loader processes (default: none on 2 cores or fewer, where a loader thread reads ahead of the encoder; else one per CPU but one; 0: the thread)")
     p.add_argument("--quiet", action="store_true", help="no progress bar while indexing")
 
 

@@ -39,14 +39,14 @@ def _label_assets(library: Library, bundle, table: str, source: str, text_vector
 
 
 def tag_library(library: Library, bundle, vocabulary: str | os.PathLike = DEFAULT_VOCABULARY, *, k: int = 5,
-                threshold: float = 0.0, on_batch=None) -> tuple[str, dict[int, list[tuple[str, float]]]]:
+                threshold: float = 0.0, on_progress=None) -> tuple[str, dict[int, list[tuple[str, float]]]]:
     """Tag every asset of `bundle` in `library` with its top-k labels; returns (vocab, tags).
-    on_batch(done, total) follows the vocabulary's classes being embedded (minutes for LVIS
+    on_progress(done, total) follows the vocabulary's classes being embedded (minutes for LVIS
     on a CPU the first time; cached texts cost nothing)."""
     from core.spaces import prompt_vectors
 
     name, labels = load_vocabulary(vocabulary)
-    class_vectors = prompt_vectors(bundle, [prompt_name(label) for label in labels], on_batch=on_batch)
+    class_vectors = prompt_vectors(bundle, [prompt_name(label) for label in labels], on_progress=on_progress)
     return name, _label_assets(library, bundle, "tags", name, class_vectors, labels, k, threshold)
 
 

@@ -169,7 +169,7 @@ def text_encoder(bundle, device: str = "auto", *, notify: Callable[[str], None] 
 
 
 def prompt_vectors(bundle, classnames: Sequence[str], templates: Sequence[str] = ULIP_TEMPLATES, *,
-                   device: str = "auto", on_batch: Callable[[int, int], None] | None = None) -> np.ndarray:
+                   device: str = "auto", on_progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """Prompt ensembles of `classnames` in a bundle's space: those the bundle carries
     (prompts.npz: the shipped vocabularies) at once, the rest embedded by its text side
     (text_encoder), which is then loaded only if something is missing."""
@@ -180,7 +180,7 @@ def prompt_vectors(bundle, classnames: Sequence[str], templates: Sequence[str] =
     known = bundle.carried_prompts(templates)
     if all(c in known for c in classnames):
         return np.array([known[c] for c in classnames], np.float32).reshape(len(classnames), bundle.dim)
-    return text_encoder(bundle, device=device).embed_prompts(classnames, templates, on_batch=on_batch, known=known)
+    return text_encoder(bundle, device=device).embed_prompts(classnames, templates, on_progress=on_progress, known=known)
 
 
 def has_image_tower(name: str) -> bool:

@@ -122,13 +122,13 @@ class Space:
         return np.concatenate(parts)
 
     def embed_prompts(self, classnames: Sequence[str], templates: Sequence[str] = ULIP_TEMPLATES,
-                      batch_size: int = 64, on_batch: Callable[[int, int], None] | None = None,
+                      batch_size: int = 64, on_progress: Callable[[int, int], None] | None = None,
                       known: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """(n_classes, dim) prompt-ensemble vectors: every template filled per class,
         embedded, normalised, averaged, normalised again (ULIP's zero-shot recipe).
 
         Classes are embedded PROMPT_STEP at a time (each step lands in the text cache, so an
-        interrupted vocabulary resumes); on_batch(done, total) follows the classes to embed.
+        interrupted vocabulary resumes); on_progress(done, total) follows the classes to embed.
         `known` holds ensembles already made with these templates (a bundle's carried ones:
         prompt_vectors); those classes are not embedded again."""
         if isinstance(classnames, str):
@@ -144,6 +144,6 @@ class Space:
             step = missing[start:start + PROMPT_STEP]
             per_prompt = self.embed_text([t.format(c) for c in step for t in templates], batch_size=batch_size)
             known.update(zip(step, _l2_normalize(per_prompt.reshape(len(step), len(templates), self.dim).mean(axis=1))))
-            if on_batch is not None:
-                on_batch(start + len(step), len(missing))
+            if on_progress is not None:
+                on_progress(start + len(step), len(missing))
         return np.stack([known[c] for c in classnames]).astype(np.float32, copy=False)
