@@ -37,7 +37,7 @@ examples:
 
 
 # Modules that add subcommands (see build_parser).
-COMMAND_MODULES: list[str] = ["core.commands.models", "core.library.cli", "core.commands.triplets",
+COMMAND_MODULES: list[str] = ["core.commands.models", "core.commands.library", "core.commands.triplets",
                               "core.commands.blender", "core.commands.train", "core.commands.app"]
 
 

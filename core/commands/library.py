@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from core.commands import print_json as _print_json
-from core.progress import bar
+from core.commands import print_json
 from core.library.store import DB_ENV, DEFAULT_DB_NAME
+from core.progress import bar
 
 _DB_HELP = f"library file (default: ${DB_ENV}, else ./{DEFAULT_DB_NAME})"
 _BUNDLE_HELP = "model bundle folder (default: $ULIP2_BUNDLE, else the bundle shipped with ulip2)"
@@ -73,7 +73,7 @@ def cmd_index(args) -> int:
                                  retry_failed=args.retry_failed)
         rendered = _render_thumbnails(library, args) if args.thumbnails == "blender" else None
     if args.json:
-        _print_json(report.to_json() | {"db": str(library.path)}
+        print_json(report.to_json() | {"db": str(library.path)}
                     | ({"thumbnails": rendered.to_json()} if rendered else {}))
     else:
         print(f"{library.path}: {report.seen} files seen, {report.added} added, {report.updated} updated, "
@@ -105,7 +105,7 @@ def cmd_thumbnails(args) -> int:
     with _open(args) as library:
         report = _render_thumbnails(library, args)
     if args.json:
-        _print_json(report.to_json() | {"db": str(library.path)})
+        print_json(report.to_json() | {"db": str(library.path)})
     else:
         _print_thumbnails(library, report)
     return 1 if report.failed else 0
@@ -132,7 +132,7 @@ def cmd_search(args) -> int:
         hits = searcher.search(query, args.k, formats=args.format or (), folder=args.folder,
                                tags=args.tag or (), exclude=exclude)
     if args.json:
-        _print_json({"query": args.text or {"like": args.like, "image": args.image},
+        print_json({"query": args.text or {"like": args.like, "image": args.image},
                      "bundle": searcher.bundle_id, "space": searcher.bundle.space,
                      "hits": [h.to_json() for h in hits]})
     elif not hits:
@@ -153,7 +153,7 @@ def _labels_out(args, library, name: str, labels: dict, kind: str) -> None:
         print(f"wrote {len(labels)} assets' {kind}s to {args.export}", file=sys.stderr)
     paths = {i: row["path"] for i, row in library.assets(list(labels)).items()}
     if args.json:
-        _print_json({"source": name, "assets": {paths[i]: [{kind: t, "score": s} for t, s in rows]
+        print_json({"source": name, "assets": {paths[i]: [{kind: t, "score": s} for t, s in rows]
                                                 for i, rows in labels.items()}})
         return
     for asset_id, rows in sorted(labels.items(), key=lambda item: paths[item[0]]):
