@@ -16,7 +16,7 @@ DEVICES = [
     ("cpu", "CPU", "onnxruntime's CPU provider"),
     ("cuda", "CUDA", "onnxruntime's CUDA provider (needs onnxruntime-gpu and an NVIDIA GPU)"),
 ]
-# The bundle the extension zip carries (core.blender_extension.BUNDLE_DIR): ulip2's default
+# The bundle the extension zip carries (blender_addon.build.BUNDLE_DIR): ulip2's default
 # with its text tower, used while the preferences name none.
 CARRIED_BUNDLE = Path(__file__).parent / "bundle"
 # The shipped vocabularies of core.spaces.vocabularies, or a file of the user's.

@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("bpy")
 
-from core.blender_extension import (RUNTIME_PACKAGES, build_extension, check_extension_modules,  # noqa: E402
+from blender_addon.build import (RUNTIME_PACKAGES, build_extension, check_extension_modules,  # noqa: E402
                                     extension_core_files)
 from core.cli import main  # noqa: E402
 from core.errors import Ulip2Error  # noqa: E402

@@ -21,7 +21,7 @@ import pytest
 pytest.importorskip("bpy")
 pytestmark = pytest.mark.blender
 
-from core.blender_extension import build_extension  # noqa: E402
+from blender_addon.build import build_extension  # noqa: E402
 from core.spaces.vocabularies import load_bank  # noqa: E402
 
 VOCABULARY = ["chair", "table", "lamp", "sofa", "vase", "bottle", "car", "airplane"]
@@ -538,7 +538,7 @@ def test_carried_runtime_wheels_run_the_bundle(text_bundle, tmp_path):
     """The zip for this platform, with onnxruntime and tokenizers from the registry (CI has it),
     installs in a clean bpy; then core, onnxruntime and tokenizers as Blender extracted them
     embed a text and a cloud with no torch. Random weights: shapes only."""
-    from core.blender_extension import this_platform
+    from blender_addon.build import this_platform
 
     probe = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                             "--dest", str(tmp_path / "probe"), "flatbuffers"], capture_output=True, timeout=120)

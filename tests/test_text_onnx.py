@@ -145,8 +145,8 @@ def test_float16_weights_halve_the_tower_and_keep_real_texts_within_1e_3_cosine(
     half of its 90 MB, and vectors within 1e-3 cosine of float32's, measured on the build's
     469 check texts (2.4e-7 here) and on LVIS prompts it never saw. Where a tower moves more
     than allowed, the float32 one stays, with a warning."""
-    import core.blender_extension
-    from core.blender_extension import cosine_gap, halve_text_tower
+    import blender_addon.build
+    from blender_addon.build import cosine_gap, halve_text_tower
     from core.spaces.vocabularies import load_vocabulary, prompt_name
     from core.spaces.vocabularies import ULIP_TEMPLATES
 
@@ -161,7 +161,7 @@ def test_float16_weights_halve_the_tower_and_keep_real_texts_within_1e_3_cosine(
                      OnnxTextSpace.of_bundle(halved, device="cpu")._encode_text(prompts))
     assert gap < 1e-3, gap
 
-    monkeypatch.setattr(core.blender_extension, "FP16_MAX_COSINE_GAP", 0.0)
+    monkeypatch.setattr(blender_addon.build, "FP16_MAX_COSINE_GAP", 0.0)
     shutil.copytree(minilm_bundle.path, tmp_path / "kept")
     with pytest.warns(UserWarning, match="stays float32"):
         kept = halve_text_tower(tmp_path / "kept")

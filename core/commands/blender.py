@@ -58,7 +58,7 @@ def cmd_tag(args) -> int:
 
 
 def cmd_build_extension(args) -> int:
-    from core.blender_extension import build_extension
+    from blender_addon.build import build_extension
     zips = build_extension(args.out, platforms=args.platform, runtime_wheels=not args.no_runtime_wheels,
                            wheels_from=args.wheels_from)
     print_json({"extension": str(zips[0]), "extensions": [{"path": str(z), "bytes": z.stat().st_size} for z in zips]})

@@ -1,4 +1,5 @@
-"""Build the installable Blender extension: `ulip2 blender build-extension`.
+"""Build the installable Blender extension: `ulip2 blender build-extension`. Runs in the
+ulip2 environment; the zip leaves this module out.
 
 The zip holds blender_addon/ and, in its wheels/ folder (how Blender extensions ship
 Python packages):
@@ -35,8 +36,8 @@ from pathlib import Path
 
 from core.errors import Ulip2Error
 
-CORE_DIR = Path(__file__).resolve().parent
-ADDON_DIR = CORE_DIR.parent / "blender_addon"
+ADDON_DIR = Path(__file__).resolve().parent
+CORE_DIR = ADDON_DIR.parent / "core"
 WHEEL_NAME = "ulip2_blender_core"
 
 # Core files the extension imports inside an artist's Blender (paths under core/; globs
@@ -153,7 +154,7 @@ def check_extension_modules(files: list[str], core_dir: Path = CORE_DIR) -> None
                 # `from core.x import y` needs core.x, and core.x.y too when y is a module file
                 needed = [name] + [f"{name}.{n}" for n in names if _is_core_module(core_dir, f"{name}.{n}")]
                 problems += [f"core/{rel}:{line} imports {m}, which the extension does not carry (add it to "
-                             "EXTENSION_CORE_MODULES in core/blender_extension.py, or import it inside the "
+                             "EXTENSION_CORE_MODULES in blender_addon/build.py, or import it inside the "
                              "function that needs it)" for m in needed if m not in carried]
             elif top not in sys.stdlib_module_names and top not in MODULE_LEVEL_THIRD_PARTY:
                 problems.append(f"core/{rel}:{line} imports {top} at module level; Blender's Python has only the "
@@ -384,7 +385,8 @@ def build_extension(out: Path, *, platforms: list[str] | None = None, runtime_wh
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="ulip2-extension-") as tmp:
         staging = Path(tmp) / manifest["id"]
-        shutil.copytree(ADDON_DIR, staging, ignore=shutil.ignore_patterns("__pycache__"))
+        # This module builds the zip; Blender never runs it.
+        shutil.copytree(ADDON_DIR, staging, ignore=shutil.ignore_patterns("__pycache__", Path(__file__).name))
         wheels_dir = staging / "wheels"
         wheels_dir.mkdir()
         wheels = [build_core_wheel(wheels_dir, manifest["version"])]
