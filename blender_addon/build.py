@@ -385,8 +385,7 @@ def build_extension(out: Path, *, platforms: list[str] | None = None, runtime_wh
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="ulip2-extension-") as tmp:
         staging = Path(tmp) / manifest["id"]
-        # This module builds the zip; Blender never runs it.
-        shutil.copytree(ADDON_DIR, staging, ignore=shutil.ignore_patterns("__pycache__", Path(__file__).name))
+        shutil.copytree(ADDON_DIR, staging, ignore=shutil.ignore_patterns("__pycache__"))
         wheels_dir = staging / "wheels"
         wheels_dir.mkdir()
         wheels = [build_core_wheel(wheels_dir, manifest["version"])]
