@@ -250,6 +250,13 @@ def _check_encoder(bundle: Bundle, precision: str) -> None:
         raise BundleError(f"{file}: {problem}; {REEXPORT}")
 
 
+def check_encoder_files(bundle: Bundle) -> None:
+    """_check_encoder for each encoder the bundle carries (fp32, fp16)."""
+    for precision in ENCODERS:
+        if precision in bundle.files:
+            _check_encoder(bundle, precision)
+
+
 def bundle_path(path: str | os.PathLike) -> Path:
     """A bundle argument as a folder: the name `default` (when no such folder is here) is
     the bundle commands use when none is named ($ULIP2_BUNDLE, else the shipped one)."""
@@ -258,10 +265,11 @@ def bundle_path(path: str | os.PathLike) -> Path:
     return Path(path).expanduser()
 
 
-def read_bundle(path: str | os.PathLike, *, warn_untrained: bool = True) -> Bundle:
+def read_bundle(path: str | os.PathLike, *, warn_untrained: bool = True, check_encoders: bool = True) -> Bundle:
     """Open the bundle at `path` (a directory, its bundle.json, or `default`) and check it: its
     description's fields, types and ranges, its files (regular files inside the folder), and
-    its encoders' ONNX input and output against the description."""
+    (unless `check_encoders` is False: a text query, which runs no encoder, checks them when
+    it needs one) its encoders' ONNX input and output against the description."""
     path = bundle_path(path)
     if path.name == BUNDLE_FILE:
         path = path.parent
@@ -277,9 +285,8 @@ def read_bundle(path: str | os.PathLike, *, warn_untrained: bool = True) -> Bund
     missing = [name for name in needed if not (bundle.path / name).is_file()]
     if missing:
         raise BundleError(f"{path}: bundle is incomplete, missing {', '.join(missing)}; {REEXPORT}")
-    for precision in ENCODERS:
-        if precision in bundle.files:
-            _check_encoder(bundle, precision)
+    if check_encoders:
+        check_encoder_files(bundle)
     if warn_untrained and not bundle.trained:
         warnings.warn(
             f"model bundle {bundle.path} is untrained (random weights): its embeddings carry no meaning; "

@@ -12,25 +12,25 @@ import os
 import sys
 from pathlib import Path
 
-from core.blender_pool import blender_available
 from core.commands import print_json
 from core.captioners import CAPTIONERS, DEFAULT_CAPTIONER, DEFAULT_K
 from core.errors import Ulip2Error
 from core.formats import ASSET_EXTENSIONS, walk
 from core.progress import bar
-from core.triplets import TripletStore
 
 
 # -- build ------------------------------------------------------------------------------
 
 def cmd_build(args) -> int:
+    from core.blender_pool import blender_available
+    from core.triplets import TripletStore
+    from core.triplets.build import NO_SPACE, disk_full, render_files
+    from core.triplets.caption import caption_store, load_captioning
+
     if not blender_available():
         raise Ulip2Error("triplets build renders in Blender: pip install 'ulip2[blender]'")
     found = walk(args.paths)
     files, skipped = found.files, found.skipped
-    from core.triplets.build import NO_SPACE, disk_full, render_files
-    from core.triplets.caption import caption_store, load_captioning
-
     # Loaded here, before any work, so that a missing captioner fails first.
     captioning = None if args.no_caption else load_captioning(args.captioner, args.captioner_model, args.space,
                                                                args.device)
@@ -65,6 +65,7 @@ def cmd_build(args) -> int:
 # -- caption ----------------------------------------------------------------------------
 
 def cmd_caption(args) -> int:
+    from core.triplets import TripletStore
     from core.triplets.caption import caption_store, load_captioning
 
     store = TripletStore(args.store)
@@ -77,6 +78,7 @@ def cmd_caption(args) -> int:
 
 
 def cmd_info(args) -> int:
+    from core.triplets import TripletStore
     info = TripletStore(args.store).info()
     if args.json:
         print_json(info)

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from core.bundle import Bundle, read_bundle
+from core.bundle import Bundle, check_encoder_files, read_bundle
 from core.errors import SpaceError
 from core.library.ann import ANN_MIN_ASSETS, AnnIndex
 from core.library.keys import bundle_id
@@ -47,7 +47,10 @@ class Searcher:
         from core.bundle import default_bundle_path
 
         self.library = library
-        self.bundle = bundle if isinstance(bundle, Bundle) else read_bundle(bundle or default_bundle_path())
+        # A text or image query runs no encoder: it is checked when a mesh query needs it
+        # (opening it to check costs a new text query a fifth of its time).
+        self.bundle = bundle if isinstance(bundle, Bundle) else read_bundle(bundle or default_bundle_path(),
+                                                                            check_encoders=False)
         self.bundle_id = bundle_id(self.bundle)
         self.ann_min_assets = ann_min_assets
         self.device = device
@@ -112,6 +115,7 @@ class Searcher:
             raise LibraryError(f"{example}: {what}; {hint}")
         from core.runtime import PointEncoder
 
+        check_encoder_files(self.bundle)
         encoder = PointEncoder(self.bundle, device=self.device)
         return next(iter(encoder.embed_files([path])))[1], None
 
