@@ -1,21 +1,7 @@
 """Headless bpy worker: `python -m blender_addon.worker` (core.blender_pool starts these).
 
-Reads one JSON job per line on stdin and answers one JSON line {"ok", "reason", ...}:
-
-    {"action": "assets", "path"}
-        -> "assets": names of the objects marked as assets in a .blend (those with
-           geometry); [] when there are none, and the whole file is then one asset.
-    {"action": "render", "path", "object": name | null, "out", "settings": {...}, "seed"}
-        -> "meta": the triplet record's fields. Views and points.npy are written into the
-           folder "out"; the parent commits it to the store (one writer per store).
-           object: a marked asset's name, or null for all the file's renderable objects.
-    {"action": "points", "path", "num_points", "seed", "thumbnail": pixels (0: none)}
-        -> "assets": [{"object", "points", "thumbnail"}] for the library index: one per
-           marked asset ("object" "" for a whole file), points as base64 float32
-           (num_points, 9), thumbnail as base64 PNG or null.
-    {"action": "thumbnails", "path", "objects": [name, ...], "size": pixels}
-        -> "thumbnails": {name: base64 PNG} for `ulip2 thumbnails`: the file opened as for
-           "points", each named asset ("" for a whole file) rendered with the same settings.
+Reads one job per line on stdin and answers each with one line, both as core.blender_jobs
+writes them (AssetsJob, RenderJob, PointsJob, ThumbnailsJob and their answers).
 
 Blender prints its own progress on stdout, so the answers go to the stdout the parent
 reads and everything else is moved to stderr. A file that crashes Blender kills only this
@@ -25,7 +11,6 @@ process; the parent answers for it and starts a new worker.
 from __future__ import annotations
 
 import base64
-import json
 import os
 import sys
 import tempfile
@@ -35,6 +20,8 @@ from pathlib import Path
 import bpy
 import numpy as np
 
+from core.blender_jobs import (Answer, AssetsAnswer, AssetsJob, PointsAnswer, PointsJob, RenderAnswer, RenderJob,
+                               SampledAsset, ThumbnailsAnswer, ThumbnailsJob, failed, read_job)
 from core.errors import AssetError
 from core.processes import end_with
 from core.references import check_references, refuse_outside
@@ -172,15 +159,15 @@ def units(path: Path, only: str | None = None) -> list[tuple[str, list]]:
     return [(obj.name, [obj]) for obj in marked]
 
 
-def render_job(job: dict) -> dict:
-    path = Path(job["path"])
-    ((name, objects),) = units(path, job.get("object"))
+def render_job(job: RenderJob) -> RenderAnswer:
+    path = Path(job.path)
+    ((name, objects),) = units(path, job.object)
     geometry = geometry_of(objects, source=str(path), name=name or path.stem)
-    points, meta = render_triplet(job["out"], objects, geometry, settings=ViewSettings(**job["settings"]),
+    points, meta = render_triplet(job.out, objects, geometry, settings=ViewSettings(**job.settings),
                                   source=str(path), name=name or path.stem, kind="asset" if name else "file",
-                                  seed=job.get("seed", 0))
-    np.save(Path(job["out"]) / "points.npy", points)
-    return {"meta": meta}
+                                  seed=job.seed)
+    np.save(Path(job.out) / "points.npy", points)
+    return RenderAnswer(meta=meta)
 
 
 def thumbnail_png(objects, geometry, size: int) -> str:
@@ -191,51 +178,50 @@ def thumbnail_png(objects, geometry, size: int) -> str:
         return base64.b64encode(png.read_bytes()).decode()
 
 
-def points_job(job: dict) -> dict:
-    path = Path(job["path"])
+def points_job(job: PointsJob) -> PointsAnswer:
+    path = Path(job.path)
     assets = []
     for name, objects in units(path):
         geometry = geometry_of(objects, source=str(path), name=name or path.stem)
-        points = geometry.points(job["num_points"], job.get("seed", 0))
-        thumbnail = thumbnail_png(objects, geometry, job["thumbnail"]) if job.get("thumbnail") else None
-        assets.append({"object": name, "points": base64.b64encode(points.tobytes()).decode(),
-                       "thumbnail": thumbnail})
-    return {"assets": assets}
+        points = geometry.points(job.num_points, job.seed)
+        thumbnail = thumbnail_png(objects, geometry, job.thumbnail) if job.thumbnail else None
+        assets.append(SampledAsset(name, base64.b64encode(points.tobytes()).decode(), thumbnail))
+    return PointsAnswer(assets=assets)
 
 
-def thumbnails_job(job: dict) -> dict:
-    path = Path(job["path"])
-    wanted, rendered = set(job["objects"]), {}
+def thumbnails_job(job: ThumbnailsJob) -> ThumbnailsAnswer:
+    path = Path(job.path)
+    wanted, rendered = set(job.objects), {}
     for name, objects in units(path):
         if name in wanted:
             geometry = geometry_of(objects, source=str(path), name=name or path.stem)
-            rendered[name] = thumbnail_png(objects, geometry, job["size"])
+            rendered[name] = thumbnail_png(objects, geometry, job.size)
     missing = sorted(wanted - set(rendered))
     if missing:
         what = f"no asset {missing[0]!r}" if missing[0] else "marked assets instead of one whole-file asset"
         raise AssetError(path, f"{what} in it now (it changed since indexing: run ulip2 index first)")
-    return {"thumbnails": rendered}
+    return ThumbnailsAnswer(thumbnails=rendered)
 
 
-def assets_job(job: dict) -> dict:
-    path = Path(job["path"])
+def assets_job(job: AssetsJob) -> AssetsAnswer:
+    path = Path(job.path)
     if path.suffix.lower() != ".blend":
-        return {"assets": []}
+        return AssetsAnswer(names=[])
     load_asset(path)
-    return {"assets": [obj.name for obj in marked_assets()]}
+    return AssetsAnswer(names=[obj.name for obj in marked_assets()])
 
 
-ACTIONS = {"assets": assets_job, "render": render_job, "points": points_job, "thumbnails": thumbnails_job}
+RUNS = {AssetsJob: assets_job, RenderJob: render_job, PointsJob: points_job, ThumbnailsJob: thumbnails_job}
 
 
-def run_job(job: dict) -> dict:
+def run_job(job) -> Answer:
     try:
-        return {"ok": True, "reason": None, **ACTIONS[job["action"]](job)}
+        return RUNS[type(job)](job)
     except AssetError as exc:
-        return {"ok": False, "reason": exc.reason}
+        return failed(job, exc.reason)
     except Exception as exc:  # any other Python error in this file must not stop the batch
         traceback.print_exc()
-        return {"ok": False, "reason": f"{type(exc).__name__}: {exc}"}
+        return failed(job, f"{type(exc).__name__}: {exc}")
 
 
 def main() -> None:
@@ -248,7 +234,7 @@ def main() -> None:
     sys.stdout = sys.stderr
     for line in sys.stdin:
         if line.strip():
-            answers.write(json.dumps(run_job(json.loads(line))) + "\n")
+            answers.write(run_job(read_job(line)).to_line() + "\n")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Crash-isolated headless Blender workers, shared by `ulip2 triplets build` and `ulip2 index`.
 
 Each worker is a `python -m blender_addon.worker` process (started by module name, so core
-never imports bpy) that answers one JSON job per line (see blender_addon/worker.py for the
+never imports bpy) that answers one job per line (core.blender_jobs: the jobs and answers; see blender_addon/worker.py for the
 jobs). A file that crashes Blender, or hangs past the timeout, costs that one process: its
 job is answered as failed with the reason and the last lines of the worker's log, and the
 next job starts a fresh worker.
@@ -10,7 +10,6 @@ next job starts a fresh worker.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import queue
 import signal
@@ -21,6 +20,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+from core.blender_jobs import Answer, failed, job_line, read_answer
+
 #: What a file that needs Blender gets when bpy is not installed.
 NEEDS_BLENDER = "needs the blender extra: pip install 'ulip2[blender]'"
 #: Seconds a Blender worker may spend on one file before it is killed and the file failed.
@@ -28,6 +29,7 @@ BLENDER_TIMEOUT_S = 600.0
 # Lines of a crashed worker's log quoted in its file's failure reason.
 LOG_TAIL_LINES = 3
 
+J = TypeVar("J")
 R = TypeVar("R")
 
 
@@ -42,8 +44,9 @@ class Worker:
     def __init__(self, log: Path):
         self.log, self.process, self.log_start = Path(log), None, 0
 
-    def run(self, job: dict, timeout: float) -> dict:
-        """The worker's answer to `job`: {"ok": bool, "reason": str | None, ...}."""
+    def run(self, job, timeout: float) -> Answer:
+        """The worker's answer to `job` (a core.blender_jobs job), or a failed one that says
+        why the worker gave none (it crashed, or ran past `timeout`)."""
         if self.process is None or self.process.poll() is not None:
             with open(self.log, "ab") as log:
                 self.process = subprocess.Popen(
@@ -60,21 +63,21 @@ class Worker:
         timer = threading.Timer(timeout, kill)
         timer.start()
         try:
-            self.process.stdin.write(json.dumps(job) + "\n")
+            self.process.stdin.write(job_line(job) + "\n")
             answer = self.process.stdout.readline()
         except BrokenPipeError:
             answer = ""
         finally:
             timer.cancel()
         if answer:
-            return json.loads(answer)
+            return read_answer(job, answer)
         code = self.process.wait()
         if killed.is_set():
             reason = f"timed out after {timeout:.0f} s (the worker was killed)"
         else:
             how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
             reason = f"Blender crashed on this file ({how}); last output: {self._log_tail()}"
-        return {"ok": False, "reason": reason}
+        return failed(job, reason)
 
     def _log_tail(self) -> str:
         with open(self.log, "rb") as log:
@@ -89,12 +92,13 @@ class Worker:
             self.process.wait()
 
 
-def run_jobs(jobs: Iterable[dict], *, workers: int, timeout: float, log_dir: Path,
-             task: Callable[[Worker, dict], R] | None = None) -> Iterator[tuple[dict, R]]:
+def run_jobs(jobs: Iterable[J], *, workers: int, timeout: float, log_dir: Path,
+             task: Callable[[Worker, J], R] | None = None) -> Iterator[tuple[J, R]]:
     """(job, result) pairs as they complete, from `workers` worker processes.
 
-    task(worker, job) runs in the worker's thread and gives the result; by default the
-    worker's answer (worker.run(job, timeout)). Callers that must act next to the job
+    jobs: core.blender_jobs jobs, or whatever `task` takes. task(worker, job) runs in the
+    worker's thread and gives the result; by default the worker's answer
+    (worker.run(job, timeout)). Callers that must act next to the job
     (the triplet build commits each record there) pass their own. Closing the iterator
     early (a break) starts no further job and returns once the running ones are done.
     """

@@ -56,11 +56,11 @@ if reader == "trimesh":
 
     points = load_points(path, 10_000)
 else:
-    import base64
     from blender_addon.worker import points_job
+    from core.blender_jobs import PointsJob
 
-    (asset,) = points_job({"path": path, "num_points": 10_000, "thumbnail": 0})["assets"]
-    points = np.frombuffer(base64.b64decode(asset["points"]), np.float32).reshape(10_000, -1)
+    (asset,) = points_job(PointsJob(path, 10_000)).assets
+    points = asset.point_array(10_000)
 np.save(out, points)
 # VmHWM, this address space's peak: ru_maxrss would also count the forked copy of the test
 # process this child was before its exec (gigabytes, late in a full test run).
@@ -172,7 +172,8 @@ def test_blender_refuses_a_file_over_the_face_cap(tmp_path):
     trimesh.creation.box().export(tmp_path / "box.obj")
     script = ("import sys, core.sampling\ncore.sampling.MAX_FACES = 10\n"
               "from blender_addon.worker import run_job\n"
-              "print(run_job({'action': 'points', 'path': sys.argv[1], 'num_points': 10, 'thumbnail': 0})['reason'])")
+              "from core.blender_jobs import PointsJob\n"
+              "print(run_job(PointsJob(sys.argv[1], 10)).reason)")
     done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "box.obj")], cwd=ROOT, capture_output=True,
                           text=True, timeout=120, check=True)
     assert done.stdout.strip().splitlines()[-1].startswith("too large to sample: at least 12 faces")
@@ -274,6 +275,7 @@ def test_an_fbx_with_a_light_imports(tmp_path):
     """bpy 5.0.1's FBX importer fails on every light (AttributeError on Cycles' cast_shadow,
     which the reason hid behind bpy's 'Location: .../bpy/ops.py:109'); the worker imports it."""
     pytest.importorskip("bpy")
+    from core.blender_jobs import PointsJob
     from core.blender_pool import Worker
 
     fbx = tmp_path / "lit.fbx"
@@ -284,11 +286,11 @@ def test_an_fbx_with_a_light_imports(tmp_path):
 
     worker = Worker(tmp_path / "worker.log")
     try:
-        answer = worker.run({"action": "points", "path": str(fbx), "num_points": 500, "thumbnail": 0}, timeout=120)
+        answer = worker.run(PointsJob(str(fbx), 500), timeout=120)
     finally:
         worker.close()
-    assert answer["ok"], answer["reason"]
-    assert [a["object"] for a in answer["assets"]] == [""]
+    assert answer.ok, answer.reason
+    assert [a.object for a in answer.assets] == [""]
 
 
 def test_every_asset_format_has_one_reader_and_blender_renders_each(tmp_path):

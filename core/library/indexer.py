@@ -37,6 +37,7 @@ from stat import S_ISREG
 
 import numpy as np
 
+from core.blender_jobs import PointsJob
 from core.blender_pool import BLENDER_TIMEOUT_S, NEEDS_BLENDER, blender_available, run_jobs
 from core.errors import AssetError
 from core.library.keys import bundle_id  # noqa: F401 (callers import it from here too)
@@ -129,11 +130,6 @@ def _load(job: _Job) -> _Loaded:
     return out
 
 
-def _points(text: str, count: int) -> np.ndarray:
-    """A worker's base64 float32 points back to (count, 9)."""
-    return np.frombuffer(base64.b64decode(text), np.float32).reshape(count, -1)
-
-
 def _blender_loaded(jobs: list[_Job], workers: int | None, timeout: float) -> Iterator[_Loaded]:
     """_load for the files only Blender reads, through the Blender workers: each answers with
     every asset of its file (points sampled by core's sampler, a rendered thumbnail)."""
@@ -153,19 +149,19 @@ def _blender_loaded(jobs: list[_Job], workers: int | None, timeout: float) -> It
     from core.library.thumbnails import THUMBNAIL_SIZE
 
     loaded = {job.path: out for job, out in new}
-    requests = [{"action": "points", "path": job.path, "num_points": job.num_points, "seed": job.seed,
-                 "thumbnail": THUMBNAIL_SIZE if job.thumbnails else 0} for job, _ in new]
+    requests = [PointsJob(job.path, job.num_points, job.seed, THUMBNAIL_SIZE if job.thumbnails else 0)
+                for job, _ in new]
     with tempfile.TemporaryDirectory(prefix="ulip2-index-") as logs:
         count = (os.cpu_count() or 1) if workers is None else max(1, workers)
         for request, answer in run_jobs(requests, workers=count, timeout=timeout, log_dir=Path(logs)):
-            out = loaded.pop(request["path"])
-            if not answer["ok"]:
-                out.error = answer["reason"]
+            out = loaded.pop(request.path)
+            if not answer.ok:
+                out.error = answer.reason
                 out.fault = RUN_FAULT if any(sign in out.error for sign in _RUN_FAULT_SIGNS) else FILE_FAULT
             else:
-                out.assets = [_Asset(a["object"], _points(a["points"], request["num_points"]),
-                                     base64.b64decode(a["thumbnail"]) if a["thumbnail"] else None)
-                              for a in answer["assets"]]
+                out.assets = [_Asset(a.object, a.point_array(request.num_points),
+                                     base64.b64decode(a.thumbnail) if a.thumbnail else None)
+                              for a in answer.assets]
             yield out
 
 

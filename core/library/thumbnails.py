@@ -117,6 +117,7 @@ def render_thumbnails(library, *, workers: int | None = None, redo: bool = False
     A file that fails (Blender cannot import it, it crashed or hung, its render is empty, the
     file changed since indexing) keeps its previews and is listed with the reason; the next run tries it again.
     """
+    from core.blender_jobs import ThumbnailsAnswer, ThumbnailsJob, failed
     from core.blender_pool import BLENDER_TIMEOUT_S, NEEDS_BLENDER, blender_available, run_jobs
     from core.library.store import LibraryError
     from core.paths import file_sha256
@@ -128,19 +129,17 @@ def render_thumbnails(library, *, workers: int | None = None, redo: bool = False
     files: dict[str, list[dict]] = {}
     for row in library.unrendered(redo=redo):  # every format renders (core.formats)
         files.setdefault(row["path"], []).append(row)
-    jobs = [{"action": "thumbnails", "path": path, "objects": [r["object"] for r in rows], "size": THUMBNAIL_SIZE}
-            for path, rows in files.items()]
+    jobs = [ThumbnailsJob(path, tuple(r["object"] for r in rows), THUMBNAIL_SIZE) for path, rows in files.items()]
     total, done = sum(len(rows) for rows in files.values()), 0
     timeout = BLENDER_TIMEOUT_S if timeout is None else timeout
 
-    def render(worker, job: dict) -> dict:
+    def render(worker, job: ThumbnailsJob) -> ThumbnailsAnswer:
         # Runs in the worker's thread, so the hashing of one file overlaps another's render.
-        path = job["path"]
         try:
-            if file_sha256(path) != files[path][0]["sha256"]:
-                return {"ok": False, "reason": "changed since it was indexed: run ulip2 index, then this again"}
+            if file_sha256(job.path) != files[job.path][0]["sha256"]:
+                return failed(job, "changed since it was indexed: run ulip2 index, then this again")
         except OSError as exc:
-            return {"ok": False, "reason": f"cannot read: {exc.strerror or exc} (ulip2 index drops a deleted file)"}
+            return failed(job, f"cannot read: {exc.strerror or exc} (ulip2 index drops a deleted file)")
         return worker.run(job, timeout)
 
     if on_progress is not None:
@@ -148,22 +147,22 @@ def render_thumbnails(library, *, workers: int | None = None, redo: bool = False
     with tempfile.TemporaryDirectory(prefix="ulip2-thumbnails-") as logs:
         count = (os.cpu_count() or 1) if workers is None else max(1, workers)
         for job, answer in run_jobs(jobs, workers=count, timeout=timeout, log_dir=Path(logs), task=render):
-            rows = files[job["path"]]
-            reason = None if answer["ok"] else answer["reason"]
+            rows = files[job.path]
+            reason = None if answer.ok else answer.reason
             if reason is None:
-                pngs = {r["id"]: base64.b64decode(answer["thumbnails"][r["object"]]) for r in rows}
+                pngs = {r["id"]: base64.b64decode(answer.thumbnails[r["object"]]) for r in rows}
                 blank = [r for r in rows if rendered_nothing(pngs[r["id"]])]
                 for r in blank:
                     del pngs[r["id"]]  # an empty render is no thumbnail: the one it had stays
                 stored = library.set_rendered_thumbnails(rows[0]["sha256"], pngs)
                 report.rendered += stored
                 if blank:
-                    reason = _nothing_reason(job["path"], [r["object"] for r in blank])
+                    reason = _nothing_reason(job.path, [r["object"] for r in blank])
                 elif stored < len(rows):
                     reason = "re-indexed while it was rendering: run this again"
             if reason is not None:
-                report.failed.append({"path": job["path"], "reason": reason})
-                print(f"error: {job['path']}: {reason}", file=sys.stderr)
+                report.failed.append({"path": job.path, "reason": reason})
+                print(f"error: {job.path}: {reason}", file=sys.stderr)
             done += len(rows)
             if on_progress is not None:
                 on_progress(done, total)

@@ -9,13 +9,16 @@ core.triplets.caption's, once the views exist.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+from core.blender_jobs import Answer, AssetsJob, RenderJob, failed
 from core.blender_pool import Worker, run_jobs
 from core.errors import Ulip2Error
 from core.progress import OnProgress
@@ -30,42 +33,51 @@ DISK_FULL_BELOW = 1 << 20
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
-def run_units(store: TripletStore, jobs: list[dict], *, engine: str, workers: int,
-              timeout: float) -> Iterator[tuple[dict, dict, RecordWriter | None]]:
-    """(job, answer, record folder) per job as they complete. A render job's views and
+@dataclass(frozen=True)
+class Unit:
+    """One job of a build and the record key it is for."""
+
+    key: str
+    job: AssetsJob | RenderJob
+
+
+def run_units(store: TripletStore, units: list[Unit], *, engine: str, workers: int,
+              timeout: float) -> Iterator[tuple[Unit, Answer, RecordWriter | None]]:
+    """(unit, answer, record folder) per unit as they complete. A render job's views and
     points are in the record folder (in the store's tmp/), not yet committed."""
     if engine == "ray":
-        yield from _run_ray(store, jobs, timeout)
+        yield from _run_ray(store, units, timeout)
         return
 
-    def task(worker: Worker, job: dict):
-        if job["action"] != "render":
-            return worker.run(job, timeout), None
-        record = RecordWriter(store, job["key"])
-        return worker.run({**job, "out": str(record.path)}, timeout), record
+    def task(worker: Worker, unit: Unit):
+        if not isinstance(unit.job, RenderJob):
+            return worker.run(unit.job, timeout), None
+        record = RecordWriter(store, unit.key)
+        return worker.run(dataclasses.replace(unit.job, out=str(record.path)), timeout), record
 
-    for job, (answer, record) in run_jobs(jobs, workers=workers, timeout=timeout, log_dir=store.root / "logs",
-                                          task=task):
-        yield job, answer, record
+    for unit, (answer, record) in run_jobs(units, workers=workers, timeout=timeout, log_dir=store.root / "logs",
+                                           task=task):
+        yield unit, answer, record
 
 
-def ray_job(job: dict, timeout: float) -> dict:
+def ray_job(job: AssetsJob | RenderJob, timeout: float) -> Answer:
     """One job in a fresh worker on a Ray node; a render job's files come back in the answer
-    (the node may not see the store), as {name: bytes} under "files"."""
+    (the node may not see the store), as RenderAnswer.files."""
     with tempfile.TemporaryDirectory(prefix="ulip2-ray-") as tmp:
         out = Path(tmp) / "out"
         out.mkdir()
         worker = Worker(Path(tmp) / "worker.log")
+        rendering = isinstance(job, RenderJob)
         try:
-            answer = worker.run({**job, "out": str(out)} if job["action"] == "render" else job, timeout)
+            answer = worker.run(dataclasses.replace(job, out=str(out)) if rendering else job, timeout)
         finally:
             worker.close()
-        if answer["ok"] and job["action"] == "render":
-            answer["files"] = {p.name: p.read_bytes() for p in out.iterdir()}
+        if answer.ok and rendering:
+            answer.files = {p.name: p.read_bytes() for p in out.iterdir()}
         return answer
 
 
-def _run_ray(store: TripletStore, jobs: list[dict], timeout: float):
+def _run_ray(store: TripletStore, units: list[Unit], timeout: float):
     try:
         import ray
     except ImportError:
@@ -78,31 +90,32 @@ def _run_ray(store: TripletStore, jobs: list[dict], timeout: float):
         # No retries: a file that kills its worker would only kill the next one too.
         remote = ray.remote(num_cpus=1, max_retries=0)(ray_job)
         limit = max(1, int(ray.cluster_resources().get("CPU", 1)) * RAY_IN_FLIGHT_PER_CPU)
-        waiting = list(reversed(jobs))
+        waiting = list(reversed(units))
         running: dict = {}
         while waiting or running:
             while waiting and len(running) < limit:
-                job = waiting.pop()
-                running[remote.remote(job, timeout)] = job
+                unit = waiting.pop()
+                running[remote.remote(unit.job, timeout)] = unit
             (ref,), _ = ray.wait(list(running), num_returns=1)
-            job = running.pop(ref)
+            unit = running.pop(ref)
             try:
                 answer = ray.get(ref)
             except ray.exceptions.RayError as exc:  # the node or its Ray worker died
-                answer = {"ok": False, "reason": f"Ray task failed: {str(exc).strip().splitlines()[0][:300]}"}
+                answer = failed(unit.job, f"Ray task failed: {str(exc).strip().splitlines()[0][:300]}")
             record = None
-            if job["action"] == "render":
-                record = RecordWriter(store, job["key"])
-                for name, data in answer.pop("files", {}).items():
+            if isinstance(unit.job, RenderJob):
+                record = RecordWriter(store, unit.key)
+                for name, data in answer.files.items():
                     (record.path / name).write_bytes(data)
-            yield job, answer, record
+                answer.files = {}
+            yield unit, answer, record
     finally:
         if started:
             ray.shutdown()
 
 
 def plan_units(store: TripletStore, files: list[Path], *, engine: str, workers: int,
-               timeout: float) -> tuple[list[dict], int, set[str]]:
+               timeout: float) -> tuple[list[Unit], int, set[str]]:
     """Work units still to do: (units, how many are stored already, keys that failed here).
 
     A file is one unit, except a .blend with objects marked as assets: each of those is
@@ -113,30 +126,29 @@ def plan_units(store: TripletStore, files: list[Path], *, engine: str, workers: 
     keys = {path: key_for_file(path) for path in files}
     # A .blend stored as one record had no marked assets: no need to open it again.
     to_list = [p for p in files if p.suffix.lower() == ".blend" and keys[p] not in stored]
-    listed: dict[Path, list[str]] = {}
-    failed = set()
+    listed: dict[str, list[str]] = {}
+    failures = set()
     if to_list:
-        jobs = [{"action": "assets", "path": str(p), "key": keys[p]} for p in to_list]
-        for job, answer, _ in run_units(store, jobs, engine=engine, workers=workers, timeout=timeout):
-            if answer["ok"]:
-                listed[Path(job["path"])] = answer["assets"]
+        listing = [Unit(keys[p], AssetsJob(str(p))) for p in to_list]
+        for unit, answer, _ in run_units(store, listing, engine=engine, workers=workers, timeout=timeout):
+            if answer.ok:
+                listed[unit.job.path] = answer.names
             else:
                 _check_room(store.root)
-                store.fail(job["key"], job["path"], answer["reason"])
-                failed.add(job["key"])
+                store.fail(unit.key, unit.job.path, answer.reason)
+                failures.add(unit.key)
     units, skipped, queued = [], 0, set()
     for path in files:
-        if keys[path] in failed:
+        if keys[path] in failures:
             continue
-        names = listed.get(path) or [None]
-        for name in names:
+        for name in listed.get(str(path)) or [None]:
             key = keys[path] if name is None else key_for_asset(keys[path], name)
             if key in stored or key in queued:  # stored, or a duplicate file
                 skipped += 1
                 continue
             queued.add(key)
-            units.append({"action": "render", "path": str(path), "object": name, "key": key})
-    return units, skipped, failed
+            units.append(Unit(key, RenderJob(str(path), object=name)))
+    return units, skipped, failures
 
 
 def render_files(store: TripletStore, files: list[Path], settings: dict, *, engine: str = "local", workers: int = 1,
@@ -150,25 +162,24 @@ def render_files(store: TripletStore, files: list[Path], settings: dict, *, engi
     import numpy as np
 
     run = {"engine": engine, "workers": workers, "timeout": timeout}
-    units, skipped, failed = plan_units(store, files, **run)
-    for unit in units:
-        unit["settings"] = settings
+    planned, skipped, failures = plan_units(store, files, **run)
+    units = [Unit(u.key, dataclasses.replace(u.job, settings=settings)) for u in planned]
     if on_progress is not None:
         on_progress(0, len(units))
-    for done, (job, answer, record) in enumerate(run_units(store, units, **run), 1):
+    for done, (unit, answer, record) in enumerate(run_units(store, units, **run), 1):
         try:
             _check_room(record.path)
-            if answer["ok"]:
-                record.commit(np.load(record.path / "points.npy"), answer["meta"])
+            if answer.ok:
+                record.commit(np.load(record.path / "points.npy"), answer.meta)
             else:
-                store.fail(job["key"], job["path"], answer["reason"])
-                failed.add(job["key"])
+                store.fail(unit.key, unit.job.path, answer.reason)
+                failures.add(unit.key)
         finally:
             record.discard()
         if on_progress is not None:
             on_progress(done, len(units))
-    return {"skipped_done": skipped, "written": len(units) - len(failed & {u["key"] for u in units}),
-            "failed": failed}
+    return {"skipped_done": skipped, "written": len(units) - len(failures & {u.key for u in units}),
+            "failed": failures}
 
 
 def disk_full(folder: Path) -> bool:
