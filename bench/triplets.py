@@ -28,9 +28,9 @@ VIEWS, RESOLUTION = 12, 224
 
 def child(engine: str, objects: int, samples: int | None) -> None:
     """In a bpy process: per-object seconds for `objects` timed objects after one warm-up."""
-    from blender_addon.render import ViewSettings
-    from blender_addon.triplets import write_triplet
-    from blender_addon.worker import load_asset
+    from blender_addon.scene.render import ViewSettings
+    from blender_addon.scene.triplets import write_triplet
+    from blender_addon.headless.worker import load_asset
     from core.triplets import TripletStore
 
     assets = sorted(EXAMPLES.glob("*.glb"))

@@ -5,17 +5,17 @@ objects with the model bundle's 3D encoder and text tower (onnxruntime only: no 
 Blender), "Search library" finds assets of an index database by text and appends or links
 them at the 3D cursor, and "Generate triplets" renders views and samples points into a
 triplet store (captions are written by the ulip2 environment). The triplet modules also
-run headless in blender_addon.worker.
+run headless in blender_addon.headless.worker.
 """
 
 
 # The Blender modules are imported when Blender registers the extension, not with the
-# package: the desktop app reads blender_addon.importers, and the headless worker its own
+# package: the desktop app reads blender_addon.scene.importers, and the headless worker its own
 # modules, without loading the panels.
 
 
 def _classes() -> tuple:
-    from . import operators, panel, preferences, properties
+    from .ui import operators, panel, preferences, properties
 
     return (*preferences.classes, *properties.classes, *operators.classes, *panel.classes)
 
@@ -23,8 +23,8 @@ def _classes() -> tuple:
 def register():
     import bpy
 
-    from . import properties
-    from .user_files import keep_caches_in_user_folder
+    from .ui import properties
+    from .ui.user_files import keep_caches_in_user_folder
 
     for cls in _classes():
         bpy.utils.register_class(cls)
@@ -35,9 +35,9 @@ def register():
 def unregister():
     import bpy
 
-    from . import properties
-    from .inference import forget_models
-    from .library_search import clear_previews
+    from .ui import properties
+    from .scene.inference import forget_models
+    from .ui.library_search import clear_previews
 
     properties.unregister()
     for cls in reversed(_classes()):

@@ -73,7 +73,7 @@ PLATFORM_TAGS = {
     "macos-arm64": ("macosx_15_0_arm64",),  # pip widens macOS tags downwards, not upwards
     "macos-x64": ("macosx_15_0_x86_64",),
 }
-# The carried bundle's folder in the zip (blender_addon.preferences.CARRIED_BUNDLE).
+# The carried bundle's folder in the zip (blender_addon.ui.preferences.CARRIED_BUNDLE).
 BUNDLE_DIR = "bundle"
 # The carried text tower keeps float16 weights while its vectors stay this close to
 # float32's (1 - cosine, on real texts); minilm's move by 2.4e-7.

@@ -1,6 +1,6 @@
 """What a ulip2 process asks a headless Blender worker, and what the worker answers: one
 dataclass per job and per answer, sent as one JSON line each way. core.blender_pool sends
-them, blender_addon/worker.py runs them; nobody builds the dicts by hand. Standard library
+them, blender_addon/headless/worker.py runs them; nobody builds the dicts by hand. Standard library
 only (the worker imports it inside Blender's Python).
 
     AssetsJob(path)                      -> AssetsAnswer(names): the objects marked as
@@ -86,7 +86,7 @@ class RenderJob:
     path: str
     object: str | None = None  # a marked asset's name; None: all of the file's renderable objects
     out: str = ""  # the folder to write into, set by whoever runs the job
-    settings: dict = field(default_factory=dict)  # blender_addon.render.ViewSettings fields
+    settings: dict = field(default_factory=dict)  # blender_addon.scene.render.ViewSettings fields
     seed: int = 0
 
 

@@ -1,7 +1,7 @@
 """Crash-isolated headless Blender workers, shared by `ulip2 triplets build` and `ulip2 index`.
 
-Each worker is a `python -m blender_addon.worker` process (started by module name, so core
-never imports bpy) that answers one job per line (core.blender_jobs: the jobs and answers; see blender_addon/worker.py for the
+Each worker is a `python -m blender_addon.headless.worker` process (started by module name, so core
+never imports bpy) that answers one job per line (core.blender_jobs: the jobs and answers; see blender_addon/headless/worker.py for the
 jobs). A file that crashes Blender, or hangs past the timeout, costs that one process: its
 job is answered as failed with the reason and the last lines of the worker's log, and the
 next job starts a fresh worker.
@@ -39,7 +39,7 @@ def blender_available() -> bool:
 
 
 class Worker:
-    """One `python -m blender_addon.worker` process; restarted after it dies."""
+    """One `python -m blender_addon.headless.worker` process; restarted after it dies."""
 
     def __init__(self, log: Path):
         self.log, self.process, self.log_start = Path(log), None, 0
@@ -50,7 +50,7 @@ class Worker:
         if self.process is None or self.process.poll() is not None:
             with open(self.log, "ab") as log:
                 self.process = subprocess.Popen(
-                    [sys.executable, "-m", "blender_addon.worker", "--parent", str(os.getpid())],
+                    [sys.executable, "-m", "blender_addon.headless.worker", "--parent", str(os.getpid())],
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, bufsize=1)
         self.log_start = self.log.stat().st_size  # this job's output starts here
         killed = threading.Event()

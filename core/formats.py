@@ -5,7 +5,7 @@ Every command reads every format here. trimesh reads its formats in this process
 (core.meshio); a headless Blender worker (core.blender_pool) reads the others. Rendering
 always needs Blender: the formats Blender has no importer for are handed to it as a glTF
 converted by trimesh (core.meshio.as_glb). Blender's importer per format lives with the
-Blender room (blender_addon/importers.py). Standard library only.
+Blender room (blender_addon/scene/importers.py). Standard library only.
 """
 
 from __future__ import annotations

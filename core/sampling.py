@@ -262,7 +262,7 @@ def y_up(points: np.ndarray) -> np.ndarray:
     every other asset in (glTF's, and OBJ's by convention, as trimesh reads them; Blender's
     importers turn those files z-up): (x, y, z) -> (x, z, -y), normals too. A .blend scene,
     an .fbx and an OBJ imported by Blender so all stand upright as they do in trimesh.
-    Applied once, where points leave Blender (blender_addon.extract.Geometry.points), and to
+    Applied once, where points leave Blender (blender_addon.scene.extract.Geometry.points), and to
     version-1 triplet records, which kept Blender's frame."""
     out = np.array(points, dtype=np.float32, copy=True)
     for start in (0, 6) if out.shape[1] >= 9 else (0,):  # xyz, and the normals after rgb

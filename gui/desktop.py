@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import sys
 
-from blender_addon.importers import IMPORTERS
+from blender_addon.scene.importers import IMPORTERS
 from core.errors import Ulip2Error
 
 #: Where Blender's installers put it when it is not on PATH (a pattern's matches are tried in

@@ -176,7 +176,7 @@ with step("search"):
     search = bpy.context.window_manager.ulip2_search
     search.query, search.count = "a wooden box", 3
     out["search"] = sorted(bpy.ops.ulip2.search_library())
-    from bl_ext.user_default.ulip2.library_search import preview
+    from bl_ext.user_default.ulip2.ui.library_search import preview
     out["results"] = [{"path": r.path, "score": r.score, "thumbnail": r.thumbnail,
                        "preview": list(preview(r.thumbnail).image_size)} for r in search.results]
 
@@ -204,8 +204,8 @@ with step("link_blend"):
 with step("stopped"):
     # Stopping (Esc in the modal operator) closes the steps between two objects: the objects
     # done keep their labels, the rest are not touched.
-    from bl_ext.user_default.ulip2.inference import models_for
-    from bl_ext.user_default.ulip2.labels import Outcome, label_objects
+    from bl_ext.user_default.ulip2.scene.inference import models_for
+    from bl_ext.user_default.ulip2.scene.labels import Outcome, label_objects
     outcome = Outcome()
     steps = label_objects(models_for(bundle, "cpu"),
                           [bpy.data.objects[n] for n in ("Crate", "Ball", "Cone")], outcome, vocabulary=vocabulary, k=2)
@@ -422,8 +422,8 @@ bpy.ops.object.select_all(action="DESELECT")
 crate = bpy.data.objects["Crate"]
 crate.select_set(True)
 result = sorted(bpy.ops.ulip2.auto_tag())
-from bl_ext.user_default.ulip2.inference import models_for
-from bl_ext.user_default.ulip2.preferences import bundle_folder, get
+from bl_ext.user_default.ulip2.scene.inference import models_for
+from bl_ext.user_default.ulip2.ui.preferences import bundle_folder, get
 prefs = get(bpy.context)
 print(json.dumps({"result": result, "tags": [t.name for t in crate.asset_data.tags],
                   "description": crate.asset_data.description, "preference": prefs.bundle,

@@ -109,7 +109,7 @@ def test_three_primitives_make_triplets_and_leave_the_scene_alone(primitives, ad
 
 
 def test_points_follow_modifiers_and_instances(primitives):
-    from blender_addon.extract import extract
+    from blender_addon.scene.extract import extract
 
     cube = primitives[0]
     cube.modifiers.new("subdivide", "SUBSURF").levels = 2

@@ -56,7 +56,7 @@ if reader == "trimesh":
 
     points = load_points(path, 10_000)
 else:
-    from blender_addon.worker import points_job
+    from blender_addon.headless.worker import points_job
     from core.blender_jobs import PointsJob
 
     (asset,) = points_job(PointsJob(path, 10_000)).assets
@@ -171,7 +171,7 @@ def test_blender_refuses_a_file_over_the_face_cap(tmp_path):
     pytest.importorskip("bpy")
     trimesh.creation.box().export(tmp_path / "box.obj")
     script = ("import sys, core.sampling\ncore.sampling.MAX_FACES = 10\n"
-              "from blender_addon.worker import run_job\n"
+              "from blender_addon.headless.worker import run_job\n"
               "from core.blender_jobs import PointsJob\n"
               "print(run_job(PointsJob(sys.argv[1], 10)).reason)")
     done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "box.obj")], cwd=ROOT, capture_output=True,
@@ -261,7 +261,7 @@ bpy.ops.export_scene.fbx(filepath=sys.argv[1])
 _IMPORT_AS_BPY_DOES = """
 import sys
 import bpy
-from blender_addon.worker import _last_line
+from blender_addon.headless.worker import _last_line
 
 bpy.ops.wm.read_factory_settings(use_empty=True)
 try:
@@ -299,7 +299,7 @@ def test_every_asset_format_has_one_reader_and_blender_renders_each(tmp_path):
     glTF of the mesh trimesh reads, the same points in the same frame."""
     import trimesh
 
-    from blender_addon.importers import IMPORTERS
+    from blender_addon.scene.importers import IMPORTERS
     from core.formats import ASSET_EXTENSIONS, BLENDER_FORMATS, TRIMESH_FORMATS
     from core.meshio import as_glb
 

@@ -410,7 +410,7 @@ def _kill_first_blender_worker(timeout: float = 60) -> None:
     while time.monotonic() < deadline:
         for proc in Path("/proc").iterdir():
             try:
-                worker = b"blender_addon.worker" in (proc / "cmdline").read_bytes()
+                worker = b"blender_addon.headless.worker" in (proc / "cmdline").read_bytes()
                 parent = int(next(line.split()[1] for line in (proc / "status").read_text().splitlines()
                                   if line.startswith("PPid:")))
             except (OSError, ValueError):

@@ -1,6 +1,6 @@
 """`ulip2 blender build-extension | tag`: build the Blender extension's zip, and auto-tag
 the assets of a .blend file headless with the extension's own labelling
-(blender_addon/tag_file.py, in a child process with bpy)."""
+(blender_addon/headless/tag_file.py, in a child process with bpy)."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def cmd_tag(args) -> int:
     job = {"in": str(source), "out": str(out), "bundle": str(bundle_path(args.bundle).resolve()),
            "device": args.device, "vocabulary": args.vocabulary, "k": args.k, "all_objects": args.all_objects,
            "parent": os.getpid()}
-    child = subprocess.run([sys.executable, "-m", "blender_addon.tag_file", json.dumps(job)],
+    child = subprocess.run([sys.executable, "-m", "blender_addon.headless.tag_file", json.dumps(job)],
                            stdout=subprocess.PIPE, text=True)
     lines = child.stdout.strip().splitlines()
     if child.returncode != 0 or not lines:

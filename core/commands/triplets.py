@@ -37,7 +37,7 @@ def cmd_build(args) -> int:
     store = TripletStore(args.store, create=not (args.store / "store.json").is_file())
     settings = {"count": args.views, "elevation_deg": args.elevation, "resolution": args.resolution,
                 "engine": args.render_engine}
-    if args.samples is not None:  # else the renderer's own default (blender_addon.render.ViewSettings)
+    if args.samples is not None:  # else the renderer's own default (blender_addon.scene.render.ViewSettings)
         settings["samples"] = args.samples
     try:
         with bar("rendering", "object") as on_progress:

@@ -54,7 +54,7 @@ _POOL_MIN_JOBS = 8
 _FEW_CORES = 2
 # Reading a file fails so when this machine runs short (memory, open files), not the file.
 _SYSTEM_ERRNOS = {errno.ENOMEM, errno.EMFILE, errno.ENFILE}
-# In a Blender worker's reason (core.blender_pool, blender_addon.worker), what says the run
+# In a Blender worker's reason (core.blender_pool, blender_addon.headless.worker), what says the run
 # failed, not the file: the system killed the worker (the kernel's out-of-memory killer sends
 # SIGKILL; a file that crashes Blender ends it with SIGSEGV or SIGABRT), or memory or disk
 # ran out inside it.

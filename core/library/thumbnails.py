@@ -4,7 +4,7 @@ the step that replaces such previews with Blender renders.
 `ulip2 index` keeps to its pace (tens of assets a second) by giving the files trimesh reads
 this preview: pure numpy + Pillow (PNG encoding), run by the indexer's loaders next to the
 sampler. The files only Blender reads (.blend, .fbx, .usd*) are rendered there by the
-Blender workers (Workbench, blender_addon.render.thumbnail_settings, same size). Rendering
+Blender workers (Workbench, blender_addon.scene.render.thumbnail_settings, same size). Rendering
 every other asset costs a Blender import and render each, so it is a step of its own,
 `ulip2 thumbnails` (render_thumbnails): resumable, committed file by file.
 """

@@ -156,7 +156,7 @@ def render_files(store: TripletStore, files: list[Path], settings: dict, *, engi
     """Points and views of each file not stored yet, committed as it completes (a kill keeps
     what is done; a rerun skips it). {"skipped_done", "written", "failed": keys failed now}.
 
-    settings: blender_addon.render.ViewSettings fields. on_progress: (records done, to do),
+    settings: blender_addon.scene.render.ViewSettings fields. on_progress: (records done, to do),
     as core.progress says. A full disk raises OSError (ENOSPC); every committed record stays.
     """
     import numpy as np

@@ -8,14 +8,14 @@ import bpy
 from core.errors import AssetError, Ulip2Error
 from core.triplets import TripletStore
 
-from .append import place_asset
-from .inference import models_for
-from .labels import Outcome, label_objects
+from ..scene.append import place_asset
+from ..scene.inference import models_for
+from ..scene.labels import Outcome, label_objects
 from .library_search import search_library
 from .preferences import bundle_folder, get, vocabulary_source
 from .progress import StepOperator
-from .render import ViewSettings
-from .triplets import write_triplet
+from ..scene.render import ViewSettings
+from ..scene.triplets import write_triplet
 from .user_files import child_environment
 
 

@@ -5,6 +5,9 @@ from pathlib import Path
 
 import bpy
 
+#: The extension's package (Blender's key for its preferences and user folder): this one's parent.
+ADDON = __package__.rpartition(".")[0]
+
 CAPTIONERS = [
     ("blip2", "BLIP-2", "Salesforce/blip2-opt-6.7b by default, as ULIP-2 (needs its weights)"),
     ("blip", "BLIP", "smaller BLIP captioning model (needs its weights)"),
@@ -18,7 +21,7 @@ DEVICES = [
 ]
 # The bundle the extension zip carries (blender_addon.build.BUNDLE_DIR): ulip2's default
 # with its text tower, used while the preferences name none.
-CARRIED_BUNDLE = Path(__file__).parent / "bundle"
+CARRIED_BUNDLE = Path(__file__).parent.parent / "bundle"  # beside the extension's __init__.py
 # The shipped vocabularies of core.spaces.vocabularies, or a file of the user's.
 VOCABULARIES = [
     ("lvis", "LVIS", "Objaverse-LVIS: 1,156 categories"),
@@ -29,7 +32,7 @@ VOCABULARIES = [
 
 
 class ULIP2_AP_preferences(bpy.types.AddonPreferences):
-    bl_idname = __package__
+    bl_idname = ADDON
 
     bundle: bpy.props.StringProperty(
         name="Model bundle", subtype="DIR_PATH",
@@ -68,7 +71,7 @@ class ULIP2_AP_preferences(bpy.types.AddonPreferences):
 
 
 def get(context):
-    return context.preferences.addons[__package__].preferences
+    return context.preferences.addons[ADDON].preferences
 
 
 def bundle_folder(prefs) -> str:

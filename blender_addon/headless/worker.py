@@ -1,4 +1,4 @@
-"""Headless bpy worker: `python -m blender_addon.worker` (core.blender_pool starts these).
+"""Headless bpy worker: `python -m blender_addon.headless.worker` (core.blender_pool starts these).
 
 Reads one job per line on stdin and answers each with one line, both as core.blender_jobs
 writes them (AssetsJob, RenderJob, PointsJob, ThumbnailsJob and their answers).
@@ -27,10 +27,10 @@ from core.processes import end_with
 from core.references import check_references, refuse_outside
 from core.sampling import DEFAULT_GREY
 
-from .extract import GEOMETRY_TYPES
-from .importers import IMPORTERS, import_file
-from .render import ViewSettings, render_thumbnail
-from .triplets import geometry_of, render_triplet
+from ..scene.extract import GEOMETRY_TYPES
+from ..scene.importers import IMPORTERS, import_file
+from ..scene.render import ViewSettings, render_thumbnail
+from ..scene.triplets import geometry_of, render_triplet
 
 
 def _last_line(exc: Exception) -> str:

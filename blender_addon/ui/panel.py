@@ -2,7 +2,7 @@
 
 import bpy
 
-from .labels import read_caption, read_tags
+from ..scene.labels import read_caption, read_tags
 from .library_search import preview_icon
 from .operators import (ULIP2_OT_append_result, ULIP2_OT_auto_tag, ULIP2_OT_caption, ULIP2_OT_generate_triplets,
                         ULIP2_OT_search_library)

@@ -1,5 +1,5 @@
 """Auto-tag a .blend headless with the extension's own labelling (labels.label_objects):
-`ulip2 blender tag` (core/commands/blender.py) runs `python -m blender_addon.tag_file JOB` in a
+`ulip2 blender tag` (core/commands/blender.py) runs `python -m blender_addon.headless.tag_file JOB` in a
 child process with bpy, so a file that crashes Blender ends only that process.
 
 JOB is a JSON object: "in", "out" (.blend paths), "bundle", "device", "vocabulary", "k",
@@ -21,8 +21,8 @@ import bpy
 from core.errors import Ulip2Error
 from core.processes import end_with
 
-from .inference import Models
-from .labels import Outcome, label_objects
+from ..scene.inference import Models
+from ..scene.labels import Outcome, label_objects
 
 
 def objects_to_tag(source: Path, all_objects: bool) -> list:

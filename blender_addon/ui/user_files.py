@@ -8,11 +8,13 @@ from pathlib import Path
 
 import bpy
 
+from .preferences import ADDON
+
 
 def user_folder(name: str) -> Path:
     """A folder of this extension's user data (created if missing)."""
     try:
-        return Path(bpy.utils.extension_path_user(__package__, path=name, create=True))
+        return Path(bpy.utils.extension_path_user(ADDON, path=name, create=True))
     except ValueError:
         # Enabled as a plain add-on (the source tree in tests, the headless worker): no
         # extension folder exists, so use ulip2's own cache folder.
