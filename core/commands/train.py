@@ -59,12 +59,13 @@ def cmd_train(args) -> int:
 
 def cmd_eval(args) -> int:
     from core.runtime import PointEncoder
-    from core.spaces import load_space
+    from core.spaces import text_encoder
 
     from training.evaluation import evaluate, load_eval_set
 
     encoder = PointEncoder(args.bundle, device=args.device)
-    result = evaluate(encoder, load_space(encoder.bundle.space), load_eval_set(args.path, encoder.num_points))
+    # The bundle's text side, as every surface embeds texts (its tower: no torch after the first use).
+    result = evaluate(encoder, text_encoder(encoder.bundle), load_eval_set(args.path, encoder.num_points))
     result["bundle"] = str(encoder.bundle.path)
     if args.json:
         print(json.dumps(result, indent=2))
