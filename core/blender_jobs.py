@@ -12,6 +12,9 @@ only (the worker imports it inside Blender's Python).
     PointsJob(path, num_points, ...)     -> PointsAnswer(assets): each asset's points
                                             (y-up) and optional thumbnail, for the index
     ThumbnailsJob(path, objects, size)   -> ThumbnailsAnswer(thumbnails): a render per asset
+    TagJob(source, out, bundle, ...)     -> TagAnswer(labelled, skipped): `ulip2 blender
+                                            tag`'s child (blender_addon/headless/tag_file.py),
+                                            one job given on its command line
 
 A job that fails answers ok=False with the reason, which names what went wrong with the
 file; a worker that crashes or hangs is answered for by the pool in the same form.
@@ -72,6 +75,12 @@ class ThumbnailsAnswer(Answer):
     thumbnails: dict[str, str] = field(default_factory=dict)  # asset name ("" for a whole file) -> base64 PNG
 
 
+@dataclass
+class TagAnswer(Answer):
+    labelled: dict[str, dict] = field(default_factory=dict)  # object -> {"tags": [[label, score]], "caption"}
+    skipped: list[str] = field(default_factory=list)  # objects with no surface to sample
+
+
 @dataclass(frozen=True)
 class AssetsJob:
     action: ClassVar[str] = "assets"
@@ -109,7 +118,21 @@ class ThumbnailsJob:
     size: int
 
 
-JOBS = {job.action: job for job in (AssetsJob, RenderJob, PointsJob, ThumbnailsJob)}
+@dataclass(frozen=True)
+class TagJob:
+    action: ClassVar[str] = "tag"
+    answer: ClassVar[type[Answer]] = TagAnswer
+    source: str  # the .blend to tag (never written)
+    out: str  # the .blend to write, whole or not at all
+    bundle: str
+    device: str
+    vocabulary: str
+    k: int
+    all_objects: bool
+    parent: int  # the pid the child ends with
+
+
+JOBS = {job.action: job for job in (AssetsJob, RenderJob, PointsJob, ThumbnailsJob, TagJob)}
 
 
 def job_line(job) -> str:

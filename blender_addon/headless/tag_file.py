@@ -2,15 +2,12 @@
 `ulip2 blender tag` (core/commands/blender.py) runs `python -m blender_addon.headless.tag_file JOB` in a
 child process with bpy, so a file that crashes Blender ends only that process.
 
-JOB is a JSON object: "in", "out" (.blend paths), "bundle", "device", "vocabulary", "k",
-"all_objects", "parent" (the pid to end with). The one line on stdout answers
-{"ok": true, "labelled": {object: {"tags", "caption"}}, "skipped": [object, ...]} or
-{"ok": false, "reason"}. Progress and Blender's own messages go to stderr.
+JOB is a core.blender_jobs.TagJob as one JSON line; the one line on stdout is its TagAnswer.
+Progress and Blender's own messages go to stderr.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from contextlib import contextmanager
@@ -18,6 +15,7 @@ from pathlib import Path
 
 import bpy
 
+from core.blender_jobs import TagAnswer, TagJob, failed, read_job
 from core.errors import Ulip2Error
 from core.processes import end_with
 
@@ -61,18 +59,18 @@ def evaluated(objects):
             scene.collection.objects.unlink(obj)
 
 
-def tag_file(job: dict) -> dict:
-    """Open job["in"] (nothing of it runs), label its objects, save job["out"] atomically."""
-    source, out = Path(job["in"]), Path(job["out"])
+def tag_file(job: TagJob) -> TagAnswer:
+    """Open job.source (nothing of it runs), label its objects, save job.out atomically."""
+    source, out = Path(job.source), Path(job.out)
     try:
         bpy.ops.wm.open_mainfile(filepath=str(source), load_ui=False, use_scripts=False)
     except RuntimeError as exc:
         raise Ulip2Error(f"{source}: Blender could not open it ({' '.join(str(exc).split())})") from None
-    objects = objects_to_tag(source, job["all_objects"])
-    models = Models(job["bundle"], job["device"], torch_text=True)
+    objects = objects_to_tag(source, job.all_objects)
+    models = Models(job.bundle, job.device, torch_text=True)
     outcome, said = Outcome(), None
     with evaluated(objects):
-        for done, total, message in label_objects(models, objects, outcome, vocabulary=job["vocabulary"], k=job["k"]):
+        for done, total, message in label_objects(models, objects, outcome, vocabulary=job.vocabulary, k=job.k):
             if message != said:  # one line per stage and per object, not per slice of a vocabulary
                 print(f"ulip2: {message} ({done + 1} of {total})", file=sys.stderr, flush=True)
                 said = message
@@ -84,25 +82,25 @@ def tag_file(job: dict) -> dict:
         os.replace(staged, out)
     finally:
         staged.unlink(missing_ok=True)
-    return {"labelled": {name: {"tags": tags, "caption": caption} for name, (tags, caption) in outcome.labelled.items()},
-            "skipped": outcome.skipped}
+    return TagAnswer(labelled={name: {"tags": tags, "caption": caption} for name, (tags, caption) in outcome.labelled.items()},
+                     skipped=outcome.skipped)
 
 
 def main() -> None:
-    job = json.loads(sys.argv[1])
-    end_with(job["parent"])
+    job = read_job(sys.argv[1])
+    end_with(job.parent)
     bpy.context.preferences.filepaths.use_scripts_auto_execute = False  # said, so no file turns it on
     answers = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # Blender's C code prints to fd 1: send it to stderr, not the answer
     try:
-        answer = {"ok": True, **tag_file(job)}
+        answer = tag_file(job)
     except Ulip2Error as exc:
-        answer = {"ok": False, "reason": str(exc)}
+        answer = failed(job, str(exc))
     except ImportError as exc:  # a bundle without a text tower, and no torch here
-        answer = {"ok": False, "reason": f"{job['bundle']} has no text tower and {exc.name} is missing to embed texts "
-                                         "without one: pip install 'ulip2[torch]', or --bundle DIR of a bundle with one "
-                                         "(ulip2 models add-text default --out DIR)"}
-    answers.write(json.dumps(answer) + "\n")
+        answer = failed(job, f"{job.bundle} has no text tower and {exc.name} is missing to embed texts without one: "
+                             "pip install 'ulip2[torch]', or --bundle DIR of a bundle with one (ulip2 models add-text "
+                             "default --out DIR)")
+    answers.write(answer.to_line() + "\n")
     answers.flush()
 
 

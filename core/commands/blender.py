@@ -5,7 +5,6 @@ the assets of a .blend file headless with the extension's own labelling
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -29,7 +28,9 @@ Exit code 0 when OUT.blend is written; 2, with one line saying why, when it is n
 
 
 def cmd_tag(args) -> int:
+    from core.blender_jobs import TagJob, job_line, read_answer
     from core.bundle import bundle_path
+
     source, out = args.blend.expanduser().resolve(), args.out.expanduser().resolve()
     if source.suffix.lower() != ".blend" or not source.is_file():
         raise Ulip2Error(f"{args.blend}: not a .blend file; give the Blender file to tag")
@@ -41,19 +42,18 @@ def cmd_tag(args) -> int:
         raise Ulip2Error(f"--k {args.k}: give at least 1 tag per object")
     if not out.parent.is_dir():
         raise Ulip2Error(f"{out.parent}: no such folder for --out; create it first")
-    job = {"in": str(source), "out": str(out), "bundle": str(bundle_path(args.bundle).resolve()),
-           "device": args.device, "vocabulary": args.vocabulary, "k": args.k, "all_objects": args.all_objects,
-           "parent": os.getpid()}
-    child = subprocess.run([sys.executable, "-m", "blender_addon.headless.tag_file", json.dumps(job)],
+    job = TagJob(str(source), str(out), str(bundle_path(args.bundle).resolve()), args.device, args.vocabulary, args.k,
+                 args.all_objects, os.getpid())
+    child = subprocess.run([sys.executable, "-m", "blender_addon.headless.tag_file", job_line(job)],
                            stdout=subprocess.PIPE, text=True)
     lines = child.stdout.strip().splitlines()
     if child.returncode != 0 or not lines:
         raise Ulip2Error(f"{source}: Blender stopped while tagging it (exit code {child.returncode}; its messages are "
                          f"above); {out.name} was not written")
-    answer = json.loads(lines[-1])
-    if not answer["ok"]:
-        raise Ulip2Error(answer["reason"])
-    print_json({"in": str(source), "out": str(out), "labelled": answer["labelled"], "skipped": answer["skipped"]})
+    answer = read_answer(job, lines[-1])
+    if not answer.ok:
+        raise Ulip2Error(answer.reason)
+    print_json({"in": str(source), "out": str(out), "labelled": answer.labelled, "skipped": answer.skipped})
     return 0
 
 
