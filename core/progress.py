@@ -5,7 +5,12 @@ it their own way and library functions draw nothing.
 A long function takes `on_progress(done, total)`, called before its first unit and after
 each one it commits, and `should_stop()`, asked after each commit: True ends the work
 there, with every committed unit kept, and the next run resumes with the rest. The command
-line's face of it is `bar`, a tqdm bar on stderr driven by those calls.
+line's face of it is `bar`, a tqdm bar on stderr driven by those calls; the desktop app's is
+its job controller (gui.workers.Jobs: signals to the UI thread, cancel as should_stop).
+
+Blender's operators (blender_addon/ui/progress.py) take the same facts as steps instead: a
+generator of (done, total, message), since a modal operator must hand control back to
+Blender's event loop between two steps; Esc there is should_stop, asked between two steps.
 """
 
 from __future__ import annotations
