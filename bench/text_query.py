@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ULIP2 = [sys.executable, "-m", "core.cli"]
+ULIP2 = [sys.executable, "-m", "cli"]
 TORCH_QUERY = ("import sys; from core.spaces import load_space; "
                "load_space('minilm').embed_text([sys.argv[1]])")
 

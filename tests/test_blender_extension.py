@@ -17,7 +17,7 @@ pytest.importorskip("bpy")
 
 from blender_addon.build import (RUNTIME_PACKAGES, build_extension, check_extension_modules,  # noqa: E402
                                     extension_core_files)
-from core.cli import main  # noqa: E402
+from cli.main import main  # noqa: E402
 from core.errors import Ulip2Error  # noqa: E402
 
 CHECK = r"""

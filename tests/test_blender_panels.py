@@ -436,7 +436,7 @@ def test_the_zip_alone_auto_tags_a_marked_asset_with_no_setting_made(extension_z
     """A clean bpy, the built zip installed and nothing set: Auto-tag runs on the bundle the
     zip carries (the shipped default, float16 text tower) without torch, and gives a marked
     asset the very tags and caption `ulip2 blender tag` gives it with the default bundle here."""
-    from core.cli import main
+    from cli.main import main
     from core.spaces.vocabularies import load_vocabulary
 
     source, _ = make_blend(tmp_path, "assets.blend", "assets")
@@ -457,7 +457,7 @@ def test_blender_tag_writes_the_tagged_copy_and_never_the_input(text_bundle, voc
     """`ulip2 blender tag` in a bpy child process: every marked asset (hidden, or in no
     scene, too) gets k tags of the vocabulary and a caption in the saved copy, where they
     stay hidden and outside the scene; the input file is byte for byte as it was."""
-    from core.cli import main
+    from cli.main import main
 
     source, before = make_blend(tmp_path, "assets.blend", "assets")
     original = source.read_bytes()
@@ -482,7 +482,7 @@ def test_blender_tag_writes_the_tagged_copy_and_never_the_input(text_bundle, voc
 
 def test_blender_tag_without_marked_assets_says_so_and_tags_all_objects_on_request(text_bundle, vocabulary,
                                                                                     tmp_path, capsys):
-    from core.cli import main
+    from cli.main import main
 
     source, _ = make_blend(tmp_path, "plain.blend", "plain")
     saved = tmp_path / "tagged.blend"
@@ -511,7 +511,7 @@ def test_blender_tag_without_marked_assets_says_so_and_tags_all_objects_on_reque
 
 
 def test_blender_tag_help_teaches_with_an_example(capsys):
-    from core.cli import main
+    from cli.main import main
 
     with pytest.raises(SystemExit) as done:
         main(["blender", "tag", "--help"])

@@ -13,7 +13,7 @@ from PIL import Image
 
 pytest.importorskip("bpy")
 
-from core.cli import main  # noqa: E402
+from cli.main import main  # noqa: E402
 from core.triplets import TripletStore, key_for_asset, key_for_file  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -100,7 +100,7 @@ def test_missing_captioner_weights_stop_in_seconds_before_any_work(assets, tmp_p
 
     env = {**unreachable_hub, "HF_HUB_OFFLINE": "1"} if hub == "marked offline" else unreachable_hub
     start = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "core.cli", "triplets", "build", str(assets / "chair.glb"),
+    done = subprocess.run([sys.executable, "-m", "cli", "triplets", "build", str(assets / "chair.glb"),
                            "--store", str(tmp_path / "store")], env=env, capture_output=True, text=True, timeout=300)
     elapsed = time.monotonic() - start
     assert done.returncode == 2 and elapsed < 15, (done.returncode, elapsed)
@@ -360,7 +360,7 @@ def test_a_full_disk_stops_the_batch_and_keeps_what_was_committed(assets, tmp_pa
     disk, out = tmp_path / "disk", tmp_path / "out"
     out.mkdir()
     store = disk / "store"
-    build = " ".join(map(shlex.quote, [sys.executable, "-m", "core.cli", "triplets", "build", "--store", str(store),
+    build = " ".join(map(shlex.quote, [sys.executable, "-m", "cli", "triplets", "build", "--store", str(store),
                                        *FAST, str(assets / "chair.glb")]))
     _on_a_small_disk(disk, f"""
         {build} --no-caption > /dev/null 2>&1

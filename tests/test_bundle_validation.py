@@ -169,7 +169,7 @@ def test_a_graph_with_a_fixed_point_count_must_match_num_points(copy, tiny_bundl
 
 
 def _cli(*argv):
-    return subprocess.run([sys.executable, "-m", "core.cli", *map(str, argv)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "cli", *map(str, argv)], capture_output=True, text=True,
                           timeout=120)
 
 

@@ -1,4 +1,4 @@
-"""The `ulip2` command (core/cli.py), run in-process through main() (plus one real process for
+"""The `ulip2` command (cli/main.py), run in-process through main() (plus one real process for
 --help). Bundles here have random weights: the commands' plumbing is what is tested."""
 
 import json
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.cli import main
+from cli.main import main
 
 
 def run(capsys, *argv):
@@ -37,7 +37,7 @@ def meshes(tmp_path_factory):
 
 def test_help_from_the_installed_command():
     script = os.path.join(os.path.dirname(sys.executable), "ulip2")
-    argv = [script, "--help"] if os.path.exists(script) else [sys.executable, "-m", "core.cli", "--help"]
+    argv = [script, "--help"] if os.path.exists(script) else [sys.executable, "-m", "cli", "--help"]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     for command in ("embed", "export", "info", "models", "index", "search", "demo", "train", "retrain"):
@@ -297,7 +297,7 @@ def test_every_command_and_option_says_what_it_does():
     """--help teaches: no subcommand, argument or option of `ulip2` without a help text."""
     import argparse
 
-    from core.cli import build_parser
+    from cli.main import build_parser
 
     missing = []
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from core.cli import main
+from cli.main import main
 from core.errors import Ulip2Error
 from training.augment import subsample
 from core.spaces.ranking import zero_shot

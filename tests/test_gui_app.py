@@ -606,7 +606,7 @@ def test_index_finishes_what_a_killed_index_run_left(qtbot, tmp_path, make_windo
     embeds the rest: every file once, nothing lost, nothing done twice."""
     paths = write_meshes(tmp_path / "assets", 48, subdivisions=4)
     db = tmp_path / "lib.sqlite"
-    proc = subprocess.Popen([sys.executable, "-m", "core.cli", "index", str(tmp_path / "assets"), "--db", str(db),
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "index", str(tmp_path / "assets"), "--db", str(db),
                              "--bundle", str(tiny_bundle.path), "--batch-size", "4", "--workers", "0", "--quiet"],
                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
@@ -655,7 +655,7 @@ def test_app_command_writes_a_screenshot(tmp_path, tiny_bundle):
     write_meshes(tmp_path / "assets", 3)
     out = tmp_path / "shots" / "app.png"
     env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config")}  # QSettings stay in tmp
-    done = subprocess.run([sys.executable, "-m", "core.cli", "app", "--library", str(tmp_path / "assets"),
+    done = subprocess.run([sys.executable, "-m", "cli", "app", "--library", str(tmp_path / "assets"),
                            "--db", str(tmp_path / "lib.sqlite"), "--bundle", str(tiny_bundle.path),
                            "--device", "cpu", "--screenshot", str(out)],
                           env=env, capture_output=True, text=True, timeout=300)
@@ -665,7 +665,7 @@ def test_app_command_writes_a_screenshot(tmp_path, tiny_bundle):
 
 
 def test_cli_stays_light_without_qt():
-    code = ("import sys, core.cli; core.cli.build_parser(); "
+    code = ("import sys, cli.main; cli.main.build_parser(); "
             "assert not [m for m in sys.modules if m.startswith('PySide6')], 'Qt imported by ulip2 --help'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -783,7 +783,7 @@ def test_the_xcb_libraries_are_those_qts_plugin_links_and_resolve_as_the_loader_
 
 
 def test_on_an_x_display_without_them_the_app_names_the_packages_and_exits_2(monkeypatch, capsys):
-    import core.cli
+    import cli.main
     import gui.app
 
     monkeypatch.setattr(gui.app, "XCB_LIBRARIES", {"libxcb-shape.so.0": "libxcb-shape0",
@@ -792,7 +792,7 @@ def test_on_an_x_display_without_them_the_app_names_the_packages_and_exits_2(mon
     monkeypatch.setenv("DISPLAY", ":99")
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     monkeypatch.delenv("QT_QPA_PLATFORM")
-    assert core.cli.main(["app"]) == 2
+    assert cli.main.main(["app"]) == 2
     err = capsys.readouterr().err
     assert err == ("error: the desktop app cannot open windows on this X display without libulip2-no-such.so.1: "
                    "sudo apt install ulip2-no-such1 (or run it headless with QT_QPA_PLATFORM=offscreen)\n")

@@ -46,7 +46,7 @@ def corpus(tmp_path_factory):
 
 
 def ulip2(*argv) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "core.cli", *map(str, argv)], cwd=REPO, capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "cli", *map(str, argv)], cwd=REPO, capture_output=True,
                           text=True, timeout=TIME_BOUND_S)
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
     return done

@@ -167,7 +167,7 @@ def test_another_bundle_reembeds_and_never_mixes(tmp_path, encoder):
 def test_kill_9_mid_run_loses_nothing_committed(tmp_path, tiny_bundle):
     paths = write_meshes(tmp_path / "assets", 80, subdivisions=4)
     db = tmp_path / "lib.sqlite"
-    command = [sys.executable, "-m", "core.cli", "index", str(tmp_path / "assets"), "--db", str(db),
+    command = [sys.executable, "-m", "cli", "index", str(tmp_path / "assets"), "--db", str(db),
                "--bundle", str(tiny_bundle.path), "--batch-size", "4", "--workers", "0", "--quiet"]
     proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
@@ -363,7 +363,7 @@ def test_a_version_4_library_keeps_its_failures_as_the_files_fault(tmp_path, tin
     """A library written before failures said whose fault they were opens as the current
     schema (by a reader too, where it may write), each failure kept as the file's: skipped,
     the summary saying how to retry, and read again with --retry-failed."""
-    from core.cli import main
+    from cli.main import main
 
     folder = tmp_path / "assets"
     folder.mkdir()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import trimesh
 
-from core.cli import main
+from cli.main import main
 
 QUERIES = ["a chair", "a round ball"]
 K = 2

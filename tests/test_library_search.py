@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.cli import main
+from cli.main import main
 from core.errors import SpaceError, VocabularyError
 from core.library.ann import AnnIndex
 from core.library.indexer import bundle_id
@@ -227,7 +227,7 @@ def read_only(folder: Path) -> dict[str, bytes]:
 
 
 def ulip2(*argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run(unprivileged([sys.executable, "-m", "core.cli", *argv]), cwd=REPO, capture_output=True,
+    return subprocess.run(unprivileged([sys.executable, "-m", "cli", *argv]), cwd=REPO, capture_output=True,
                           text=True, timeout=120)
 
 

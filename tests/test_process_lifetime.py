@@ -60,7 +60,7 @@ def test_no_process_of_a_killed_index_outlives_it(tmp_path, tiny_bundle, kind):
     # Up when the forkserver and two workers (forked from it, so the same command line) run.
     sign, needed = ("multiprocessing.forkserver", 3) if kind == "loading pool" else ("blender_addon.headless.worker", 1)
     for attempt in range(2):
-        proc = subprocess.Popen([sys.executable, "-m", "core.cli", "index", str(folder),
+        proc = subprocess.Popen([sys.executable, "-m", "cli", "index", str(folder),
                                  "--db", str(tmp_path / f"lib-{attempt}.sqlite"), "--bundle", str(tiny_bundle.path),
                                  "--workers", "2", "--quiet"],
                                 cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

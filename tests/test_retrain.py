@@ -10,7 +10,7 @@ import warnings
 
 import trimesh
 
-from core.cli import main
+from cli.main import main
 from training.retrain import split_files
 
 SHAPES = {"crate": trimesh.creation.box, "ball": trimesh.creation.icosphere,

@@ -330,7 +330,7 @@ def test_openclip_random_weights_onnx_matches_torch(clip_bundle):
 
 @pytest.mark.models
 def test_cli_models_add_text_copies_the_default(tmp_path, capsys, monkeypatch, minilm, no_text_cache):
-    from core.cli import main
+    from cli.main import main
 
     monkeypatch.delenv("ULIP2_BUNDLE", raising=False)
     out = tmp_path / "default-text"
@@ -350,7 +350,7 @@ def test_cli_models_add_text_copies_the_default(tmp_path, capsys, monkeypatch, m
 
 
 def test_cli_export_with_text(clip_bundle, tmp_path, capsys):
-    from core.cli import main
+    from cli.main import main
 
     out = tmp_path / "b"
     assert main(["export", "--out", str(out), "--config", "pointbert-tiny", "--space", CLIP_SPACE, "--text",

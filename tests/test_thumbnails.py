@@ -45,7 +45,7 @@ def write_unimportable_glb(path: Path) -> None:
 
 
 def thumbnails_cli(db: Path, *extra: str) -> tuple[int, dict]:
-    done = subprocess.run([sys.executable, "-m", "core.cli", "thumbnails", "--db", str(db), "--workers", "2",
+    done = subprocess.run([sys.executable, "-m", "cli", "thumbnails", "--db", str(db), "--workers", "2",
                            "--json", "--quiet", *extra], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.stdout, done.stderr
     return done.returncode, json.loads(done.stdout)
@@ -154,7 +154,7 @@ def test_kill_9_mid_run_keeps_every_committed_render_and_the_rerun_does_the_rest
     write_meshes(folder, 12)
     with Library(db) as library:
         index_paths([folder], library, PointEncoder(tiny_bundle.bundle, device="cpu"), workers=0)
-    command = [sys.executable, "-m", "core.cli", "thumbnails", "--db", str(db), "--workers", "1", "--quiet"]
+    command = [sys.executable, "-m", "cli", "thumbnails", "--db", str(db), "--workers", "1", "--quiet"]
     proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)  # its own group: the kill takes its Blender worker too
 

@@ -12,7 +12,7 @@ import torch
 import trimesh
 from PIL import Image
 
-from core.cli import main
+from cli.main import main
 from core.meshio import load_points
 from core.triplets import TripletStore, key_for_file
 from training.features import TripletFeatures, cache_folder

@@ -1,5 +1,5 @@
 """Auto-tag a .blend headless with the extension's own labelling (labels.label_objects):
-`ulip2 blender tag` (core/commands/blender.py) runs `python -m blender_addon.headless.tag_file JOB` in a
+`ulip2 blender tag` (cli/blender.py) runs `python -m blender_addon.headless.tag_file JOB` in a
 child process with bpy, so a file that crashes Blender ends only that process.
 
 JOB is a core.blender_jobs.TagJob as one JSON line; the one line on stdout is its TagAnswer.

@@ -72,7 +72,7 @@ class ULIP2_OT_generate_triplets(bpy.types.Operator):
 def caption_later(python: str, store: Path, captioner: str) -> None:
     """Start the ulip2 environment's captioning over the store without blocking Blender."""
     with open(store / "caption.log", "ab") as log:  # the child keeps its own copy of the handle
-        subprocess.Popen([bpy.path.abspath(python), "-m", "core.cli", "triplets", "caption", str(store),
+        subprocess.Popen([bpy.path.abspath(python), "-m", "cli", "triplets", "caption", str(store),
                           "--captioner", captioner], stdout=log, stderr=subprocess.STDOUT, env=child_environment())
 
 

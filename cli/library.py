@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from core.commands import print_json
+from cli import print_json
 from core.library.store import DB_ENV, DEFAULT_DB_NAME
 from core.progress import bar
 

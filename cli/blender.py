@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from core.commands import print_json
+from cli import print_json
 from core.errors import Ulip2Error
 
 EPILOG = """\

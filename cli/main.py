@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sqlite3
 import sys
 import warnings
 
-from . import __version__
-from .errors import Ulip2Error
+from cli import app, blender, library, models, train, triplets
+from core import __version__
+from core.errors import Ulip2Error
 
 DESCRIPTION = """\
 ulip2: 3D assets -> embeddings in a vision-language space (ULIP-2), for tagging,
@@ -37,8 +37,7 @@ examples:
 
 
 # Modules that add subcommands (see build_parser).
-COMMAND_MODULES: list[str] = ["core.commands.models", "core.commands.library", "core.commands.triplets",
-                              "core.commands.blender", "core.commands.train", "core.commands.app"]
+COMMAND_MODULES = (models, library, triplets, blender, train, app)
 
 
 # -- parser -----------------------------------------------------------------------------
@@ -49,9 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ulip2 {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    # Each command module's register(sub) adds its subparsers (core/commands/__init__.py).
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+    # Each command module's register(sub) adds its subparsers (cli/__init__.py).
+    for module in COMMAND_MODULES:
+        module.register(sub)
     return parser
 
 

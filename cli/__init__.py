@@ -9,7 +9,7 @@ it reads arguments, draws progress (core.progress.bar) and prints what was done.
     app        app                                  gui
 
 Each module's register(sub) adds its subparsers and stays light to import (torch, bpy and
-Qt load inside the commands). core/cli.py assembles them and runs one.
+Qt load inside the commands). cli/main.py assembles them and runs one.
 """
 
 from __future__ import annotations

@@ -122,7 +122,7 @@ def register(sub) -> None:
                     "each epoch (OUT/last.pt, OUT/encoder.safetensors) and OUT/metrics.jsonl.",
         epilog="examples:\n"
                "  ulip2 train my-store --out runs/a --epochs 20 --bundle bundles/mine\n"
-               "  torchrun --nproc_per_node 8 -m core.cli train my-store --out runs/a   (DDP, global batch split)\n"
+               "  torchrun --nproc_per_node 8 -m cli train my-store --out runs/a   (DDP, global batch split)\n"
                "  ulip2 train my-store --out runs/a --resume        (continue after a stop or crash)",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data", type=Path, metavar="STORE_OR_FEATURES", help="a triplet store, or the feature cache ulip2 features made of one")

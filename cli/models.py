@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from core.commands import print_json
+from cli import print_json
 from core.errors import AssetError
 from core.progress import bar
 

@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from core.commands import print_json
+from cli import print_json
 from core.captioners import CAPTIONERS, DEFAULT_CAPTIONER, DEFAULT_K
 from core.errors import Ulip2Error
 from core.formats import ASSET_EXTENSIONS, walk
