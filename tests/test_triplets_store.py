@@ -241,3 +241,38 @@ def test_keys_are_content_hashes(tmp_path):
     (tmp_path / "b.obj").write_text("v 0 0 0\n")
     assert key_for_file(tmp_path / "a.obj") == key_for_file(tmp_path / "b.obj")
     assert key_for_arrays("x", [np.zeros(3)]) != key_for_arrays("x", [np.zeros(3, np.float32)])
+
+
+def test_two_threads_start_writing_one_store_at_once(tmp_path, rng, monkeypatch):
+    """A build's worker slots open records of one store in two threads at once (ulip2
+    triplets build --workers 2). Each could open tmp/ on a descriptor of its own, and each
+    then wait for ever to share the lock the other held alone (a clean-clone run hung so):
+    both must finish. The two are held where tmp/ is opened, so that they meet there
+    whenever the code lets them; whether the old code then hung depended on the order of
+    two assignments, so this test caught it only sometimes."""
+    import os
+    import threading
+
+    meet = threading.Barrier(2)
+    real_open = os.open
+    store = TripletStore(tmp_path / "s", create=True)
+
+    def opening(path, *args, **kwargs):
+        if os.fspath(path) == os.fspath(store.root / "tmp"):
+            try:
+                meet.wait(timeout=2)  # the other writer, if it can get here too
+            except threading.BrokenBarrierError:
+                pass
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", opening)
+    keys = [key_for_arrays(name, [np.arange(3.0)]) for name in ("chair", "lamp")]
+    writers = [threading.Thread(target=write, args=(store, key, np.random.default_rng(i)), daemon=True)
+               for i, key in enumerate(keys)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(timeout=60)
+    assert not any(writer.is_alive() for writer in writers), "two writers of one store wait on each other"
+    monkeypatch.undo()
+    assert sorted(r.key for r in TripletStore(tmp_path / "s").records()) == sorted(keys)

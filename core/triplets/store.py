@@ -81,6 +81,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 import weakref
 from collections import Counter
@@ -244,6 +245,7 @@ class TripletStore:
         (self.root / "tmp").mkdir(exist_ok=True)
         self.manifest = self.root / "manifest.jsonl"
         self._tmp_lock: int | None = None  # tmp/ opened and locked by this store's first write
+        self._writing = threading.Lock()
 
     def record_path(self, key: str) -> Path:
         if not _is_key(key):
@@ -265,21 +267,26 @@ class TripletStore:
         of both versions are then read right, and an older ulip2 refuses the store rather than
         read the new records in the old frame.
         """
-        if self.version < VERSION:
-            info = json.loads((self.root / "store.json").read_text())
-            _write_json(self.root / "store.json", {**info, "version": VERSION})
-            self.version = VERSION
-        if fcntl is None or self._tmp_lock is not None:
-            return
-        self._tmp_lock = os.open(self.root / "tmp", os.O_RDONLY)
-        weakref.finalize(self, os.close, self._tmp_lock)
-        try:
-            fcntl.flock(self._tmp_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pass  # another writer has the store open; one alone clears it later
-        else:
-            self._clear_tmp()
-        fcntl.flock(self._tmp_lock, fcntl.LOCK_SH)
+        # Writers in several threads of one process (a build's worker slots) share this store:
+        # one of them takes the lock, the others wait for it. Two would open two descriptors,
+        # and each would wait for ever to share the lock the other holds alone.
+        with self._writing:
+            if self.version < VERSION:
+                info = json.loads((self.root / "store.json").read_text())
+                _write_json(self.root / "store.json", {**info, "version": VERSION})
+                self.version = VERSION
+            if fcntl is None or self._tmp_lock is not None:
+                return
+            lock = os.open(self.root / "tmp", os.O_RDONLY)
+            weakref.finalize(self, os.close, lock)
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pass  # another writer has the store open; one alone clears it later
+            else:
+                self._clear_tmp()
+            fcntl.flock(lock, fcntl.LOCK_SH)
+            self._tmp_lock = lock
 
     def _clear_tmp(self) -> None:
         for entry in (self.root / "tmp").iterdir():
