@@ -169,6 +169,18 @@ def test_train_leaves_the_held_out_source_and_the_test_objects_out(tmp_path, toy
     assert not {o["object"] for o in pack.objects if o["split"] == "test"} & set(trained.ids)
 
 
+def test_train_on_one_source_alone(tmp_path, toy_pack):
+    """--only: a diagnosis run on one source's train objects, refused by name for a source
+    the pack does not hold."""
+    job = {"encoder": "pointbert-tiny", "epochs": 1, "lr": 1e-3, "batch_size": 8}
+    pack = corpus_model.Pack(toy_pack)
+    result = corpus_model.train(toy_pack, job, tmp_path / "run", only="toy2", device="cpu", show_progress=False)
+    assert result["train_objects"] == len(pack.select(splits=("train", "val"), sources={"toy2"})) > 0
+    assert result["train_objects"] < len(pack.select(splits=("train", "val")))
+    with pytest.raises(corpus_model.Ulip2Error, match="--only chairs: no such source"):
+        corpus_model.train(toy_pack, job, tmp_path / "other", only="chairs", device="cpu", show_progress=False)
+
+
 def test_balance_repeats_the_smaller_sources_by_the_square_root_of_the_size_ratio(toy_pack):
     pack = corpus_model.Pack(toy_pack)
     big = pack.select(splits=("train", "val"), sources={"toy"})

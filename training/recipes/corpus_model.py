@@ -141,16 +141,21 @@ class Pack:
 
 # ---- train -----------------------------------------------------------------------------
 
-def train(pack_path: Path, job: dict, out: Path, *, holdout: str | None = None, validate: bool = False,
-          device: str = "auto", show_progress: bool = True) -> dict:
-    """Train one configuration on the pack's train objects (less `holdout`'s; with `validate`,
-    less the val objects too, scored on them every 5 epochs). Resumes from out."""
+def train(pack_path: Path, job: dict, out: Path, *, holdout: str | None = None, only: str | None = None,
+          validate: bool = False, device: str = "auto", show_progress: bool = True) -> dict:
+    """Train one configuration on the pack's train objects (less `holdout`'s, or `only`'s
+    alone: a diagnosis of what one source can teach this encoder; with `validate`, less the
+    val objects too, scored on them every 5 epochs). Resumes from out."""
     from .selection import _device
     from ..trainer import Trainer, TrainConfig
 
     pack = Pack(pack_path)
     splits = ("train",) if validate else ("train", "val")
-    index = pack.select(splits=splits, exclude_source=holdout)
+    sources = None if only is None else {only}
+    held = sorted({o["source"] for o in pack.objects})
+    if only is not None and only not in held:
+        raise Ulip2Error(f"--only {only}: no such source in {pack_path} (it holds {', '.join(held)})")
+    index = pack.select(splits=splits, sources=sources, exclude_source=holdout)
     if job.get("balance"):
         index = balanced(pack, index)
     config = TrainConfig(encoder=job["encoder"], epochs=job["epochs"], batch_size=job["batch_size"], lr=job["lr"],
@@ -158,14 +163,14 @@ def train(pack_path: Path, job: dict, out: Path, *, holdout: str | None = None, 
     groups = [pack.objects[i]["source"] for i in index] if job.get("source_batches") else None
     trainer = Trainer(pack.features(index), config, out, device=_device(device), groups=groups)
     start = time.perf_counter()
-    result = dict(job, holdout=holdout, train_objects=len(index))
+    result = dict(job, holdout=holdout, only=only, train_objects=len(index))
     if not validate:
         trainer.resume()
         with bar("training", "step", enabled=show_progress, status=lambda: trainer.status) as on_progress:
             history = trainer.fit(on_progress)
         return result | {"final_loss": round(history[-1]["loss"], 4) if history else None,
                          "seconds": round(time.perf_counter() - start, 1), "weights": str(out / "encoder.safetensors")}
-    val = pack.select(splits=("val",), exclude_source=holdout, labelled=True)
+    val = pack.select(splits=("val",), sources=sources, exclude_source=holdout, labelled=True)
     curve = []
     while trainer.epoch < config.epochs:
         metrics = trainer.train_epoch()
@@ -355,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="draw each batch from one source, so its negatives are of the same kind "
                             "(what does not fill a batch is mixed); train it into a new run folder")
     sub.choices["train"].add_argument("--holdout", help="a source to leave out")
+    sub.choices["train"].add_argument("--only", help="train on this source alone (a diagnosis: what it can teach "
+                                                     "the encoder by itself)")
     sub.choices["train"].add_argument("--validate", action="store_true",
                                       help="train without the val objects and score them every 5 epochs")
     p = sub.add_parser("evaluate", help="held-out, leave-one-source-out and frame figures")
@@ -373,8 +380,8 @@ def main(argv: list[str] | None = None) -> int:
             job = {k: getattr(args, k) for k in ("encoder", "epochs", "lr", "batch_size", "seed", "balance",
                                                   "source_batches")}
             if args.stage == "train":
-                print(json.dumps(train(args.pack, job, args.out, holdout=args.holdout, validate=args.validate,
-                                       device=args.device)))
+                print(json.dumps(train(args.pack, job, args.out, holdout=args.holdout, only=args.only,
+                                       validate=args.validate, device=args.device)))
             else:
                 for source in Pack(args.pack).labels:
                     result = train(args.pack, job, args.out / source, holdout=source, device=args.device)
