@@ -177,6 +177,12 @@ def test_train_on_one_source_alone(tmp_path, toy_pack):
     result = corpus_model.train(toy_pack, job, tmp_path / "run", only="toy2", device="cpu", show_progress=False)
     assert result["train_objects"] == len(pack.select(splits=("train", "val"), sources={"toy2"})) > 0
     assert result["train_objects"] < len(pack.select(splits=("train", "val")))
+    fixed = corpus_model.train(toy_pack, {**job, "random_up": False}, tmp_path / "fixed", only="toy2", device="cpu",
+                               show_progress=False)
+    import torch
+
+    trained = torch.load(tmp_path / "fixed" / "last.pt", weights_only=True)["config"]
+    assert (fixed["random_up"], trained["random_up"]) == (False, False), "--no-random-up reaches the trainer"
     with pytest.raises(corpus_model.Ulip2Error, match="--only chairs: no such source"):
         corpus_model.train(toy_pack, job, tmp_path / "other", only="chairs", device="cpu", show_progress=False)
 

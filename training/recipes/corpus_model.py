@@ -159,7 +159,7 @@ def train(pack_path: Path, job: dict, out: Path, *, holdout: str | None = None, 
     if job.get("balance"):
         index = balanced(pack, index)
     config = TrainConfig(encoder=job["encoder"], epochs=job["epochs"], batch_size=job["batch_size"], lr=job["lr"],
-                         seed=job.get("seed", 0), random_up=True)
+                         seed=job.get("seed", 0), random_up=job.get("random_up", True))
     groups = [pack.objects[i]["source"] for i in index] if job.get("source_batches") else None
     trainer = Trainer(pack.features(index), config, out, device=_device(device), groups=groups)
     start = time.perf_counter()
@@ -356,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--balance", action="store_true",
                        help="repeat the smaller sources' objects (balanced(): sqrt of the size ratio, at most "
                             f"{MAX_REPEATS}x); train it into a new run folder")
+        p.add_argument("--no-random-up", dest="random_up", action="store_false",
+                       help="train in the pack's y-up frame only (a diagnosis: what the random up axis costs)")
         p.add_argument("--source-batches", action="store_true",
                        help="draw each batch from one source, so its negatives are of the same kind "
                             "(what does not fill a batch is mixed); train it into a new run folder")
@@ -378,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
             print(write_pack(args.corpus.resolve(), args.out))
         elif args.stage in ("train", "loso"):
             job = {k: getattr(args, k) for k in ("encoder", "epochs", "lr", "batch_size", "seed", "balance",
-                                                  "source_batches")}
+                                                  "source_batches", "random_up")}
             if args.stage == "train":
                 print(json.dumps(train(args.pack, job, args.out, holdout=args.holdout, only=args.only,
                                        validate=args.validate, device=args.device)))
