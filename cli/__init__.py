@@ -14,8 +14,18 @@ Qt load inside the commands). cli/main.py assembles them and runs one.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
+
+
+def add_command(sub, name: str, func, help: str, *, description: str | None = None, **kw) -> argparse.ArgumentParser:
+    """The subcommand `name` running func(args): its --help says `description` (else
+    `help`) and its epilog as written, line breaks kept."""
+    p = sub.add_parser(name, help=help, description=description or help,
+                       formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
+    p.set_defaults(func=func)
+    return p
 
 
 def print_json(obj) -> None:

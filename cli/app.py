@@ -3,8 +3,9 @@ so `ulip2 --help` and every other command work without it."""
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
+
+from cli import add_command
 
 
 def cmd_app(args) -> int:
@@ -20,8 +21,8 @@ def cmd_app(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
-        "app", help="the desktop app: index, search, browse, tag and caption asset libraries",
+    p = add_command(
+        sub, "app", cmd_app, "the desktop app: index, search, browse, tag and caption asset libraries",
         description="The desktop app: add library folders, index them, search by text, image or example "
                     "with tag filters, browse thumbnails, edit tags, tag and caption with core's vocabularies, "
                     "export to CSV/JSON, open assets in Blender. Bundle, device, database and folders are "
@@ -29,9 +30,7 @@ def register(sub) -> None:
         epilog="examples:\n"
                "  ulip2 app\n"
                "  ulip2 app --library assets/ --query 'a chair'\n"
-               "  QT_QPA_PLATFORM=offscreen ulip2 app --library examples --query 'a lamp' --screenshot docs/app.png",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.set_defaults(func=cmd_app)
+               "  QT_QPA_PLATFORM=offscreen ulip2 app --library examples --query 'a lamp' --screenshot docs/app.png")
     p.add_argument("--library", type=Path, action="append", default=None, metavar="DIR",
                    help="asset folder to show for this run (repeatable; the remembered folders otherwise)")
     p.add_argument("--db", type=Path, default=None, help="library file for this run (default: the remembered one)")

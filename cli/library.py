@@ -6,12 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from cli import print_json
+from cli import add_command, print_json
 from core.library.store import DB_ENV, DEFAULT_DB_NAME
 from core.progress import bar
 
 _DB_HELP = f"library file (default: ${DB_ENV}, else ./{DEFAULT_DB_NAME})"
 _BUNDLE_HELP = "model bundle folder (default: $ULIP2_BUNDLE, else the bundle shipped with ulip2)"
+_LOADERS_HELP = ("loader processes (default: none on 2 cores or fewer, where a loader thread reads ahead of the "
+                 "encoder; else one per CPU but one; 0: the thread)")
 #: Searches a report shows when none are named: kinds of asset the sample library holds
 #: (furniture, animals, plants, vehicles, buildings).
 DEFAULT_QUERIES = ("a chair", "a lamp", "a horse", "a tree", "a car", "a tower")
@@ -238,9 +240,7 @@ _TAGS_K = 3  # tags per asset in the demo: what a card has room for
 
 def register(sub) -> None:
     def add(name, func, help, epilog, json=True, db=True, bundle=True):
-        p = sub.add_parser(name, help=help, description=help, epilog=epilog,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.set_defaults(func=func)
+        p = add_command(sub, name, func, help, epilog=epilog)
         if db:
             p.add_argument("--db", type=Path, default=None, help=_DB_HELP)
         if bundle:
@@ -263,8 +263,7 @@ def register(sub) -> None:
             "  ulip2 index ~/assets --db studio.sqlite        (run again: only changes are redone)")
     p.add_argument("paths", nargs="+", metavar="PATH", help="asset folders or single mesh files")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the encoder runs")
-    p.add_argument("--workers", type=int, default=None,
-                   help="loader processes (default: none on 2 cores or fewer, where a loader thread reads ahead of the encoder; else one per CPU but one; 0: the thread)")
+    p.add_argument("--workers", type=int, default=None, help=_LOADERS_HELP)
     p.add_argument("--batch-size", type=positive_int, default=16, help="assets per encoder batch and per commit (default 16)")
     p.add_argument("--seed", type=int, default=0, help="point sampling seed (default 0)")
     p.add_argument("--thumbnails", choices=("points", "blender", "none"), default="points",
@@ -381,8 +380,7 @@ def register(sub) -> None:
                    help="tag vocabulary: modelnet40, lvis, shapenet55 or FILE (default modelnet40: quick)")
     p.add_argument("--bank", help="caption file, one per line (default: the shipped bank)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the encoder runs")
-    p.add_argument("--workers", type=int, default=None,
-                   help="loader processes (default: none on 2 cores or fewer, where a loader thread reads ahead of the encoder; else one per CPU but one; 0: the thread)")
+    p.add_argument("--workers", type=int, default=None, help=_LOADERS_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bar while indexing")
 
 

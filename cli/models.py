@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from cli import print_json
+from cli import add_command, print_json
 from core.errors import AssetError
 from core.progress import bar
 
@@ -153,18 +153,13 @@ def cmd_info(args) -> int:
 
 
 def register(sub) -> None:
-    def add(name, func, help, **kw):
-        p = sub.add_parser(name, help=help, description=help, formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
-        p.set_defaults(func=func)
-        return p
-
     def bundle_arg(p):
         p.add_argument("--bundle", type=Path, default=None,
                        help="model bundle folder (default: $ULIP2_BUNDLE, else the bundle shipped with ulip2)")
         p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                        help="where onnxruntime runs: auto takes CUDA when onnxruntime-gpu sees a GPU (default: auto)")
 
-    p = add("embed", cmd_embed, "embed mesh files (glb, gltf, obj, ply, stl, off) with a model bundle",
+    p = add_command(sub, "embed", cmd_embed, "embed mesh files (glb, gltf, obj, ply, stl, off) with a model bundle",
             epilog="Prints JSON ({path, embedding} per file); --out FILE.npy writes the (files x dim) array\n"
                    "in the order of 'rows' printed. Bad files are reported and skipped (exit code 1).")
     p.add_argument("files", nargs="+", type=Path, metavar="FILE", help="mesh files to embed")
@@ -192,7 +187,7 @@ def register(sub) -> None:
         prompts_arg(p)
         p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
 
-    p = add("export", cmd_export, "export a 3D encoder to an ONNX model bundle",
+    p = add_command(sub, "export", cmd_export, "export a 3D encoder to an ONNX model bundle",
             epilog="Without --checkpoint the weights are random: the bundle says \"trained\": false and every\n"
                    "command that uses it warns. --checkpoint takes a released ULIP-2 .pt or a ulip2 .safetensors.")
     export_args(p)
@@ -200,7 +195,7 @@ def register(sub) -> None:
     p.add_argument("--checkpoint", type=Path, help="weights to load (every key and shape is checked)")
     p.add_argument("--seed", type=int, default=0, help="seed for random weights (default 0)")
 
-    models = add("models", None, "list, fetch and import released 3D encoders")
+    models = add_command(sub, "models", None, "list, fetch and import released 3D encoders")
     msub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     m = msub.add_parser("list", help="shipped encoder configs and released checkpoints")
     m.set_defaults(func=cmd_models_list)
@@ -227,6 +222,6 @@ def register(sub) -> None:
     prompts_arg(m)
     m.set_defaults(func=cmd_models_add_text)
 
-    p = add("info", cmd_info, "describe a model bundle")
+    p = add_command(sub, "info", cmd_info, "describe a model bundle")
     p.add_argument("bundle", type=Path, metavar="BUNDLE", help="bundle folder, or 'default'")
     p.add_argument("--json", action="store_true", help="print bundle.json as JSON")

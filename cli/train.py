@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
+from cli import add_command
 from core.progress import bar
 
 
@@ -104,27 +104,24 @@ def cmd_retrain(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
-        "features", help="embed a triplet store's captions and views once, for training",
+    p = add_command(
+        sub, "features", cmd_features, "embed a triplet store's captions and views once, for training",
         description="Embed the chosen captions (and the views, where the space has an image tower) of every\n"
-                    "captioned record with the frozen space, into STORE/features/<space>/. Resumable.",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+                    "captioned record with the frozen space, into STORE/features/<space>/. Resumable.")
     p.add_argument("store", type=Path, metavar="STORE", help="the triplet store folder (ulip2 triplets build)")
     p.add_argument("--space", default="minilm", help="frozen space to embed with (default minilm)")
     p.add_argument("--out", type=Path, help="cache folder (default STORE/features/<space>)")
     p.add_argument("--device", default="cpu", help="torch device for the space (cpu, cuda)")
-    p.set_defaults(func=cmd_features)
 
-    p = sub.add_parser(
-        "train", help="train the 3D encoder on a triplet store or feature cache (torchrun for many GPUs)",
+    p = add_command(
+        sub, "train", cmd_train, "train the 3D encoder on a triplet store or feature cache (torchrun for many GPUs)",
         description="Contrastive training of the 3D encoder against the frozen space (ULIP-2's recipe):\n"
                     "points<->text (+ points<->image), AdamW + cosine with warm-up, AMP on GPU, a checkpoint\n"
                     "each epoch (OUT/last.pt, OUT/encoder.safetensors) and OUT/metrics.jsonl.",
         epilog="examples:\n"
                "  ulip2 train my-store --out runs/a --epochs 20 --bundle bundles/mine\n"
                "  torchrun --nproc_per_node 8 -m cli train my-store --out runs/a   (DDP, global batch split)\n"
-               "  ulip2 train my-store --out runs/a --resume        (continue after a stop or crash)",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+               "  ulip2 train my-store --out runs/a --resume        (continue after a stop or crash)")
     p.add_argument("data", type=Path, metavar="STORE_OR_FEATURES", help="a triplet store, or the feature cache ulip2 features made of one")
     p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints and metrics")
     p.add_argument("--space", default="minilm", help="space of the features (default minilm)")
@@ -144,28 +141,24 @@ def register(sub) -> None:
     p.add_argument("--no-amp", action="store_true", help="train in float32 on GPU too")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--bundle", type=Path, help="export the trained encoder to this bundle folder at the end")
-    p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser(
-        "eval", help="zero-shot top-1/top-5 of a bundle on a labelled set",
+    p = add_command(
+        sub, "eval", cmd_eval, "zero-shot top-1/top-5 of a bundle on a labelled set",
         description="Zero-shot classification with ULIP's 64 prompt templates per class. PATH is a folder of\n"
                     "meshes in one subfolder per label, a CSV of path,label, a ModelNet40 10k folder, an\n"
-                    "Objaverse-LVIS folder (lvis.json + npy dicts) or a ScanObjectNN .h5 file.",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+                    "Objaverse-LVIS folder (lvis.json + npy dicts) or a ScanObjectNN .h5 file.")
     p.add_argument("path", type=Path, metavar="PATH", help="the labelled set (layouts above)")
     p.add_argument("--bundle", type=Path, help="model bundle (default: $ULIP2_BUNDLE, else the shipped one)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="where onnxruntime runs (default: auto, CUDA when there is one)")
     p.add_argument("--json", action="store_true", help="print the full result, per-class accuracy included, as JSON")
-    p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser(
-        "retrain", help="fine-tune a bundle on your own assets: triplets -> features -> train -> eval -> export",
+    p = add_command(
+        sub, "retrain", cmd_retrain, "fine-tune a bundle on your own assets: triplets -> features -> train -> eval -> export",
         description="One command from asset folders to a new bundle. Put assets in one subfolder per label\n"
                     "(PATH/<label>/...): a fixed share of each label is held out and the zero-shot accuracy on\n"
                     "it is printed before and after. Every stage resumes: rerun the same command after a stop.",
-        epilog="example:\n  ulip2 retrain studio-assets/ --from bundles/default --out bundles/studio --epochs 10",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog="example:\n  ulip2 retrain studio-assets/ --from bundles/default --out bundles/studio --epochs 10")
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="asset folders, one subfolder per label")
     p.add_argument("--from", dest="source", type=Path, help="bundle to start from (default: the default bundle)")
     p.add_argument("--out", type=Path, required=True, help="the new bundle folder")
@@ -179,4 +172,3 @@ def register(sub) -> None:
     p.add_argument("--captioner", default="metadata",
                    help="metadata (offline, names and measured colours; default), blip or blip2")
     p.add_argument("--workers", type=int, default=1, help="parallel Blender workers (default 1)")
-    p.set_defaults(func=cmd_retrain)
