@@ -22,8 +22,6 @@ TRIMESH_FORMATS = (".glb", ".gltf", ".obj", ".ply", ".stl", ".off", ".dae")
 #: Read by a headless Blender worker: its own .blend and what only its importers open.
 BLENDER_FORMATS = (".blend", ".fbx", ".usd", ".usda", ".usdc", ".usdz", ".abc")
 ASSET_EXTENSIONS = TRIMESH_FORMATS + BLENDER_FORMATS
-#: What Blender opens or imports itself (the rest it renders from a converted glTF).
-BLENDER_OPENS = BLENDER_FORMATS + (".glb", ".gltf", ".obj", ".ply", ".stl")
 
 
 def extension(path: str | os.PathLike) -> str:
