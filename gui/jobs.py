@@ -177,9 +177,9 @@ def asset_details(library, asset_id: int, bundle_id: str) -> Details | None:
         return None  # re-indexed or removed since the search
     row = rows[asset_id]
     user = library.user_tags([asset_id]).get(asset_id, [])
-    suggested = [(label, score) for label, score in library.labels_of("tags", bundle_id, [asset_id]).get(asset_id, [])
+    suggested = [(label, score) for label, score in library.labels("tags", bundle_id, ids=[asset_id]).get(asset_id, [])
                  if label not in user]
-    captions = library.labels_of("captions", bundle_id, [asset_id]).get(asset_id, [])
+    captions = library.labels("captions", bundle_id, ids=[asset_id]).get(asset_id, [])
     return Details(asset_id, row["path"], row["format"], row["size"], user, suggested,
                    captions[0][0] if captions else None)
 

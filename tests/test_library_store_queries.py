@@ -79,25 +79,25 @@ def test_embeddings_by_id_take_more_ids_than_sqlites_variable_limit(library):
     np.testing.assert_array_equal(got_vectors, all_vectors[::2])
 
 
-def test_labels_of_some_assets_are_what_labels_holds_for_them(library):
+def test_labels_of_some_assets_by_id_are_what_labels_holds_for_them(library):
     ids = fill(library, 60)
     library.replace_labels("tags", "other-vocab", "b2", [(ids[5], [("lamp", 0.9)])])  # another bundle's
     library.conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 8)
     wanted = ids[5:40]
     for table in ("tags", "captions"):
         every = library.labels(table, "b1")
-        assert library.labels_of(table, "b1", wanted) == {i: every[i] for i in wanted}
-        assert library.labels_of(table, "b1", [10**9]) == {}
-    assert library.labels_of("tags", "b2", [ids[5], ids[6]]) == {ids[5]: [("lamp", 0.9)]}
+        assert library.labels(table, "b1", ids=wanted) == {i: every[i] for i in wanted}
+        assert library.labels(table, "b1", ids=[10**9]) == {}
+    assert library.labels("tags", "b2", ids=[ids[5], ids[6]]) == {ids[5]: [("lamp", 0.9)]}
 
 
-def test_labels_of_one_asset_search_by_its_id(library):
+def test_labels_by_id_of_one_asset_search_by_it(library):
     """SQLite's plan for the statement: a SEARCH through the table's (asset_id, ...) key,
     never a SCAN of every tag or caption."""
     ids = fill(library, 50)
     for table in ("tags", "captions"):
         seen = statements(library)
-        labels = library.labels_of(table, "b1", [ids[7]])
+        labels = library.labels(table, "b1", ids=[ids[7]])
         library.conn.set_trace_callback(None)
         assert list(labels) == [ids[7]] and len(labels[ids[7]]) == 2
         selects = [s for s in seen if s.lstrip().upper().startswith("SELECT")]

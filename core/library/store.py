@@ -522,12 +522,7 @@ class Library:
         if ids is None:
             rows = self.conn.execute(f"SELECT {cols} FROM assets ORDER BY path, object").fetchall()
         else:
-            rows = []
-            ids = list(ids)
-            for start in range(0, len(ids), _CHUNK):
-                chunk = ids[start:start + _CHUNK]
-                rows += self.conn.execute(f"SELECT {cols} FROM assets WHERE id IN ({','.join('?' * len(chunk))})",
-                                          chunk).fetchall()
+            rows = self._by_id(f"SELECT {cols} FROM assets WHERE id IN ({{}}) ORDER BY id", [], ids)
         return {r[0]: dict(path=r[1], object=r[6], folder=r[2], format=r[3], size=r[4], sha256=r[5]) for r in rows}
 
     def filtered_ids(self, *, formats: Sequence[str] = (), folder: str | None = None,
@@ -607,8 +602,10 @@ class Library:
                                      [(asset_id, source, rank, text, score, bundle)
                                       for rank, (text, score) in enumerate(labels)])
 
-    def labels(self, table: str, bundle: str, source: str | None = None) -> dict[int, list[tuple[str, float]]]:
-        """{asset id: [(text, score), ...] best first} of `table` made with `bundle`."""
+    def labels(self, table: str, bundle: str, source: str | None = None,
+               ids: Iterable[int] | None = None) -> dict[int, list[tuple[str, float]]]:
+        """{asset id: [(text, score), ...] best first} of `table` (tags or captions) made with
+        `bundle`: of one vocabulary or bank (`source`), of the assets `ids` only (read by id)."""
         key, order = {"tags": ("vocab", "score DESC"), "captions": ("bank", "rank")}[table]
         text = "label" if table == "tags" else "caption"
         sql = f"SELECT asset_id, {text}, score FROM {table} WHERE bundle = ?"
@@ -616,19 +613,12 @@ class Library:
         if source is not None:
             sql += f" AND {key} = ?"
             params.append(source)
+        if ids is None:
+            rows = self.conn.execute(sql + f" ORDER BY asset_id, {order}", params)
+        else:
+            rows = self._by_id(sql + f" AND asset_id IN ({{}}) ORDER BY asset_id, {order}", params, ids)
         out: dict[int, list[tuple[str, float]]] = {}
-        for asset_id, label, score in self.conn.execute(sql + f" ORDER BY asset_id, {order}", params):
-            out.setdefault(asset_id, []).append((label, score))
-        return out
-
-    def labels_of(self, table: str, bundle: str, ids: Iterable[int]) -> dict[int, list[tuple[str, float]]]:
-        """{asset id: [(text, score), ...] best first} of `table` (tags or captions) made with
-        `bundle`, for the assets `ids` only (what `labels` holds for them, read by id)."""
-        text, order = {"tags": ("label", "score DESC"), "captions": ("caption", "rank")}[table]
-        out: dict[int, list[tuple[str, float]]] = {}
-        for asset_id, label, score in self._by_id(f"SELECT asset_id, {text}, score FROM {table} "
-                                                  f"WHERE bundle = ? AND asset_id IN ({{}}) ORDER BY asset_id, {order}",
-                                                  [bundle], ids):
+        for asset_id, label, score in rows:
             out.setdefault(asset_id, []).append((label, score))
         return out
 
@@ -638,10 +628,7 @@ class Library:
         if ids is None:
             rows = self.conn.execute(sql).fetchall()
         else:
-            rows, ids = [], list(ids)
-            for start in range(0, len(ids), _CHUNK):
-                chunk = ids[start:start + _CHUNK]
-                rows += self.conn.execute(sql + f" WHERE asset_id IN ({','.join('?' * len(chunk))})", chunk).fetchall()
+            rows = self._by_id(sql + " WHERE asset_id IN ({}) ORDER BY asset_id", [], ids)
         out: dict[int, list[str]] = {}
         for asset_id, label in sorted(rows):
             out.setdefault(asset_id, []).append(label)
