@@ -1,8 +1,8 @@
 """Crash-isolated headless Blender workers, shared by `ulip2 triplets build` and `ulip2 index`.
 
-Each worker is a `python -m blender_addon.headless.worker` process (started by module name, so core
-never imports bpy) that answers one job per line (core.blender_jobs: the jobs and answers; see blender_addon/headless/worker.py for the
-jobs). A file that crashes Blender, or hangs past the timeout, costs that one process: its
+Each worker is a `python -m blender_addon.headless.worker` process (started by module
+name, so core never imports bpy) that answers one job per line (core.blender_jobs holds the
+jobs and answers; blender_addon/headless/worker.py runs them). A file that crashes Blender, or hangs past the timeout, costs that one process: its
 job is answered as failed with the reason and the last lines of the worker's log, and the
 next job starts a fresh worker.
 """
@@ -92,9 +92,10 @@ class Worker:
             self.process.wait()
 
 
-def run_jobs(jobs: Iterable[J], *, workers: int, timeout: float, log_dir: Path,
+def run_jobs(jobs: Iterable[J], *, workers: int | None, timeout: float, log_dir: Path,
              task: Callable[[Worker, J], R] | None = None) -> Iterator[tuple[J, R]]:
-    """(job, result) pairs as they complete, from `workers` worker processes.
+    """(job, result) pairs as they complete, from `workers` worker processes (None: one
+    per CPU; at least one, and no more than there are jobs).
 
     jobs: core.blender_jobs jobs, or whatever `task` takes. task(worker, job) runs in the
     worker's thread and gives the result; by default the worker's answer
@@ -125,7 +126,7 @@ def run_jobs(jobs: Iterable[J], *, workers: int, timeout: float, log_dir: Path,
             worker.close()
             done.put(None)
 
-    slots = min(max(1, workers), max(1, pending.qsize()))
+    slots = min(max(1, (os.cpu_count() or 1) if workers is None else workers), max(1, pending.qsize()))
     threads = [threading.Thread(target=slot, args=(i,), daemon=True) for i in range(slots)]
     for thread in threads:
         thread.start()

@@ -152,8 +152,7 @@ def _blender_loaded(jobs: list[_Job], workers: int | None, timeout: float) -> It
     requests = [PointsJob(job.path, job.num_points, job.seed, THUMBNAIL_SIZE if job.thumbnails else 0)
                 for job, _ in new]
     with tempfile.TemporaryDirectory(prefix="ulip2-index-") as logs:
-        count = (os.cpu_count() or 1) if workers is None else max(1, workers)
-        for request, answer in run_jobs(requests, workers=count, timeout=timeout, log_dir=Path(logs)):
+        for request, answer in run_jobs(requests, workers=workers, timeout=timeout, log_dir=Path(logs)):
             out = loaded.pop(request.path)
             if not answer.ok:
                 out.error = answer.reason

@@ -3,7 +3,7 @@ the step that replaces such previews with Blender renders.
 
 `ulip2 index` keeps to its pace (tens of assets a second) by giving the files trimesh reads
 this preview: pure numpy + Pillow (PNG encoding), run by the indexer's loaders next to the
-sampler. The files only Blender reads (.blend, .fbx, .usd*) are rendered there by the
+sampler. The files only Blender reads (core.formats.BLENDER_FORMATS) are rendered there by the
 Blender workers (Workbench, blender_addon.scene.render.thumbnail_settings, same size). Rendering
 every other asset costs a Blender import and render each, so it is a step of its own,
 `ulip2 thumbnails` (render_thumbnails): resumable, committed file by file.
@@ -145,8 +145,7 @@ def render_thumbnails(library, *, workers: int | None = None, redo: bool = False
     if on_progress is not None:
         on_progress(0, total)
     with tempfile.TemporaryDirectory(prefix="ulip2-thumbnails-") as logs:
-        count = (os.cpu_count() or 1) if workers is None else max(1, workers)
-        for job, answer in run_jobs(jobs, workers=count, timeout=timeout, log_dir=Path(logs), task=render):
+        for job, answer in run_jobs(jobs, workers=workers, timeout=timeout, log_dir=Path(logs), task=render):
             rows = files[job.path]
             reason = None if answer.ok else answer.reason
             if reason is None:
