@@ -74,7 +74,7 @@ def as_glb(path: str | os.PathLike) -> bytes:
     frame (glTF is y-up, as trimesh reads every format). Textures too large to decode are
     left out, as load_parts leaves them out of the points."""
     load_parts(path)  # the same checks and bounds; raises AssetError naming the file
-    scene = _load_scene(path)
+    scene = _load_scene(path)  # read again: load_parts closes each texture once it has its pixels
     for mesh in scene.geometry.values():
         material = getattr(getattr(mesh, "visual", None), "material", None)
         for slot in _TEXTURE_SLOTS:
