@@ -14,6 +14,8 @@
                        "templates" (optional; bundle.json's "prompts" names it). Tagging
                        with LVIS then embeds none of its 74k prompts. Bundles made before
                        kept it as text/prompts.npz under "text": it is read from there too.
+    upright.npz        the up-axis scorer (optional; bundle.json's "upright" names it): each
+                       cloud is turned upright before the encoder sees it (core.upright)
 
 With a text tower (bundle.json's optional "text" entry: "onnx", "tokenizer", and the
 space's text-cache key), the bundle embeds texts without torch
@@ -58,6 +60,7 @@ class Bundle:
     # for a bundle without a text tower (the key is optional in bundle.json).
     text: dict | None = None
     prompts: str | None = None  # prompts.npz, the carried prompt ensembles, or None
+    upright: str | None = None  # upright.npz, the up-axis scorer (core.upright), or None
 
     @property
     def has_text(self) -> bool:
@@ -107,6 +110,8 @@ class Bundle:
             meta["text"] = {k: v for k, v in self.text.items() if k != "prompts"}
         if self.prompts:
             meta["prompts"] = self.prompts
+        if self.upright:
+            meta["upright"] = self.upright
         return meta
 
 
@@ -203,6 +208,7 @@ def _describe(root: Path, meta) -> Bundle:
         provenance=dict(_get(meta, "provenance", dict)) if "provenance" in meta else {},
         text=text,
         prompts=_file_name(root, prompts_entry, "prompts", where) if "prompts" in prompts_entry else None,
+        upright=_file_name(root, meta, "upright") if "upright" in meta else None,
     )
 
 
@@ -281,7 +287,7 @@ def read_bundle(path: str | os.PathLike, *, warn_untrained: bool = True, check_e
     except ValueError as exc:
         raise BundleError(f"{meta_file}: malformed bundle description ({exc}); {REEXPORT}") from exc
     text_files = [bundle.text[k] for k in ("onnx", "tokenizer")] if bundle.text else []
-    needed = [*bundle.files.values(), *text_files, *([bundle.prompts] if bundle.prompts else [])]
+    needed = [*bundle.files.values(), *text_files, *(name for name in (bundle.prompts, bundle.upright) if name)]
     missing = [name for name in needed if not (bundle.path / name).is_file()]
     if missing:
         raise BundleError(f"{path}: bundle is incomplete, missing {', '.join(missing)}; {REEXPORT}")

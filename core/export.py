@@ -16,6 +16,7 @@ from .errors import BundleError
 from .onnx_export import INPUT_NAME, OUTPUT_NAME, export_module
 from .paths import file_sha256, replacing_folder
 from .progress import OnProgress
+from .upright import UPRIGHT_FILE, Upright
 
 # The torch weights travel in the bundle (float16: half the size, ample as a starting
 # point), so `ulip2 retrain --from BUNDLE` can fine-tune what the ONNX encoder runs.
@@ -290,4 +291,19 @@ def add_prompts(bundle_dir: str | os.PathLike, vocabularies: Sequence[str], spac
              vectors=space.embed_prompts(classnames, on_progress=on_progress))
     os.replace(staged, bundle.path / PROMPTS_FILE)
     write_bundle(dataclasses.replace(bundle, prompts=PROMPTS_FILE))
+    return read_bundle(bundle.path, warn_untrained=False)
+
+
+def add_upright(bundle_dir: str | os.PathLike, scorer: Upright) -> Bundle:
+    """Carry an up-axis scorer (core.upright; training/upright.py fits one) in the bundle
+    (upright.npz, written atomically): its encoder then sees every cloud turned upright.
+    Replaces one already there; returns the bundle read again."""
+    bundle = read_bundle(bundle_dir, warn_untrained=False)
+    if bundle.path == SHIPPED_BUNDLE.resolve():
+        raise BundleError("the bundle shipped with ulip2 stays as installed; copy it first: "
+                          "ulip2 models add-text default --out DIR")
+    staged = bundle.path / f".{UPRIGHT_FILE}.tmp.npz"
+    scorer.save(staged)
+    os.replace(staged, bundle.path / UPRIGHT_FILE)
+    write_bundle(dataclasses.replace(bundle, upright=UPRIGHT_FILE))
     return read_bundle(bundle.path, warn_untrained=False)

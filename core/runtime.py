@@ -10,6 +10,7 @@ import numpy as np
 
 from .bundle import Bundle, default_bundle_path, read_bundle
 from .errors import BundleError
+from .upright import Upright
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -48,7 +49,8 @@ def inference_session(model: os.PathLike | bytes, device: str = "auto", threads:
 
 
 class PointEncoder:
-    """A bundle's 3D encoder: points (B, N, C) or (N, C) -> unit embeddings (B, dim)."""
+    """A bundle's 3D encoder: points (B, N, C) or (N, C) -> unit embeddings (B, dim). When the
+    bundle carries an up-axis scorer, each cloud is turned upright first (core.upright)."""
 
     def __init__(self, bundle: Bundle | str | os.PathLike | None = None, *, device: str = "auto",
                  precision: str = "fp32", threads: int | None = None):
@@ -58,6 +60,7 @@ class PointEncoder:
         self.session = inference_session(self.bundle.onnx_path(precision), device, threads)
         self.providers = self.session.get_providers()
         self._input = self.session.get_inputs()[0].name
+        self.upright = Upright.load(self.bundle.path / self.bundle.upright) if self.bundle.upright else None
 
     @property
     def dim(self) -> int:
@@ -77,6 +80,8 @@ class PointEncoder:
         if points.shape[1] < self.bundle.config["num_group"]:
             raise BundleError(f"need at least {self.bundle.config['num_group']} points per object, got {points.shape[1]}")
         points = unit_sphere(points[..., :channels])
+        if self.upright is not None:
+            points = self.upright.turn(points)
         out = [self.session.run(None, {self._input: points[i:i + batch_size]})[0]
                for i in range(0, len(points), batch_size)]
         return np.concatenate(out).astype(np.float32, copy=False) if out else np.zeros((0, self.dim), np.float32)

@@ -39,7 +39,8 @@ def retrain(paths: list[Path], source: Path, out: Path, work: Path, *, epochs: i
     from core.bundle import read_bundle
     from core.captioners import DEFAULT_K
     from core.errors import Ulip2Error
-    from core.export import export_bundle
+    from core.export import add_upright, export_bundle
+    from core.upright import Upright
     from core.runtime import PointEncoder
     from core.progress import bar
     from core.triplets import TripletStore
@@ -97,6 +98,8 @@ def retrain(paths: list[Path], source: Path, out: Path, work: Path, *, epochs: i
     stage("5/5 export and held-out accuracy after")
     new = export_bundle(out, model=trainer.model.eval(), space=bundle.space, overwrite=True,
                         source=f"ulip2 retrain from {bundle.path} on {len(features)} objects")
+    if bundle.upright:  # the fine-tuned encoder still expects its clouds upright
+        new = add_upright(new, Upright.load(bundle.path / bundle.upright))
     after = evaluate(PointEncoder(new, device="cpu"), space, heldout)
     keep = ("n", "classes", "top1", "top5")
     result = {"bundle": str(new.path), "trained_on": len(features), "held_out": len(held),

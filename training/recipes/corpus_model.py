@@ -5,7 +5,8 @@ evaluation that says whether it generalises.
     python -m training.recipes.corpus_model train    --pack PACK.npz --out RUN [--holdout SOURCE]
     python -m training.recipes.corpus_model loso     --pack PACK.npz --out RUNS
     python -m training.recipes.corpus_model evaluate --pack PACK.npz --bundle B [--bundle B2] [--loso RUNS]
-    python -m training.recipes.corpus_model ship     --pack PACK.npz --weights RUN/encoder.safetensors --bundle OUT
+    python -m training.recipes.corpus_model upright  --pack PACK.npz --out UPRIGHT.npz [--add-to BUNDLE]
+    python -m training.recipes.corpus_model ship     --weights RUN/encoder.safetensors --bundle OUT [--upright UPRIGHT.npz]
 
 pack      one .npz (and a .json beside it) with what training and evaluation read, so
           both can move to a GPU machine the corpus (gigabytes) cannot reach: for every
@@ -24,7 +25,9 @@ evaluate  for each bundle, in one run: (a) top-1/top-5 on each source's held-out
           neighbour (references: the other sources' labelled objects of the same labels)
           and the majority class; (c) top-1 on all test objects turned y-up, z-up and
           x-up (as a y-up reader sees files saved z-up or x-up). A table, then one JSON line
-ship      the bundle (with the shipped vocabularies' prompt ensembles) and its figures
+upright   the up-axis scorer (core/upright.py) fitted on the train and val objects, and its
+          accuracy on the test objects; --add-to puts it in bundles (to score them with it)
+ship      the bundle (with the shipped vocabularies' prompt ensembles, and --upright's scorer)
 
 Test objects never reach training; validation objects are used for selection only.
 """
@@ -40,7 +43,9 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import Ulip2Error
+from core.export import add_upright
 from core.progress import bar
+from core.upright import Upright
 
 SPACE = "minilm"
 POINTS = 1024
@@ -336,6 +341,26 @@ def export(weights: Path, bundle: Path, job: dict, note: str, *, prompts: bool =
     return bundle
 
 
+def upright(pack_path: Path, out: Path, add_to: list[Path] = ()) -> dict:
+    """Fit the up-axis scorer on the pack's train and val objects (all stand y-up), write it
+    to `out` and into each bundle of `add_to`; its accuracy on the test objects, per source."""
+    from ..upright import fit_upright, upright_accuracy
+
+    pack = Pack(pack_path)
+    with bar("up-axis scorer", "step") as on_progress:
+        scorer = fit_upright(pack.points(pack.select(splits=("train", "val"))), on_progress=on_progress)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    scorer.save(out)
+    for bundle in add_to:
+        add_upright(bundle, Upright.load(out))
+    test = pack.select(splits=("test",))
+    sources = np.array([pack.objects[i]["source"] for i in test])
+    points = pack.points(test)
+    return {"upright": str(out), "test_objects": len(test),
+            "test_accuracy": round(upright_accuracy(scorer, points), 4),
+            "by_source": {s: round(upright_accuracy(scorer, points[sources == s]), 4) for s in sorted(set(sources))}}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.recipes.corpus_model", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -370,10 +395,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pack", type=Path, required=True)
     p.add_argument("--bundle", type=Path, action="append", required=True, help="a bundle to score (repeat to compare)")
     p.add_argument("--loso", type=Path, help="the folder `loso` trained into")
+    p = sub.add_parser("upright", help="fit the up-axis scorer on the train objects")
+    p.add_argument("--pack", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="the scorer, UPRIGHT.npz")
+    p.add_argument("--add-to", type=Path, action="append", default=[], metavar="BUNDLE",
+                   help="carry it in this bundle too (repeat; not the shipped one)")
     p = sub.add_parser("ship", help="export the trained weights as a bundle")
     p.add_argument("--weights", type=Path, required=True)
     p.add_argument("--bundle", type=Path, required=True)
     p.add_argument("--encoder", default=CHOSEN["encoder"])
+    p.add_argument("--upright", type=Path, help="an up-axis scorer (`upright --out`) for the bundle to carry")
     args = parser.parse_args(argv)
     try:
         if args.stage == "pack":
@@ -392,9 +423,14 @@ def main(argv: list[str] | None = None) -> int:
                     print(json.dumps(result))
         elif args.stage == "evaluate":
             print_report(evaluate(args.pack, args.bundle, args.loso))
+        elif args.stage == "upright":
+            print(json.dumps(upright(args.pack, args.out, args.add_to)))
         else:
-            print(export(args.weights, args.bundle, {"encoder": args.encoder},
-                         "training.recipes.corpus_model: the multi-source corpus"))
+            bundle = export(args.weights, args.bundle, {"encoder": args.encoder},
+                            "training.recipes.corpus_model: the multi-source corpus")
+            if args.upright:
+                add_upright(bundle, Upright.load(args.upright))
+            print(bundle)
     except (Ulip2Error, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

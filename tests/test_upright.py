@@ -1,0 +1,121 @@
+"""The up-axis scorer (core/upright.py): what it describes, that a file saved z-up or x-up
+comes back to its y-up twin's frame, how a bundle carries it, and what a bad scorer file
+gets. The scorer here is fitted in a few seconds on a handful of trimesh shapes standing
+y-up (mechanics, not the shipped figures)."""
+
+import shutil
+
+import numpy as np
+import pytest
+import trimesh
+
+from core.bundle import read_bundle
+from core.errors import BundleError
+from core.export import add_upright
+from core.runtime import PointEncoder, unit_sphere
+from core.upright import TURNS, UPS, Upright, describe
+from training.recipes.corpus_model import FRAMES
+
+pytest.importorskip("torch")
+
+
+def _cloud(mesh: trimesh.Trimesh, seed: int, n: int = 1024) -> np.ndarray:
+    points, _ = trimesh.sample.sample_surface(mesh, n, seed=seed)
+    return unit_sphere(np.concatenate([points, np.full((n, 3), 0.5)], axis=1)[None])[0]
+
+
+def _standing(seed: int) -> trimesh.Trimesh:
+    """A table (top and four legs) or a column, y-up, of random proportions."""
+    rng = np.random.default_rng(seed)
+    if seed % 2:
+        return trimesh.creation.cylinder(radius=rng.uniform(0.1, 0.3), height=rng.uniform(1.5, 3),
+                                         transform=trimesh.transformations.rotation_matrix(-np.pi / 2, [1, 0, 0]))
+    w, d, h = rng.uniform(0.8, 2), rng.uniform(0.6, 1.5), rng.uniform(0.5, 1)
+    parts = [trimesh.creation.box([w, 0.06, d], trimesh.transformations.translation_matrix([0, h, 0]))]
+    parts += [trimesh.creation.box([0.06, h, 0.06], trimesh.transformations.translation_matrix([x, h / 2, z]))
+              for x in (-w / 2.2, w / 2.2) for z in (-d / 2.2, d / 2.2)]
+    return trimesh.util.concatenate(parts)
+
+
+@pytest.fixture(scope="module")
+def scorer():
+    from training.upright import fit_upright
+
+    clouds = np.stack([_cloud(_standing(s), s) for s in range(24)])
+    return fit_upright(clouds, hidden=32, steps=300)
+
+
+def _turned(cloud: np.ndarray, rotation: np.ndarray) -> np.ndarray:
+    out = cloud.copy()
+    out[:, :3] = cloud[:, :3] @ rotation.T
+    return out
+
+
+def test_each_description_is_unchanged_by_a_turn_about_its_own_axis():
+    cloud = _cloud(_standing(0), 0)[None, :, :3]
+    for k, up in enumerate(UPS):
+        a, b = [i for i in range(3) if up[i] == 0]
+        quarter = np.eye(3)
+        quarter[[a, a, b, b], [a, b, a, b]] = [0, -1, 1, 0]  # a quarter turn about `up`
+        assert np.allclose(describe(cloud @ quarter.T)[:, k], describe(cloud)[:, k], atol=1e-5)
+        assert not np.allclose(describe(cloud)[:, k], describe(cloud)[:, (k + 1) % len(UPS)], atol=1e-3)
+
+
+def test_turns_take_each_candidate_onto_y():
+    for turn, up in zip(TURNS, UPS):
+        assert np.allclose(turn @ up, [0, 1, 0]) and np.isclose(np.linalg.det(turn), 1)
+
+
+def test_a_z_up_or_x_up_copy_comes_back_to_the_y_up_frame(scorer):
+    """Unseen shapes: upright clouds stay as they are, turned ones come back exactly."""
+    for seed in (100, 101, 102, 103):
+        cloud = _cloud(_standing(seed), seed)
+        assert np.allclose(scorer.turn(cloud[None])[0], cloud), f"seed {seed}: an upright cloud was turned"
+        for frame in ("z-up", "x-up"):
+            back = scorer.turn(_turned(cloud, FRAMES[frame])[None])[0]
+            assert np.allclose(back, cloud, atol=1e-5), f"seed {seed}, {frame}: not turned back upright"
+
+
+def test_a_bundle_carries_the_scorer_and_its_encoder_turns_clouds_upright(tmp_path, tiny_bundle, scorer):
+    """pointbert-tiny, random weights: the same embedding for a table y-up and z-up once the
+    bundle carries the scorer; without it the two differ."""
+    plain = PointEncoder(tiny_bundle.bundle, device="cpu")
+    copy = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle.path, copy)
+    bundle = add_upright(copy, scorer)
+    assert bundle.upright == "upright.npz" and read_bundle(copy, warn_untrained=False).upright == "upright.npz"
+    upright = PointEncoder(bundle, device="cpu")
+    cloud = _cloud(_standing(104), 104)
+    pair = np.stack([cloud, _turned(cloud, FRAMES["z-up"])])
+    with_scorer, without = upright.embed_points(pair), plain.embed_points(pair)
+    assert float(with_scorer[0] @ with_scorer[1]) > 0.9999
+    assert float(without[0] @ without[1]) < 0.999
+    assert np.allclose(with_scorer[0], without[0], atol=1e-5)  # upright already: untouched
+
+
+def test_a_bad_scorer_file_is_refused_with_its_name(tmp_path, tiny_bundle, scorer):
+    copy = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle.path, copy)
+    add_upright(copy, scorer)
+    target = copy / "upright.npz"
+    np.savez(target, w1=np.array([object()], dtype=object))  # a pickle inside: never loaded
+    with pytest.raises(BundleError, match="upright.npz: not an up-axis scorer"):
+        PointEncoder(read_bundle(copy, warn_untrained=False), device="cpu")
+    arrays = dict(scorer.arrays, w2=np.zeros((3, 5), np.float32))
+    np.savez(target, bins=np.array(scorer.bins), **arrays)
+    with pytest.raises(BundleError, match="do not fit together"):
+        PointEncoder(read_bundle(copy, warn_untrained=False), device="cpu")
+    target.unlink()
+    with pytest.raises(BundleError, match="missing upright.npz"):
+        read_bundle(copy, warn_untrained=False)
+
+
+def test_a_scorer_named_outside_the_bundle_is_refused(tmp_path, tiny_bundle):
+    import json
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle.path, copy)
+    meta = json.loads((copy / "bundle.json").read_text())
+    (copy / "bundle.json").write_text(json.dumps(meta | {"upright": "../upright.npz"}))
+    with pytest.raises(BundleError, match="outside the bundle folder"):
+        read_bundle(copy, warn_untrained=False)
