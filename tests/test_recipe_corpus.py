@@ -225,3 +225,21 @@ def test_evaluate_reports_held_out_frames_and_leave_one_source_out(tmp_path, toy
     corpus_model.print_report(report)
     out = capsys.readouterr().out.splitlines()
     assert json.loads(out[-1]) == report
+
+
+def test_upright_fits_on_train_objects_and_goes_into_a_bundle(tmp_path, toy_pack, tiny_bundle):
+    """The scorer is fitted on the train and val objects, scored on the test ones, and
+    carried by a bundle named with --add-to (a copy of pointbert-tiny, random weights)."""
+    import shutil
+
+    from core.bundle import read_bundle
+    from core.upright import Upright
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle.path, bundle)
+    result = corpus_model.upright(toy_pack, tmp_path / "up.npz", [bundle])
+    pack = corpus_model.Pack(toy_pack)
+    assert result["test_objects"] == len(pack.select(splits=("test",))) > 0
+    assert set(result["by_source"]) <= {"toy", "toy2"} and 0 <= result["test_accuracy"] <= 1
+    assert read_bundle(bundle, warn_untrained=False).upright == "upright.npz"
+    assert Upright.load(bundle / "upright.npz").bins == Upright.load(tmp_path / "up.npz").bins
