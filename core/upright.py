@@ -49,13 +49,17 @@ def features(bins: tuple[int, int]) -> int:
 
 
 def describe(xyz: np.ndarray, bins: tuple[int, int] = (HEIGHT_BINS, DISTANCE_BINS)) -> np.ndarray:
-    """(B, N, 3) clouds inside the unit sphere -> (B, len(UPS), features(bins)): for each
+    """(B, N, 3) clouds (centred and scaled into the unit sphere here) -> (B, len(UPS),
+    features(bins)): for each
     candidate up, the share of points in each (height, distance from the axis) cell, and for
     each height slice its share of points, the offset of its centre from the axis and the
     two spreads of its points across the axis (the square roots of its 2x2 covariance's
     eigenvalues). Each is unchanged when the cloud turns about the candidate axis."""
     heights, distances = bins
-    turned = np.einsum("kij,bnj->bkni", TURNS, np.asarray(xyz, dtype=np.float32))  # candidate up on +y
+    xyz = np.asarray(xyz, dtype=np.float32)
+    xyz = xyz - xyz.mean(axis=1, keepdims=True)  # into the unit sphere, whatever the scale
+    xyz = xyz / np.maximum(np.linalg.norm(xyz, axis=-1).max(axis=1), 1e-12)[:, None, None]
+    turned = np.einsum("kij,bnj->bkni", TURNS, xyz)  # candidate up on +y
     b, k, n = turned.shape[:3]
     u, h, v = turned[..., 0], turned[..., 1], turned[..., 2]
     hb = np.clip(((h + 1) * (heights / 2)).astype(np.int64), 0, heights - 1)
@@ -120,8 +124,8 @@ class Upright:
         return self.scores(xyz).argmax(axis=1)
 
     def turn(self, points: np.ndarray) -> np.ndarray:
-        """(B, N, C) points, xyz in the unit sphere -> a copy with each cloud turned upright
-        (normals too, when C >= 9)."""
+        """(B, N, C) points -> a copy with each cloud turned upright about the origin (normals
+        too, when C >= 9)."""
         out = np.array(points, dtype=np.float32, copy=True)
         turns = TURNS[self.ups(out[..., :3])]                        # (B, 3, 3)
         for start in (0, 6) if out.shape[-1] >= 9 else (0,):

@@ -119,3 +119,23 @@ def test_a_scorer_named_outside_the_bundle_is_refused(tmp_path, tiny_bundle):
     (copy / "bundle.json").write_text(json.dumps(meta | {"upright": "../upright.npz"}))
     with pytest.raises(BundleError, match="outside the bundle folder"):
         read_bundle(copy, warn_untrained=False)
+
+
+def test_training_sees_each_sample_as_a_file_in_any_convention_reads_after_the_scorer(scorer):
+    """Augment(upright=): a sample drawn z-up or x-up comes back as the scorer turns it; with
+    every other augmentation off, an unseen table the scorer reads right is left as it was."""
+    from training.augment import Augment
+
+    plain = Augment(rotate=False, scale=(1, 1), jitter_sigma=0, max_dropout=0, rgb_dropout=0)
+    augment = Augment(rotate=False, scale=(1, 1), jitter_sigma=0, max_dropout=0, rgb_dropout=0, upright=scorer)
+    cloud = _cloud(_standing(106), 106)
+    for seed in range(6):
+        assert np.allclose(augment(cloud, np.random.default_rng(seed)), cloud, atol=1e-5)
+        assert np.allclose(plain(cloud, np.random.default_rng(seed)), cloud)
+
+
+def test_the_training_settings_refuse_both_answers_to_the_up_axis():
+    from training.trainer import TrainConfig
+
+    with pytest.raises(ValueError, match="random_up and upright"):
+        TrainConfig(random_up=True, upright="up.npz")

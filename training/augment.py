@@ -13,6 +13,7 @@ import dataclasses
 import numpy as np
 
 from core.sampling import DEFAULT_GREY
+from core.upright import TURNS
 
 UP_AXES = {"x": 0, "y": 1, "z": 2}
 
@@ -45,6 +46,10 @@ class Augment:
     jitter_clip: float = 0.05
     max_dropout: float = 0.875
     rgb_dropout: float = 0.2
+    # A core.upright.Upright: each sample is then turned as a file saved y-, z- or x-up (at
+    # random) reads, and upright again by the scorer, so the encoder learns the frames the
+    # scorer leaves at inference, its mistakes included.
+    upright: object = dataclasses.field(default=None, compare=False)
 
     def __call__(self, points: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """points (N, >=6) float -> augmented float32 copy (xyz, rgb)."""
@@ -68,6 +73,9 @@ class Augment:
             pts[drop] = pts[0]
         if rng.random() < self.rgb_dropout:
             pts[:, 3:6] = DEFAULT_GREY
+        if self.upright is not None:
+            pts[:, :3] = pts[:, :3] @ TURNS[rng.integers(len(TURNS))]  # as saved: TURNS' inverse
+            pts = self.upright.turn(pts[None])[0]
         return pts
 
 

@@ -24,6 +24,7 @@ import torch.distributed as dist
 from core.bundle import bundle_path
 from core.progress import OnProgress
 from core.models import create_encoder, get_config
+from core.upright import Upright
 
 from .augment import Augment, subsample
 from .features import TripletFeatures
@@ -50,6 +51,11 @@ class TrainConfig:
     up_axis: str = "y"
     random_up: bool = False       # turn each sample's up axis onto any axis direction (Augment.random_up)
     init: str | None = None       # start from: a bundle folder, a ULIP-2 .pt or a ulip2 .safetensors
+    upright: str | None = None    # an up-axis scorer (core.upright): train on the frames it leaves (Augment.upright)
+
+    def __post_init__(self):
+        if self.upright and self.random_up:
+            raise ValueError("random_up and upright are two answers to the up axis; choose one")
 
 
 def _world() -> tuple[int, int]:
@@ -144,7 +150,8 @@ class Trainer:
         if config.amp and self.device.type == "cuda":
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self.augment = Augment(up=config.up_axis, random_up=config.random_up)
+        self.augment = Augment(up=config.up_axis, random_up=config.random_up,
+                               upright=Upright.load(config.upright) if config.upright else None)
         self.epoch = 0  # epochs completed
 
     # -- data ---------------------------------------------------------------------------

@@ -164,7 +164,8 @@ def train(pack_path: Path, job: dict, out: Path, *, holdout: str | None = None, 
     if job.get("balance"):
         index = balanced(pack, index)
     config = TrainConfig(encoder=job["encoder"], epochs=job["epochs"], batch_size=job["batch_size"], lr=job["lr"],
-                         seed=job.get("seed", 0), random_up=job.get("random_up", True))
+                         seed=job.get("seed", 0), random_up=job.get("random_up", True) and not job.get("upright"),
+                         upright=str(job["upright"]) if job.get("upright") else None)
     groups = [pack.objects[i]["source"] for i in index] if job.get("source_batches") else None
     trainer = Trainer(pack.features(index), config, out, device=_device(device), groups=groups)
     start = time.perf_counter()
@@ -176,14 +177,23 @@ def train(pack_path: Path, job: dict, out: Path, *, holdout: str | None = None, 
         return result | {"final_loss": round(history[-1]["loss"], 4) if history else None,
                          "seconds": round(time.perf_counter() - start, 1), "weights": str(out / "encoder.safetensors")}
     val = pack.select(splits=("val",), sources=sources, exclude_source=holdout, labelled=True)
+    scorer = trainer.augment.upright
+    frames = FRAMES if scorer is not None else {"y-up": FRAMES["y-up"]}  # the scorer is what z-up tests
     curve = []
     while trainer.epoch < config.epochs:
         metrics = trainer.train_epoch()
         if trainer.epoch % 5 == 0 or trainer.epoch == config.epochs:
-            scores = per_source_top1(_torch_embed(trainer.model, pack.points(val), trainer.device), pack, val)
-            curve.append({"epoch": trainer.epoch, "loss": round(metrics["loss"], 4),
-                          "val_top1_mean": round(float(np.mean(list(scores.values()))), 4),
-                          "val_top1": {k: round(v, 4) for k, v in scores.items()}})
+            point = {"epoch": trainer.epoch, "loss": round(metrics["loss"], 4)}
+            for frame, rotation in frames.items():
+                points = turned(pack.points(val), rotation)
+                if scorer is not None:
+                    points = scorer.turn(points)
+                scores = per_source_top1(_torch_embed(trainer.model, points, trainer.device), pack, val)
+                key = "val_top1" if frame == "y-up" else f"val_top1_{frame.replace('-', '_')}"
+                point |= {f"{key}_mean": round(float(np.mean(list(scores.values()))), 4)}
+                if frame == "y-up":
+                    point |= {"val_top1": {k: round(v, 4) for k, v in scores.items()}}
+            curve.append(point)
             print(json.dumps(curve[-1]), file=sys.stderr, flush=True)
             trainer.model.train()
     return result | {"curve": curve, "val_top1_mean": curve[-1]["val_top1_mean"],
@@ -202,6 +212,13 @@ def balanced(pack: Pack, index: np.ndarray) -> np.ndarray:
     names, sizes = np.unique(sources, return_counts=True)
     repeats = {n: min(MAX_REPEATS, max(1, round(float(np.sqrt(sizes.max() / size))))) for n, size in zip(names, sizes)}
     return np.concatenate([np.repeat(index[sources == n], repeats[n]) for n in names])
+
+
+def turned(points: np.ndarray, rotation: np.ndarray) -> np.ndarray:
+    """(B, N, C) points with xyz turned by `rotation` (one of FRAMES)."""
+    out = points.copy()
+    out[..., :3] = points[..., :3] @ rotation.T
+    return out
 
 
 def _torch_embed(model, points: np.ndarray, device) -> np.ndarray:
@@ -264,9 +281,7 @@ def held_out(pack: Pack, bundle: Path) -> dict:
                              "top5": round(r["top5"], 4)}
     frames = {}
     for frame, rotation in FRAMES.items():
-        turned = points.copy()
-        turned[..., :3] = points[..., :3] @ rotation.T
-        embedded = base if frame == "y-up" else embed(encoder, turned)
+        embedded = base if frame == "y-up" else embed(encoder, turned(points, rotation))
         frames[frame] = round(float(np.mean(list(per_source_top1(embedded, pack, test).values()))), 4)
     return {"held_out": by_source, "frames": frames}
 
@@ -341,23 +356,26 @@ def export(weights: Path, bundle: Path, job: dict, note: str, *, prompts: bool =
     return bundle
 
 
-def upright(pack_path: Path, out: Path, add_to: list[Path] = ()) -> dict:
-    """Fit the up-axis scorer on the pack's train and val objects (all stand y-up), write it
-    to `out` and into each bundle of `add_to`; its accuracy on the test objects, per source."""
+def upright(pack_path: Path, out: Path, add_to: list[Path] = (), *, validate: bool = False) -> dict:
+    """Fit the up-axis scorer on the pack's train and val objects (all stand y-up; with
+    `validate`, train only), write it to `out` and into each bundle of `add_to`; its accuracy
+    on the test objects (with `validate`, the val ones), per source."""
     from ..upright import fit_upright, upright_accuracy
 
     pack = Pack(pack_path)
     with bar("up-axis scorer", "step") as on_progress:
-        scorer = fit_upright(pack.points(pack.select(splits=("train", "val"))), on_progress=on_progress)
+        scorer = fit_upright(pack.points(pack.select(splits=("train",) if validate else ("train", "val"))),
+                             on_progress=on_progress)
     out.parent.mkdir(parents=True, exist_ok=True)
     scorer.save(out)
     for bundle in add_to:
         add_upright(bundle, Upright.load(out))
-    test = pack.select(splits=("test",))
-    sources = np.array([pack.objects[i]["source"] for i in test])
-    points = pack.points(test)
-    return {"upright": str(out), "test_objects": len(test),
-            "test_accuracy": round(upright_accuracy(scorer, points), 4),
+    scored = "val" if validate else "test"
+    index = pack.select(splits=(scored,))
+    sources = np.array([pack.objects[i]["source"] for i in index])
+    points = pack.points(index)
+    return {"upright": str(out), f"{scored}_objects": len(index),
+            f"{scored}_accuracy": round(upright_accuracy(scorer, points), 4),
             "by_source": {s: round(upright_accuracy(scorer, points[sources == s]), 4) for s in sorted(set(sources))}}
 
 
@@ -383,6 +401,10 @@ def main(argv: list[str] | None = None) -> int:
                             f"{MAX_REPEATS}x); train it into a new run folder")
         p.add_argument("--no-random-up", dest="random_up", action="store_false",
                        help="train in the pack's y-up frame only (a diagnosis: what the random up axis costs)")
+        p.add_argument("--upright", type=Path, metavar="UPRIGHT.npz",
+                       help="train on the frames this up-axis scorer (`upright --out`) leaves: each sample "
+                            "turned as a y-, z- or x-up file reads, then upright by the scorer "
+                            "(instead of the random up axis)")
         p.add_argument("--source-batches", action="store_true",
                        help="draw each batch from one source, so its negatives are of the same kind "
                             "(what does not fill a batch is mixed); train it into a new run folder")
@@ -400,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="the scorer, UPRIGHT.npz")
     p.add_argument("--add-to", type=Path, action="append", default=[], metavar="BUNDLE",
                    help="carry it in this bundle too (repeat; not the shipped one)")
+    p.add_argument("--validate", action="store_true", help="fit on the train objects alone, score the val ones")
     p = sub.add_parser("ship", help="export the trained weights as a bundle")
     p.add_argument("--weights", type=Path, required=True)
     p.add_argument("--bundle", type=Path, required=True)
@@ -411,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
             print(write_pack(args.corpus.resolve(), args.out))
         elif args.stage in ("train", "loso"):
             job = {k: getattr(args, k) for k in ("encoder", "epochs", "lr", "batch_size", "seed", "balance",
-                                                  "source_batches", "random_up")}
+                                                  "source_batches", "random_up", "upright")}
             if args.stage == "train":
                 print(json.dumps(train(args.pack, job, args.out, holdout=args.holdout, only=args.only,
                                        validate=args.validate, device=args.device)))
@@ -424,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.stage == "evaluate":
             print_report(evaluate(args.pack, args.bundle, args.loso))
         elif args.stage == "upright":
-            print(json.dumps(upright(args.pack, args.out, args.add_to)))
+            print(json.dumps(upright(args.pack, args.out, args.add_to, validate=args.validate)))
         else:
             bundle = export(args.weights, args.bundle, {"encoder": args.encoder},
                             "training.recipes.corpus_model: the multi-source corpus")
