@@ -64,6 +64,10 @@ class Augment:
             xyz[:, a], xyz[:, b] = c * xa - s * xb, s * xa + c * xb
         if self.random_up:
             xyz[:] = xyz @ AXIS_ROTATIONS[rng.integers(len(AXIS_ROTATIONS))].T
+        if self.upright is not None:  # read before jitter and dropout, as a sampled file is
+            xyz[:] = xyz @ TURNS[rng.integers(len(TURNS))]  # as saved: TURNS' inverse
+            pts = self.upright.turn(pts[None])[0]
+            xyz = pts[:, :3]
         xyz *= rng.uniform(*self.scale)
         if self.jitter_sigma > 0:
             xyz += np.clip(rng.normal(0, self.jitter_sigma, xyz.shape), -self.jitter_clip, self.jitter_clip)
@@ -73,9 +77,6 @@ class Augment:
             pts[drop] = pts[0]
         if rng.random() < self.rgb_dropout:
             pts[:, 3:6] = DEFAULT_GREY
-        if self.upright is not None:
-            pts[:, :3] = pts[:, :3] @ TURNS[rng.integers(len(TURNS))]  # as saved: TURNS' inverse
-            pts = self.upright.turn(pts[None])[0]
         return pts
 
 

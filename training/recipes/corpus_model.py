@@ -49,6 +49,7 @@ from core.upright import Upright
 
 SPACE = "minilm"
 POINTS = 1024
+VAL_CURVE = "val.jsonl"  # train --validate: one line per scoring, in the run folder
 CHOSEN = {"encoder": "pointbert-lite", "epochs": 40, "lr": 1e-3, "batch_size": 64}
 # A y-up cloud as a y-up reader sees the file when it was saved with another axis up.
 FRAMES = {
@@ -150,7 +151,7 @@ def train(pack_path: Path, job: dict, out: Path, *, holdout: str | None = None, 
           validate: bool = False, device: str = "auto", show_progress: bool = True) -> dict:
     """Train one configuration on the pack's train objects (less `holdout`'s, or `only`'s
     alone: a diagnosis of what one source can teach this encoder; with `validate`, less the
-    val objects too, scored on them every 5 epochs). Resumes from out."""
+    val objects too, scored on them every 5 epochs into out/val.jsonl). Resumes from out."""
     from .selection import _device
     from ..trainer import Trainer, TrainConfig
 
@@ -179,9 +180,10 @@ def train(pack_path: Path, job: dict, out: Path, *, holdout: str | None = None, 
     val = pack.select(splits=("val",), sources=sources, exclude_source=holdout, labelled=True)
     scorer = trainer.augment.upright
     frames = FRAMES if scorer is not None else {"y-up": FRAMES["y-up"]}  # the scorer is what z-up tests
-    curve = []
+    trainer.resume()
     while trainer.epoch < config.epochs:
         metrics = trainer.train_epoch()
+        trainer.save_checkpoint()
         if trainer.epoch % 5 == 0 or trainer.epoch == config.epochs:
             point = {"epoch": trainer.epoch, "loss": round(metrics["loss"], 4)}
             for frame, rotation in frames.items():
@@ -193,9 +195,11 @@ def train(pack_path: Path, job: dict, out: Path, *, holdout: str | None = None, 
                 point |= {f"{key}_mean": round(float(np.mean(list(scores.values()))), 4)}
                 if frame == "y-up":
                     point |= {"val_top1": {k: round(v, 4) for k, v in scores.items()}}
-            curve.append(point)
-            print(json.dumps(curve[-1]), file=sys.stderr, flush=True)
+            with open(out / VAL_CURVE, "a") as fh:  # after the checkpoint: a line means its epoch is saved
+                fh.write(json.dumps(point) + "\n")
+            print(json.dumps(point), file=sys.stderr, flush=True)
             trainer.model.train()
+    curve = [json.loads(line) for line in (out / VAL_CURVE).read_text().splitlines()]
     return result | {"curve": curve, "val_top1_mean": curve[-1]["val_top1_mean"],
                      "seconds": round(time.perf_counter() - start, 1)}
 
