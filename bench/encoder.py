@@ -3,7 +3,8 @@
 ulip2-pointbert (the ULIP-2 config, random weights) at 10k points, batch 1 and 16, and
 farthest point sampling 10k -> 512 alone, and the shipped default bundle's objects per second
 at batch 16 beside pointbert-mini (the previous default's size) and pointbert-lite (the
-multi-source default's) with random weights.
+multi-source default's) with random weights, and lite again carrying an up-axis scorer
+(core/upright.py), whose cost is the difference.
 Baseline and candidate run in the same process, timed in turn round after round, so machine
 noise hits both. Ends with one JSON line of the figures.
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import tempfile
 import time
@@ -39,7 +41,7 @@ def interleaved(fns: dict, rounds: int, calls: int = 1) -> dict:
 
 def large_model(args, tmp: str, rng) -> dict:
     """torch eager vs onnxruntime for args.config at batch 1 and 16, and FPS alone."""
-    from core.export import export_bundle
+    from core.export import add_upright, export_bundle
     from core.models import create_encoder
     from core.models.ops import farthest_point_sample
     from core.runtime import PointEncoder, inference_session
@@ -83,6 +85,16 @@ def large_model(args, tmp: str, rng) -> dict:
     return figures
 
 
+def random_scorer(rng, hidden: int = 128):
+    """An up-axis scorer of the size training/upright.py fits, with random weights."""
+    from core.upright import DISTANCE_BINS, HEIGHT_BINS, Upright, features
+
+    n = features((HEIGHT_BINS, DISTANCE_BINS))
+    return Upright({"w1": rng.normal(size=(n, hidden)), "b1": np.zeros(hidden), "w2": rng.normal(size=(hidden, hidden)),
+                    "b2": np.zeros(hidden), "w3": rng.normal(size=hidden), "b3": np.float32(0),
+                    "bins": np.array([HEIGHT_BINS, DISTANCE_BINS])})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="ulip2-pointbert")
@@ -91,7 +103,7 @@ def main() -> None:
     parser.add_argument("--default-only", action="store_true", help="only the default's objects/s at batch 16")
     args = parser.parse_args()
 
-    from core.export import export_bundle
+    from core.export import add_upright, export_bundle
     from core.models import create_encoder
     from core.runtime import PointEncoder
 
@@ -107,6 +119,10 @@ def main() -> None:
             export_bundle(f"{tmp}/{name}", model=create_encoder(name, seed=0), space="minilm",
                           source="benchmark (random weights)")
             encoders[name.split("-")[1]] = PointEncoder(f"{tmp}/{name}", device="cpu")
+        # lite again, carrying an up-axis scorer of the shipped shape (random weights): its cost
+        shutil.copytree(f"{tmp}/pointbert-lite", f"{tmp}/lite-upright")
+        add_upright(f"{tmp}/lite-upright", random_scorer(rng))
+        encoders["lite_upright"] = PointEncoder(f"{tmp}/lite-upright", device="cpu")
         batches = {k: rng.random((16, e.num_points, 6), dtype=np.float32) for k, e in encoders.items()}
         t = interleaved({k: (lambda k=k, e=e: e.embed_points(batches[k], batch_size=16)) for k, e in encoders.items()},
                         rounds=args.repeats)
