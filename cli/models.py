@@ -147,6 +147,7 @@ def cmd_info(args) -> int:
         print(f"text tower {bundle.text['onnx']} + {bundle.text['tokenizer']} (texts embed without torch)")
     else:
         print(f"text tower none (texts need torch; add one: ulip2 models add-text {args.bundle} --out DIR)")
+    print(f"up axis    {(bundle.upright + ': each cloud is turned upright first') if bundle.upright else 'as read (no up-axis scorer: a file saved z-up is seen lying down)'}")
     print(f"trained    {'yes' if bundle.trained else 'NO (random weights: embeddings carry no meaning)'}")
     print(f"provenance {json.dumps(bundle.provenance)}")
     return 0

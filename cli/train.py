@@ -34,10 +34,12 @@ def cmd_train(args) -> int:
         source = folder
     features = TripletFeatures.load(source)
     device = init_distributed()
-    config = TrainConfig(encoder=args.config, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                         weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, seed=args.seed,
-                         amp=not args.no_amp, up_axis=args.up, random_up=args.random_up, init=str(args.init) if args.init else None)
     try:
+        config = TrainConfig(encoder=args.config, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                             weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, seed=args.seed,
+                             amp=not args.no_amp, up_axis=args.up, random_up=args.random_up,
+                             init=str(args.init) if args.init else None,
+                             upright=str(args.upright) if args.upright else None)
         trainer = Trainer(features, config, args.out, device=device)
     except ValueError as exc:
         raise Ulip2Error(str(exc)) from exc
@@ -48,10 +50,12 @@ def cmd_train(args) -> int:
     if trainer.rank == 0:
         result = {"out": str(args.out), "epochs": trainer.epoch, "last": history[-1] if history else None}
         if args.bundle:
-            from core.export import export_bundle
+            from core.export import add_upright, export_bundle
 
             bundle = export_bundle(args.bundle, model=trainer.model.eval(), space=features.space, overwrite=True,
                                    source=f"ulip2 train ({args.out / ENCODER_FILE})")
+            if trainer.augment.upright is not None:
+                bundle = add_upright(bundle.path, trainer.augment.upright)
             result["bundle"] = str(bundle.path)
         print(json.dumps(result))
     return 0
@@ -136,6 +140,10 @@ def register(sub) -> None:
     p.add_argument("--random-up", action="store_true",
                    help="also turn each sample's up axis onto a random axis direction, so the model "
                         "knows assets saved y-up and z-up alike")
+    p.add_argument("--upright", type=Path, metavar="UPRIGHT.npz",
+                   help="instead, train on the frames this up-axis scorer leaves (turned as a y-, z- or x-up "
+                        "file reads, then upright by it); the bundle then needs the same scorer to embed "
+                        "what it learnt (--bundle carries it)")
     p.add_argument("--init", type=Path,
                    help="start from a bundle (its config and weights), a ULIP-2 .pt or a ulip2 .safetensors")
     p.add_argument("--no-amp", action="store_true", help="train in float32 on GPU too")

@@ -101,3 +101,25 @@ def test_train_from_a_bundle_fine_tunes_its_encoder(store, tmp_path, tiny_bundle
     assert state["encoder_config"]["name"] == "pointbert-tiny"
     start = tiny_bundle.model.state_dict()["reduce_dim.weight"]
     assert torch.allclose(state["model"]["reduce_dim.weight"], start, atol=1e-3)  # tiny lr: barely moved
+
+
+def test_train_on_a_scorers_frames_and_the_bundle_carries_it(store, tmp_path, capsys):
+    """--upright: the trainer turns samples through the scorer (a tiny one fitted on random
+    clouds: mechanics), the exported bundle carries it, `info` says so; beside --random-up
+    it is refused with the reason."""
+    from training.upright import fit_upright
+
+    scorer = tmp_path / "up.npz"
+    fit_upright(np.random.default_rng(0).normal(size=(8, 256, 3)).astype(np.float32), hidden=8, steps=5).save(scorer)
+    args = ["train", str(store.root), "--config", "pointbert-tiny", "--epochs", "1", "--batch-size", "8",
+            "--upright", str(scorer)]
+    bundle = tmp_path / "bundle"
+    assert main(args + ["--out", str(tmp_path / "run"), "--bundle", str(bundle)]) == 0
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert state["config"]["upright"] == str(scorer)
+    assert json.loads((bundle / "bundle.json").read_text())["upright"] == "upright.npz"
+    capsys.readouterr()
+    assert main(["info", str(bundle)]) == 0
+    assert "up axis    upright.npz" in capsys.readouterr().out
+    assert main(args + ["--out", str(tmp_path / "other"), "--random-up"]) == 2
+    assert "random_up and upright are two answers" in capsys.readouterr().err
