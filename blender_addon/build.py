@@ -45,7 +45,7 @@ WHEEL_NAME = "ulip2_blender_core"
 # (minilm.py, openclip.py) and library/indexer.py: Blender never needs them.
 EXTENSION_CORE_MODULES = (
     "__init__.py", "errors.py", "paths.py", "sampling.py", "triplets/__init__.py", "triplets/store.py", "formats.py", "references.py", "processes.py",
-    "bundle.py", "runtime.py", "textcache.py",
+    "bundle.py", "runtime.py", "upright.py", "textcache.py",
     "spaces/__init__.py", "spaces/base.py", "spaces/onnx_text.py", "spaces/vocabularies.py", "spaces/ranking.py",
     "library/__init__.py", "library/keys.py", "library/store.py", "library/ann.py", "library/search.py",
     "data/templates.json", "data/vocab/*.txt",
