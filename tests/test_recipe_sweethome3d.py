@@ -33,6 +33,8 @@ CATALOGUE = (
     "icon#1=/test/chair.png\n"
     "name#2=Lit d\xe9tente\n"               # a raw ISO-8859-1 byte
     "model#2=box.obj\n"                     # relative: beside the catalogue
+    "modelRotation#2=1 0 0 0 0 1 0 -1 0\n"   # stored z-up: this stands it y-up
+    "modelRotation#1=1 0 0 0 1 0 0 0 2\n"    # not a rotation: read as stored
     "key\\ with\\=escapes value\\\\\n"      # escaped blank and '=' in a key; an escaped backslash ends the line
 ).encode("iso-8859-1")
 
@@ -78,6 +80,7 @@ def test_catalogue_records_and_extraction(tmp_path):
     assert sorted(p.name for p in (out / "models" / "Test_chair").iterdir()) == ["chair.mtl", "chair.obj"]
     assert box["mesh"] == "models/test.sh3f_2/box.obj" and box["name"] == "Lit détente"
     assert load_points(out / chair["mesh"], 64).shape == (64, 9)
+    assert chair["model_rotation"] is None and box["model_rotation"] == [[1, 0, 0], [0, 0, 1], [0, -1, 0]]
     # A rerun keeps what is extracted (a changed archive does not overwrite it).
     (out / chair["mesh"]).write_text("kept")
     build_catalogue(root, out)
@@ -336,3 +339,13 @@ def test_default_model_stages_name_a_missing_input_and_the_fix(tmp_path, capsys)
     assert "none.npz: not a readable pack" in capsys.readouterr().err
     assert recipe(["pack", "--data", str(tmp_path / "data"), "--work", str(tmp_path / "work")]) == 1
     assert "sweethome3d prepare --out" in capsys.readouterr().err
+
+
+def test_the_corpus_source_stands_a_model_stored_z_up_upright(tmp_path):
+    """modelRotation reaches the corpus: a tall box stored z-up is read y-up."""
+    from training.recipes.sources.sweethome3d import _load
+
+    (tmp_path / "tall.obj").write_bytes(_obj(trimesh.creation.box((1, 2, 3))))
+    as_stored, = _load(tmp_path / "tall.obj")
+    turned, = _load(tmp_path / "tall.obj", [[1, 0, 0], [0, 0, 1], [0, -1, 0]])
+    assert np.allclose(as_stored.extents, (1, 2, 3)) and np.allclose(turned.extents, (1, 3, 2))

@@ -34,6 +34,8 @@ import sys
 import zipfile
 from pathlib import Path, PurePosixPath
 
+import numpy as np
+
 from core.errors import Ulip2Error
 from training.recipes import d2
 from training.recipes.debian import fetch_packages
@@ -100,10 +102,24 @@ def catalogue_records(props: dict[str, str], catalogue: str, source: str) -> lis
             "model": _in_archive(folder, field("model")),
             "icon": _in_archive(folder, field("icon")),
             "multipart": field("multiPartModel") == "true",
+            "model_rotation": _rotation(field("modelRotation")),
             "source": source,
             "catalogue": catalogue,
         })
     return records
+
+
+def _rotation(text: str) -> list[list[float]] | None:
+    """A catalogue's modelRotation (nine numbers, row by row: the turn that stands the model
+    in the catalogue's y-up frame; some models are stored z-up), or None when absent or not a
+    rotation (then the model is read as stored)."""
+    try:
+        m = np.array([float(v) for v in text.split()], dtype=np.float64).reshape(3, 3)
+    except ValueError:
+        return None
+    if not np.allclose(m @ m.T, np.eye(3), atol=1e-3) or np.linalg.det(m) < 0:
+        return None
+    return m.tolist()
 
 
 def _in_archive(folder: str, path: str) -> str:

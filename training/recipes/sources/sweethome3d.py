@@ -36,12 +36,14 @@ def objects(root: Path) -> Iterator[SourceObject]:
         mesh = root / record["mesh"]
         yield SourceObject(
             source=NAME, id=record["id"], name=record["name"], label=record.get("class"),
-            texts=captions_for(record), files=[record["mesh"]], load=lambda mesh=mesh: _load(mesh),
+            texts=captions_for(record), files=[record["mesh"]],
+            load=lambda mesh=mesh, turn=record.get("model_rotation"): _load(mesh, turn),
             split=record.get("split"))
 
 
-def _load(mesh: Path) -> list:
-    """The OBJ's meshes in world space (OBJ is y-up, as glTF), with their materials."""
+def _load(mesh: Path, rotation: list[list[float]] | None = None) -> list:
+    """The OBJ's meshes in world space (OBJ is y-up, as glTF), with their materials, turned by
+    the catalogue's modelRotation when it has one (a few models are stored z-up)."""
     import trimesh
 
     try:
@@ -51,4 +53,11 @@ def _load(mesh: Path) -> list:
     meshes = [m for m in scene.dump() if isinstance(m, trimesh.Trimesh) and len(m.faces)]
     if not meshes:
         raise SourceError(f"{mesh}: no triangles")
+    if rotation is not None:
+        import numpy as np
+
+        turn = np.eye(4)
+        turn[:3, :3] = rotation
+        for part in meshes:
+            part.apply_transform(turn)
     return meshes
