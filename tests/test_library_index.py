@@ -164,6 +164,7 @@ def test_another_bundle_reembeds_and_never_mixes(tmp_path, encoder):
     assert run([tmp_path / "a"], db, encoder).unchanged == 3, "the first bundle's rows are still there"
 
 
+@pytest.mark.crash
 def test_kill_9_mid_run_loses_nothing_committed(tmp_path, tiny_bundle):
     paths = write_meshes(tmp_path / "assets", 80, subdivisions=4)
     db = tmp_path / "lib.sqlite"

@@ -15,7 +15,7 @@ import pytest
 from meshes import write_meshes
 
 REPO = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+pytestmark = [pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc"), pytest.mark.crash]
 
 
 def session_members(sid: int) -> list[str]:

@@ -148,6 +148,7 @@ for i in range(1, 1 << 30):
 """
 
 
+@pytest.mark.crash
 def test_a_rewrite_killed_anywhere_leaves_the_old_record_or_the_new(tmp_path):
     """25 SIGKILLs at random moments of a process rewriting one record: after each, a fresh
     store reads the whole old version or the whole new one (points, views, meta, captions),
