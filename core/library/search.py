@@ -104,9 +104,9 @@ class Searcher:
             path, obj = path.rsplit("#", 1)
         asset_id = self.library.asset_id(path, obj)
         if asset_id is not None:
-            ids, vectors = self.library.embeddings(self.bundle_id, [asset_id])
-            if len(ids):
-                return vectors[0], asset_id
+            vector = self.asset_vector(asset_id)
+            if vector is not None:
+                return vector, asset_id
         marked = self.library.marked_objects(path)
         if obj or marked:  # a missing marked asset, or a .blend of marked assets (the file is not one)
             what = f"no asset {obj!r} is indexed from {path}" if obj else "this file holds marked assets, it is not one"
@@ -118,6 +118,12 @@ class Searcher:
         check_encoder_files(self.bundle)
         encoder = PointEncoder(self.bundle, device=self.device)
         return next(iter(encoder.embed_files([path])))[1], None
+
+    def asset_vector(self, asset_id: int) -> np.ndarray | None:
+        """The bundle's embedding of an indexed asset, by id; None when the bundle has none of it
+        (no such asset, or one embedded by another bundle only). Reads no file but the library."""
+        ids, vectors = self.library.embeddings(self.bundle_id, [asset_id])
+        return vectors[0] if len(ids) else None
 
     # -- vectors -> hits -----------------------------------------------------------------
     def search(self, query: np.ndarray, k: int = 10, *, formats: Sequence[str] = (), folder: str | None = None,

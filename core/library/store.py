@@ -554,6 +554,16 @@ class Library:
         return [r[0] for r in self.conn.execute(
             "SELECT object FROM assets WHERE path = ? AND object != '' ORDER BY object", (path,))]
 
+    def counts(self) -> dict:
+        """{assets, errors, thumbnails, last_indexed_at}, read in one snapshot: the library at
+        a glance (the server's /v1/status). last_indexed_at: when an asset was last written by
+        an index run, in seconds since the epoch; None for a library without assets."""
+        with self._reading():
+            assets, last = self.conn.execute("SELECT COUNT(*), MAX(indexed_at) FROM assets").fetchone()
+            errors = self.conn.execute("SELECT COUNT(*) FROM errors").fetchone()[0]
+            thumbnails = self.conn.execute("SELECT COUNT(*) FROM thumbnails").fetchone()[0]
+        return dict(assets=assets, errors=errors, thumbnails=thumbnails, last_indexed_at=last)
+
     def errors(self) -> list[dict]:
         """[{path, reason, fault}] of the files that failed, in path order."""
         return [dict(path=p, reason=r, fault=f)
