@@ -7,7 +7,7 @@ import sqlite3
 import sys
 import warnings
 
-from cli import app, blender, library, models, train, triplets
+from cli import app, blender, library, models, serve, train, triplets
 from core import __version__
 from core.errors import Ulip2Error
 
@@ -37,7 +37,7 @@ examples:
 
 
 # Modules that add subcommands (see build_parser).
-COMMAND_MODULES = (models, library, triplets, blender, train, app)
+COMMAND_MODULES = (models, library, triplets, blender, train, app, serve)
 
 
 # -- parser -----------------------------------------------------------------------------
