@@ -261,3 +261,26 @@ def test_validate_with_the_scorer_scores_every_frame_and_resumes(tmp_path, toy_p
     longer = corpus_model.train(toy_pack, {**job, "epochs": 10}, tmp_path / "run", validate=True, device="cpu",
                                 show_progress=False)
     assert [p["epoch"] for p in longer["curve"]] == [5, 10] and longer["curve"][0] == first["curve"][0]
+
+
+def test_loso_with_the_scorer_gives_each_run_its_own(tmp_path, toy_pack):
+    """loso --upright: each run trains on the frames of the scorer in its own folder (fitted
+    there without the source it leaves out, unless a scorer is there already, as here: small
+    ones fitted in a second on each run's sources) and its bundle carries it."""
+    import torch
+
+    from core.bundle import read_bundle
+    from training.upright import fit_upright
+
+    pack = corpus_model.Pack(toy_pack)
+    for source in ("toy", "toy2"):
+        (tmp_path / "loso" / source).mkdir(parents=True)
+        clouds = pack.points(pack.select(splits=("train", "val"), exclude_source=source))
+        fit_upright(clouds, hidden=8, steps=20).save(tmp_path / "loso" / source / "upright.npz")
+    assert corpus_model.main(["loso", "--pack", str(toy_pack), "--out", str(tmp_path / "loso"), "--encoder",
+                              "pointbert-tiny", "--epochs", "1", "--batch-size", "8", "--upright",
+                              "--no-random-up", "--device", "cpu"]) == 0
+    for source in ("toy", "toy2"):
+        run = tmp_path / "loso" / source
+        assert torch.load(run / "last.pt", weights_only=True)["config"]["upright"] == str(run / "upright.npz")
+        assert read_bundle(run / "bundle", warn_untrained=False).upright == "upright.npz"

@@ -45,7 +45,7 @@ import numpy as np
 from core.errors import Ulip2Error
 from core.export import add_upright
 from core.progress import bar
-from core.upright import Upright
+from core.upright import UPRIGHT_FILE, Upright
 
 SPACE = "minilm"
 POINTS = 1024
@@ -360,16 +360,17 @@ def export(weights: Path, bundle: Path, job: dict, note: str, *, prompts: bool =
     return bundle
 
 
-def upright(pack_path: Path, out: Path, add_to: list[Path] = (), *, validate: bool = False) -> dict:
+def upright(pack_path: Path, out: Path, add_to: list[Path] = (), *, validate: bool = False,
+            exclude_source: str | None = None) -> dict:
     """Fit the up-axis scorer on the pack's train and val objects (all stand y-up; with
-    `validate`, train only), write it to `out` and into each bundle of `add_to`; its accuracy
-    on the test objects (with `validate`, the val ones), per source."""
+    `validate`, train only; less `exclude_source`'s), write it to `out` and into each bundle
+    of `add_to`; its accuracy on the test objects (with `validate`, the val ones), per source."""
     from ..upright import fit_upright, upright_accuracy
 
     pack = Pack(pack_path)
     with bar("up-axis scorer", "step") as on_progress:
-        scorer = fit_upright(pack.points(pack.select(splits=("train",) if validate else ("train", "val"))),
-                             on_progress=on_progress)
+        fit_on = pack.select(splits=("train",) if validate else ("train", "val"), exclude_source=exclude_source)
+        scorer = fit_upright(pack.points(fit_on), on_progress=on_progress)
     out.parent.mkdir(parents=True, exist_ok=True)
     scorer.save(out)
     for bundle in add_to:
@@ -405,13 +406,16 @@ def main(argv: list[str] | None = None) -> int:
                             f"{MAX_REPEATS}x); train it into a new run folder")
         p.add_argument("--no-random-up", dest="random_up", action="store_false",
                        help="train in the pack's y-up frame only (a diagnosis: what the random up axis costs)")
-        p.add_argument("--upright", type=Path, metavar="UPRIGHT.npz",
-                       help="train on the frames this up-axis scorer (`upright --out`) leaves: each sample "
-                            "turned as a y-, z- or x-up file reads, then upright by the scorer "
-                            "(instead of the random up axis)")
         p.add_argument("--source-batches", action="store_true",
                        help="draw each batch from one source, so its negatives are of the same kind "
                             "(what does not fill a batch is mixed); train it into a new run folder")
+    sub.choices["train"].add_argument("--upright", type=Path, metavar="UPRIGHT.npz",
+                                      help="train on the frames this up-axis scorer (`upright --out`) leaves: "
+                                           "each sample turned as a y-, z- or x-up file reads, then upright by "
+                                           "the scorer (instead of the random up axis)")
+    sub.choices["loso"].add_argument("--upright", action="store_true",
+                                     help="the same, each run with a scorer of its own fitted without the source "
+                                          "it leaves out (RUNS/SOURCE/upright.npz), which its bundle carries")
     sub.choices["train"].add_argument("--holdout", help="a source to leave out")
     sub.choices["train"].add_argument("--only", help="train on this source alone (a diagnosis: what it can teach "
                                                      "the encoder by itself)")
@@ -444,9 +448,17 @@ def main(argv: list[str] | None = None) -> int:
                                        validate=args.validate, device=args.device)))
             else:
                 for source in Pack(args.pack).labels:
-                    result = train(args.pack, job, args.out / source, holdout=source, device=args.device)
-                    export(args.out / source / "encoder.safetensors", args.out / source / "bundle", job,
-                           f"training.recipes.corpus_model loso: every source but {source}", prompts=False)
+                    run = args.out / source
+                    if args.upright:  # the left-out source's geometry stays unseen by its scorer too
+                        scorer = run / UPRIGHT_FILE
+                        if not scorer.is_file():
+                            upright(args.pack, scorer, exclude_source=source)
+                        job["upright"] = str(scorer)
+                    result = train(args.pack, job, run, holdout=source, device=args.device)
+                    bundle = export(run / "encoder.safetensors", run / "bundle", job,
+                                    f"training.recipes.corpus_model loso: every source but {source}", prompts=False)
+                    if args.upright:
+                        add_upright(bundle, Upright.load(job["upright"]))
                     print(json.dumps(result))
         elif args.stage == "evaluate":
             print_report(evaluate(args.pack, args.bundle, args.loso))
