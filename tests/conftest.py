@@ -91,15 +91,17 @@ def tiny_bundle(tmp_path_factory):
 
 # -- tiers ------------------------------------------------------------------------------
 # `pytest -q` runs every test, as CI does. The slow ones carry the marker of their tier
-# (blender, gui, ray, train, models, crash: pyproject.toml says what each holds); every other test
+# (blender, gui, ray, train, models, crash, serve: pyproject.toml says what each holds); every other test
 # is marked `fast` here, so a developer runs the fast tier alone with `pytest -q -m fast`.
 # A test or a module may name its tier itself (pytest.mark, pytestmark). Beyond that a test
 # is marked from what it asks for, in its own body, in a fixture of tests/ it uses, or at
 # its module's top level: pytest.importorskip (or an import) of bpy, PySide6 or pytestqt,
-# or ray; the qtbot fixture; tests/blender_files.py, whose helpers write files with bpy.
+# ray, uvicorn or the serve package; the qtbot fixture; tests/blender_files.py, whose
+# helpers write files with bpy.
 
-TIERS = ("blender", "gui", "ray", "train", "models", "crash")
-_MODULE_TIERS = {"bpy": "blender", "blender_files": "blender", "PySide6": "gui", "pytestqt": "gui", "ray": "ray"}
+TIERS = ("blender", "gui", "ray", "train", "models", "crash", "serve")
+_MODULE_TIERS = {"bpy": "blender", "blender_files": "blender", "PySide6": "gui", "pytestqt": "gui", "ray": "ray",
+                 "uvicorn": "serve", "serve": "serve"}
 _NAME_TIERS = {"write_blend_files": "blender"}
 _FIXTURE_TIERS = {"qtbot": "gui"}
 _TESTS = os.path.dirname(os.path.abspath(__file__))

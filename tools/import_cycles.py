@@ -16,7 +16,7 @@ import ast
 import sys
 from pathlib import Path
 
-PACKAGES = ("cli", "core", "gui", "blender_addon", "training")
+PACKAGES = ("cli", "core", "gui", "serve", "blender_addon", "training")
 
 
 def _module_files(root: Path, packages) -> dict[str, Path]:
