@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import trimesh
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def write_meshes(folder: Path, count: int, subdivisions: int = 1) -> list[Path]:
@@ -23,3 +26,14 @@ def write_meshes(folder: Path, count: int, subdivisions: int = 1) -> list[Path]:
         mesh.export(path)
         paths.append(path)
     return paths
+
+
+def example_folders(root: Path) -> Path:
+    """props/ with three examples (chair, lamp, table) and other/ with a copy of the chair
+    named "chair copy.glb" under `root`: a library with a near twin to search. Returns root."""
+    (root / "props").mkdir(parents=True)
+    for name in ("chair.glb", "lamp.glb", "table.glb"):
+        shutil.copy(EXAMPLES / name, root / "props" / name)
+    (root / "other").mkdir()
+    shutil.copy(EXAMPLES / "chair.glb", root / "other" / "chair copy.glb")
+    return root

@@ -23,6 +23,7 @@ from core.library.store import Library, LibraryError
 from core.library.tagging import caption_library, tag_library
 from core.spaces.ranking import nearest_texts
 from core.spaces.vocabularies import load_vocabulary
+from meshes import example_folders
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,12 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 def library(tmp_path_factory, tiny_bundle):
     """The three examples made here (chair, lamp, table) under props/ and a copy of the chair
     under other/, indexed."""
-    root = tmp_path_factory.mktemp("lib")
-    (root / "props").mkdir()
-    for name in ("chair.glb", "lamp.glb", "table.glb"):
-        shutil.copy(REPO / "examples" / name, root / "props" / name)
-    (root / "other").mkdir()
-    shutil.copy(REPO / "examples" / "chair.glb", root / "other" / "chair copy.glb")
+    root = example_folders(tmp_path_factory.mktemp("lib"))
     db = root / "lib.sqlite"
     assert main(["index", str(root / "props"), str(root / "other"), "--db", str(db),
                  "--bundle", str(tiny_bundle.path), "--quiet", "--workers", "0"]) == 0

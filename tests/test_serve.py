@@ -30,6 +30,7 @@ from core.library.indexer import bundle_id, index_paths  # noqa: E402
 from core.library.search import Searcher  # noqa: E402
 from core.library.store import Library  # noqa: E402
 from core.runtime import PointEncoder  # noqa: E402
+from meshes import example_folders  # noqa: E402
 from serve import limits  # noqa: E402
 from serve.app import ROUTES, create_app  # noqa: E402
 from serve.hosts import LOOPBACK_NAMES, is_loopback, listen, url  # noqa: E402
@@ -43,12 +44,7 @@ SECRET = "TOP-SECRET-NOT-A-RECORD"
 def library(tmp_path_factory, tiny_bundle):
     """props/ (chair, lamp, table) and other/chair copy.glb indexed with point previews;
     bare/lamp bare.glb indexed without a thumbnail; a file beside them that no route may serve."""
-    root = tmp_path_factory.mktemp("served")
-    (root / "props").mkdir()
-    for name in ("chair.glb", "lamp.glb", "table.glb"):
-        shutil.copy(REPO / "examples" / name, root / "props" / name)
-    (root / "other").mkdir()
-    shutil.copy(REPO / "examples" / "chair.glb", root / "other" / "chair copy.glb")
+    root = example_folders(tmp_path_factory.mktemp("served"))
     (root / "bare").mkdir()
     shutil.copy(REPO / "examples" / "lamp.glb", root / "bare" / "lamp bare.glb")
     (root / "secret.txt").write_text(SECRET)
