@@ -5,6 +5,7 @@ Searcher returns). Every refusal must be a 4xx JSON body {"error": ...}, never a
 
 import contextlib
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -395,3 +396,60 @@ def test_ulip2_serve_runs_and_stops(tmp_path, library, tiny_bundle):
                 process.kill()
     err = process.stderr.read()
     assert process.returncode == 0 and err.rstrip().endswith("stopped"), err
+
+
+@pytest.mark.crash
+def test_a_server_killed_mid_write_loses_no_committed_tag(tmp_path, library, tiny_bundle):
+    """kill -9 of `ulip2 serve` while three clients rewrite tags: every write it answered 200
+    is in the library afterwards (or the one its client sent next, committed but not yet
+    answered), and the library file is whole."""
+    _, db, ids = library
+    own = tmp_path / "lib.sqlite"
+    with Library(db, read_only=True) as lib:  # a copy of the module's library, consistent
+        lib.conn.execute("VACUUM INTO ?", (str(own),))
+    token = tmp_path / "token"
+    token.write_text(TOKEN)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "serve", "--db", str(own), "--bundle", str(tiny_bundle.path),
+         "--port", "0", "--token-file", str(token), "--quiet"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    targets = sorted(ids.values())[:3]
+    answered = {asset: -1 for asset in targets}  # the last take each client saw answered 200
+    stop = threading.Event()
+
+    def rewrite(asset: int) -> None:
+        take = 0
+        while not stop.is_set():
+            try:
+                status, _, _ = call(base, f"/v1/assets/{asset}/tags", method="PUT",
+                                    body={"tags": [f"take-{take}"]}, headers=authorised())
+            except OSError:  # the server is gone
+                return
+            assert status == 200
+            answered[asset] = take
+            take += 1
+
+    try:
+        line = process.stdout.readline()
+        assert line.startswith("serving lib.sqlite at "), (line, process.stderr.read())
+        base = line.split(" at ")[1].split("/v1/")[0]
+        clients = [threading.Thread(target=rewrite, args=(asset,)) for asset in targets]
+        for client in clients:
+            client.start()
+        deadline = time.monotonic() + 60
+        while min(answered.values()) < 10:
+            assert time.monotonic() < deadline, f"too few writes answered: {answered}"
+            time.sleep(0.01)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=20)
+    finally:
+        stop.set()
+        if process.poll() is None:
+            process.kill()
+    for client in clients:
+        client.join(30)
+    with Library(own, read_only=True) as lib:
+        assert lib.integrity_check() == "ok"
+        stored = lib.user_tags(targets)
+    for asset, take in answered.items():
+        assert stored[asset] in ([f"take-{take}"], [f"take-{take + 1}"]), (asset, take, stored[asset])
