@@ -453,3 +453,55 @@ def test_a_server_killed_mid_write_loses_no_committed_tag(tmp_path, library, tin
         stored = lib.user_tags(targets)
     for asset, take in answered.items():
         assert stored[asset] in ([f"take-{take}"], [f"take-{take + 1}"]), (asset, take, stored[asset])
+
+
+# -- the client module ---------------------------------------------------------------------
+
+def test_the_client_reads_what_the_server_serves_with_paths_mapped(server, library):
+    """core.library.client against the real server: the same hits as the routes, each with
+    its path as a Windows machine mounting the share at S:\\assets reaches it."""
+    from core.library.client import LibraryClient, PathMap
+
+    root, _, ids = library
+    client = LibraryClient(server + "/", paths=PathMap.parse(f"{root}=S:\\assets"))
+    _, _, served = call(server, "/v1/search?q=a+chair&k=3")
+    hits = client.search("a chair", k=3)
+    assert [{k: v for k, v in h.items() if k != "local_path"} for h in hits] == served["hits"]
+    chair = next(h for h in hits if h["asset_id"] == ids["props/chair.glb"])
+    assert chair["local_path"] == "S:\\assets\\props\\chair.glb"
+    assert ids["props/lamp.glb"] not in [h["asset_id"] for h in client.like(ids["props/lamp.glb"], k=4)]
+    assert client.asset(ids["other/chair copy.glb"])["local_path"] == "S:\\assets\\other\\chair copy.glb"
+    assert client.thumbnail(ids["props/chair.glb"]).startswith(b"\x89PNG")
+    assert client.thumbnail(ids["bare/lamp bare.glb"]) is None
+    assert client.status()["assets"] == 5
+
+
+def test_the_client_writes_tags_with_the_token_and_says_why_not(server, library):
+    from core.library.client import ClientError, LibraryClient
+
+    _, _, ids = library
+    asset = ids["props/table.glb"]
+    assert LibraryClient(server, token=TOKEN).set_tags(asset, [" oak ", "table"]) == ["oak", "table"]
+    assert LibraryClient(server).asset(asset)["user_tags"] == ["oak", "table"]
+    with pytest.raises(ClientError, match=r"^http://127\.0\.0\.1:\d+: .*token"):
+        LibraryClient(server, token="wrong").set_tags(asset, ["pine"])
+    with pytest.raises(ClientError, match="no asset 999999"):
+        LibraryClient(server).asset(999999)
+
+
+def test_client_addresses_and_mappings_that_cannot_work_are_one_clear_error():
+    from core.library.client import ClientError, LibraryClient, PathMap
+
+    sock = listen("127.0.0.1", 0)
+    closed = url(sock)
+    sock.close()  # nothing listens there now
+    with pytest.raises(ClientError, match="cannot reach .*is `ulip2 serve` running there"):
+        LibraryClient(closed, timeout=5).status()
+    with pytest.raises(ClientError, match="not a server address"):
+        LibraryClient("ftp://assets/")
+    with pytest.raises(ClientError, match="SERVER_PREFIX=LOCAL_PREFIX"):
+        PathMap.parse("/mnt/assets")
+    paths = PathMap.parse("/mnt/assets=/Volumes/assets; /mnt/assets/textures=T:\\")
+    assert paths.local("/mnt/assets/props/a.glb") == "/Volumes/assets/props/a.glb"
+    assert paths.local("/mnt/assets/textures/wood.png") == "T:\\wood.png"  # the longer prefix wins
+    assert paths.local("/mnt/assetsX/b.glb") == "/mnt/assetsX/b.glb"  # a prefix ends at a separator

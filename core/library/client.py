@@ -1,0 +1,136 @@
+"""A served library (`ulip2 serve`, its /v1 routes) as the desktop app and the Blender panel
+use it, and the path mapping that turns the paths the server stored into this machine's.
+
+The indexing machine stores paths as it sees them (/mnt/assets/props/chair.glb); an artist's
+machine mounts the same share elsewhere (S:\\ on Windows, /Volumes/assets on macOS). A
+`PathMap` of prefixes, set once in a client's settings, maps one onto the other, so Reveal,
+Open in Blender and Append find the file. Standard library only (urllib): Blender's Python
+runs this.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+
+from ..errors import Ulip2Error
+
+#: The most a reply may hold (a thumbnail is tens of KB, 200 hits a few): a client never
+#: reads without bound from whatever answers at the URL.
+MAX_REPLY = 16 * 1024 * 1024
+_WINDOWS = re.compile(r"^([A-Za-z]:|\\\\)")  # a drive letter or a UNC share
+
+
+class ClientError(Ulip2Error):
+    """The server refused a request (its message) or could not be reached."""
+
+
+@dataclass(frozen=True)
+class PathMap:
+    """Prefix pairs (as the server stored it, as this machine mounts it), the longest match
+    first. Written in settings as `SERVER=LOCAL` pairs separated by `;`."""
+
+    pairs: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> PathMap:
+        pairs = []
+        for item in (part.strip() for part in text.split(";")):
+            if not item:
+                continue
+            server, sep, local = (s.strip() for s in item.partition("="))
+            if not sep or not server or not local:
+                raise ClientError(f"path mapping {item!r}: write SERVER_PREFIX=LOCAL_PREFIX, e.g. /mnt/assets=S:\\")
+            pairs.append((server.rstrip("/\\") or server, local))
+        return cls(tuple(sorted(pairs, key=lambda p: -len(p[0]))))
+
+    def local(self, path: str) -> str:
+        """The server's `path` as this machine reaches it (unchanged when no prefix matches)."""
+        for server, local in self.pairs:
+            if path == server or path.startswith(server.rstrip("/\\") + "/"):
+                rest = path[len(server):].lstrip("/")
+                if _WINDOWS.match(local):
+                    return local.rstrip("\\/") + ("\\" + rest.replace("/", "\\") if rest else "\\")
+                return local.rstrip("/") + ("/" + rest if rest else "")
+        return path
+
+
+class LibraryClient:
+    """One served library: search, like, asset records, thumbnails, a person's tags. Each
+    hit and record gains "local_path", its path through the PathMap."""
+
+    def __init__(self, url: str, *, token: str | None = None, paths: PathMap = PathMap(), timeout: float = 30):
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ClientError(f"{url!r} is not a server address; write it as http://HOST:PORT (ulip2 serve prints it)")
+        self.url = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+        self.token, self.paths, self.timeout = token, paths, timeout
+
+    def _call(self, method: str, route: str, params: dict | None = None, body: dict | None = None):
+        query = urllib.parse.urlencode({k: v for k, v in (params or {}).items() if v not in (None, (), [])},
+                                       doseq=True)
+        headers = {"Accept": "application/json"}
+        data = None
+        if body is not None:
+            data, headers["Content-Type"] = json.dumps(body).encode(), "application/json"
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        request = urllib.request.Request(f"{self.url}/v1/{route}" + (f"?{query}" if query else ""), data=data,
+                                         method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as reply:
+                payload, kind = reply.read(MAX_REPLY + 1), reply.headers.get("Content-Type", "")
+        except urllib.error.HTTPError as error:
+            raise ClientError(f"{self.url}: {_message(error)}") from None
+        except (OSError, ValueError) as error:  # refused, timed out, bad certificate, reset
+            raise ClientError(f"cannot reach {self.url} ({error}); is `ulip2 serve` running there?") from None
+        if len(payload) > MAX_REPLY:
+            raise ClientError(f"{self.url}: a reply of more than {MAX_REPLY} bytes; is this a ulip2 server?")
+        if not kind.startswith("application/json"):
+            return payload
+        try:
+            return json.loads(payload)
+        except ValueError:
+            raise ClientError(f"{self.url}: a reply that is not JSON; is this a ulip2 server?") from None
+
+    def _mapped(self, record: dict) -> dict:
+        return record | {"local_path": self.paths.local(record["path"])}
+
+    def status(self) -> dict:
+        return self._call("GET", "status")
+
+    def search(self, text: str, k: int = 10, *, formats=(), folder: str | None = None, tags=()) -> list[dict]:
+        reply = self._call("GET", "search", {"q": text, "k": k, "format": list(formats), "folder": folder,
+                                             "tag": list(tags)})
+        return [self._mapped(hit) for hit in reply["hits"]]
+
+    def like(self, asset_id: int, k: int = 10) -> list[dict]:
+        return [self._mapped(hit) for hit in self._call("GET", f"like/{int(asset_id)}", {"k": k})["hits"]]
+
+    def asset(self, asset_id: int) -> dict:
+        return self._mapped(self._call("GET", f"assets/{int(asset_id)}"))
+
+    def thumbnail(self, asset_id: int) -> bytes | None:
+        """The asset's PNG, or None when it has none."""
+        try:
+            return self._call("GET", f"assets/{int(asset_id)}/thumbnail")
+        except ClientError as error:
+            if "has no thumbnail" in str(error):
+                return None
+            raise
+
+    def set_tags(self, asset_id: int, tags: list[str]) -> list[str]:
+        """Replace a person's tags of the asset (needs the server's token); returns them as stored."""
+        return self._call("PUT", f"assets/{int(asset_id)}/tags", body={"tags": list(tags)})["user_tags"]
+
+
+def _message(error: urllib.error.HTTPError) -> str:
+    """The server's JSON error message, else the HTTP status."""
+    try:
+        return str(json.loads(error.read(64 * 1024))["error"])
+    except (ValueError, KeyError, TypeError, OSError):
+        return f"HTTP {error.code} {error.reason}"
