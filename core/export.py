@@ -245,6 +245,16 @@ def export_bundle(
     return Bundle(**{**bundle.__dict__, "path": out.resolve()})
 
 
+def _changeable(bundle_dir: str | os.PathLike, how: str) -> Bundle:
+    """The bundle at `bundle_dir`, refused when it is the one shipped with ulip2 (`how` says
+    the way round: a copy made by add-text)."""
+    bundle = read_bundle(bundle_dir, warn_untrained=False)
+    if bundle.path == SHIPPED_BUNDLE.resolve():
+        raise BundleError(f"the bundle shipped with ulip2 stays as installed; {how}: "
+                          "ulip2 models add-text default --out DIR")
+    return bundle
+
+
 def add_text_tower(bundle_dir: str | os.PathLike, prompts: Sequence[str] = (), *,
                    on_progress: OnProgress | None = None) -> Bundle:
     """Export the text tower of the bundle's space into the bundle (text/text.onnx and
@@ -257,10 +267,7 @@ def add_text_tower(bundle_dir: str | os.PathLike, prompts: Sequence[str] = (), *
     from .spaces import load_space
     from .spaces.onnx_text import export_tower
 
-    bundle = read_bundle(bundle_dir, warn_untrained=False)
-    if bundle.path == SHIPPED_BUNDLE.resolve():
-        raise BundleError("the bundle shipped with ulip2 stays as installed; make a copy with a text tower: "
-                          "ulip2 models add-text default --out DIR")
+    bundle = _changeable(bundle_dir, "make a copy with a text tower")
     space = load_space(bundle.space)
     if space.dim != bundle.dim:
         raise BundleError(f"space {bundle.space!r} embeds in {space.dim} dims but bundle {bundle.path} says {bundle.dim}")
@@ -298,10 +305,7 @@ def add_upright(bundle_dir: str | os.PathLike, scorer: Upright) -> Bundle:
     """Carry an up-axis scorer (core.upright; training/upright.py fits one) in the bundle
     (upright.npz, written atomically): its encoder then sees every cloud turned upright.
     Replaces one already there; returns the bundle read again."""
-    bundle = read_bundle(bundle_dir, warn_untrained=False)
-    if bundle.path == SHIPPED_BUNDLE.resolve():
-        raise BundleError("the bundle shipped with ulip2 stays as installed; copy it first: "
-                          "ulip2 models add-text default --out DIR")
+    bundle = _changeable(bundle_dir, "copy it first")
     staged = bundle.path / f".{UPRIGHT_FILE}.tmp.npz"
     scorer.save(staged)
     os.replace(staged, bundle.path / UPRIGHT_FILE)

@@ -10,6 +10,7 @@ import numpy as np
 
 from .bundle import Bundle, default_bundle_path, read_bundle
 from .errors import BundleError
+from .sampling import unit_sphere
 from .upright import Upright
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -95,12 +96,3 @@ class PointEncoder:
             points = load_points(path, self.num_points, seed=seed)
             yield os.fspath(path), self.embed_points(points, batch_size=batch_size)[0]
 
-
-def unit_sphere(points: np.ndarray) -> np.ndarray:
-    """(B, N, C) float32 with each cloud's xyz centred and scaled to the unit sphere, as the
-    sampler leaves it and the encoder expects it (a no-op, to rounding, for sampled points)."""
-    out = np.array(points, dtype=np.float32)
-    xyz = out[..., :3] - out[..., :3].mean(axis=1, keepdims=True)
-    scale = np.linalg.norm(xyz, axis=-1).max(axis=1)
-    out[..., :3] = xyz / np.where(scale > 0, scale, 1.0)[:, None, None]
-    return out

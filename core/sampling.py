@@ -102,6 +102,17 @@ def normalize_unit_sphere(xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray, floa
     return centred / scale, centre, scale
 
 
+def unit_sphere(points: np.ndarray) -> np.ndarray:
+    """(B, N, C) float32 copy with each cloud's xyz centred and scaled to the unit sphere, as
+    sample_points leaves one cloud and the encoder expects them (a no-op, to rounding, for
+    sampled points)."""
+    out = np.array(points, dtype=np.float32)
+    xyz = out[..., :3] - out[..., :3].mean(axis=1, keepdims=True)
+    scale = np.linalg.norm(xyz, axis=-1).max(axis=1)
+    out[..., :3] = xyz / np.where(scale > 0, scale, 1.0)[:, None, None]
+    return out
+
+
 def sample_points(
     parts: SurfacePart | Sequence[SurfacePart], n_points: int, *, seed: int = 0
 ) -> np.ndarray:

@@ -27,13 +27,14 @@ import os
 import numpy as np
 
 from .errors import BundleError
+from .sampling import unit_sphere
 
 UPRIGHT_FILE = "upright.npz"
 #: The candidate up directions, the conventions files are saved in: as read (+y), z-up
 #: (a y-up reader sees the up on +z) and x-up. A file saved upside down is not corrected.
 UPS = np.array([[0, 1, 0], [0, 0, 1], [1, 0, 0]], dtype=np.float32)
 #: For each candidate, the rotation taking it onto +y: the inverse of the turn a y-up
-#: reader sees (training.recipes.corpus_model.FRAMES), so a z-up file comes back exactly.
+#: reader sees in a file saved with that axis up, so a z-up file comes back exactly.
 TURNS = np.array([
     np.eye(3),
     [[1, 0, 0], [0, 0, 1], [0, -1, 0]],   # +z up: (x, y, z) -> (x, z, -y), as Blender's y_up
@@ -56,9 +57,7 @@ def describe(xyz: np.ndarray, bins: tuple[int, int] = (HEIGHT_BINS, DISTANCE_BIN
     two spreads of its points across the axis (the square roots of its 2x2 covariance's
     eigenvalues). Each is unchanged when the cloud turns about the candidate axis."""
     heights, distances = bins
-    xyz = np.asarray(xyz, dtype=np.float32)
-    xyz = xyz - xyz.mean(axis=1, keepdims=True)  # into the unit sphere, whatever the scale
-    xyz = xyz / np.maximum(np.linalg.norm(xyz, axis=-1).max(axis=1), 1e-12)[:, None, None]
+    xyz = unit_sphere(np.asarray(xyz)[..., :3])  # whatever the scale the caller has
     turned = np.einsum("kij,bnj->bkni", TURNS, xyz)  # candidate up on +y
     b, k, n = turned.shape[:3]
     u, h, v = turned[..., 0], turned[..., 1], turned[..., 2]

@@ -16,7 +16,8 @@ from core.bundle import BUNDLE_FILE, FORMAT_VERSION, UntrainedBundleWarning, def
 from core.errors import BundleError, CheckpointError
 from core.export import export_bundle
 from core.models import create_encoder
-from core.runtime import PointEncoder, choose_providers, unit_sphere
+from core.runtime import PointEncoder, choose_providers
+from core.sampling import unit_sphere
 
 
 def _torch_embed(model, points: np.ndarray) -> np.ndarray:

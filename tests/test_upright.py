@@ -12,7 +12,8 @@ import trimesh
 from core.bundle import read_bundle
 from core.errors import BundleError
 from core.export import add_upright
-from core.runtime import PointEncoder, unit_sphere
+from core.runtime import PointEncoder
+from core.sampling import unit_sphere
 from core.upright import TURNS, UPS, Upright, describe
 from training.recipes.corpus_model import FRAMES
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 
 from core.progress import OnProgress
-from core.runtime import unit_sphere
 from core.upright import DISTANCE_BINS, HEIGHT_BINS, Upright, describe
 
 COPIES = 4
@@ -38,7 +37,7 @@ def descriptions(clouds: np.ndarray, *, copies: int = COPIES, seed: int = 0) -> 
         keep = rng.integers(points // 2, points + 1)
         batch = np.stack([_tilted(c[rng.permutation(points)[:keep], :3], rng) for c in clouds])
         batch += np.clip(rng.normal(0, 0.01, batch.shape), -0.05, 0.05).astype(np.float32)
-        out.append(describe(unit_sphere(batch)))
+        out.append(describe(batch))
     return np.concatenate(out)
 
 
@@ -70,4 +69,4 @@ def fit_upright(clouds: np.ndarray, *, hidden: int = 128, steps: int = 3000, lr:
 
 def upright_accuracy(scorer: Upright, clouds: np.ndarray) -> float:
     """Share of upright clouds whose estimated up is +y (index 0 of core.upright.UPS)."""
-    return float((scorer.ups(unit_sphere(clouds[..., :3])) == 0).mean()) if len(clouds) else 0.0
+    return float((scorer.ups(clouds[..., :3]) == 0).mean()) if len(clouds) else 0.0

@@ -45,18 +45,15 @@ import numpy as np
 from core.errors import Ulip2Error
 from core.export import add_upright
 from core.progress import bar
-from core.upright import UPRIGHT_FILE, Upright
+from core.upright import TURNS, UPRIGHT_FILE, Upright
 
 SPACE = "minilm"
 POINTS = 1024
 VAL_CURVE = "val.jsonl"  # train --validate: one line per scoring, in the run folder
 CHOSEN = {"encoder": "pointbert-lite", "epochs": 40, "lr": 1e-3, "batch_size": 64}
-# A y-up cloud as a y-up reader sees the file when it was saved with another axis up.
-FRAMES = {
-    "y-up": np.eye(3),
-    "z-up": np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]], float),   # the object's up lands on +z
-    "x-up": np.array([[0, 1, 0], [-1, 0, 0], [0, 0, 1]], float),   # ... on +x
-}
+# A y-up cloud as a y-up reader sees the file when it was saved with another axis up (the
+# object's up lands on +z, on +x): the inverses of the turns the up-axis scorer makes back.
+FRAMES = {name: turn.T for name, turn in zip(("y-up", "z-up", "x-up"), TURNS)}
 
 
 # ---- pack ------------------------------------------------------------------------------
@@ -180,6 +177,7 @@ def train(pack_path: Path, job: dict, out: Path, *, holdout: str | None = None, 
     val = pack.select(splits=("val",), sources=sources, exclude_source=holdout, labelled=True)
     scorer = trainer.augment.upright
     frames = FRAMES if scorer is not None else {"y-up": FRAMES["y-up"]}  # the scorer is what z-up tests
+    val_points = pack.points(val)
     trainer.resume()
     while trainer.epoch < config.epochs:
         metrics = trainer.train_epoch()
@@ -187,7 +185,7 @@ def train(pack_path: Path, job: dict, out: Path, *, holdout: str | None = None, 
         if trainer.epoch % 5 == 0 or trainer.epoch == config.epochs:
             point = {"epoch": trainer.epoch, "loss": round(metrics["loss"], 4)}
             for frame, rotation in frames.items():
-                points = turned(pack.points(val), rotation)
+                points = turned(val_points, rotation)
                 if scorer is not None:
                     points = scorer.turn(points)
                 scores = per_source_top1(_torch_embed(trainer.model, points, trainer.device), pack, val)
