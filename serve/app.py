@@ -28,6 +28,7 @@ from serve.connections import DEFAULT_READERS, Connections, Reader
 from serve.errors import ApiError
 from serve.hosts import HostCheck
 from serve.openapi import openapi_document
+from serve.page import page_routes
 
 
 # -- reads ----------------------------------------------------------------------------------
@@ -242,7 +243,7 @@ def create_app(db_path: str | os.PathLike | None = None, bundle: Bundle | str | 
         Exception: errors.server_error,
     }
     middleware = [Middleware(HostCheck, names=allowed_hosts)] if allowed_hosts is not None else []
-    app = Starlette(routes=ROUTES, exception_handlers=handlers, middleware=middleware, lifespan=lifespan)
+    app = Starlette(routes=ROUTES + page_routes(), exception_handlers=handlers, middleware=middleware, lifespan=lifespan)
     app.state.connections = connections
     app.state.token = token
     app.state.openapi = openapi_document()

@@ -101,7 +101,7 @@ def tiny_bundle(tmp_path_factory):
 
 TIERS = ("blender", "gui", "ray", "train", "models", "crash", "serve")
 _MODULE_TIERS = {"bpy": "blender", "blender_files": "blender", "PySide6": "gui", "pytestqt": "gui", "ray": "ray",
-                 "uvicorn": "serve", "serve": "serve"}
+                 "uvicorn": "serve", "serve": "serve", "selenium": "serve"}
 _NAME_TIERS = {"write_blend_files": "blender"}
 _FIXTURE_TIERS = {"qtbot": "gui"}
 _TESTS = os.path.dirname(os.path.abspath(__file__))

@@ -3,7 +3,6 @@ real SQLite library indexed with the session's tiny bundle (random weights: only
 for any encoder is checked, e.g. an identical mesh is the nearest, and hits are what core's
 Searcher returns). Every refusal must be a 4xx JSON body {"error": ...}, never a traceback."""
 
-import contextlib
 import json
 import os
 import shutil
@@ -35,6 +34,7 @@ from meshes import example_folders  # noqa: E402
 from serve import limits  # noqa: E402
 from serve.app import ROUTES, create_app  # noqa: E402
 from serve.hosts import LOOPBACK_NAMES, is_loopback, listen, url  # noqa: E402
+from served import serving  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "t0ken-for-tests"
@@ -57,26 +57,6 @@ def library(tmp_path_factory, tiny_bundle):
         ids = {Path(row["path"]).relative_to(root).as_posix(): i for i, row in lib.assets().items()}
     assert len(ids) == 5
     return root, db, ids
-
-
-@contextlib.contextmanager
-def serving(app):
-    """`app` on a real uvicorn server in a thread, on a free loopback port: yields its URL."""
-    sock = listen("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.01)
-    try:
-        yield url(sock)
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
-        assert not thread.is_alive(), "the server did not stop"
 
 
 @pytest.fixture(scope="module")
@@ -200,6 +180,23 @@ def test_openapi_names_every_route(server):
     assert k["schema"]["maximum"] == limits.MAX_K
 
 
+def test_the_web_page_is_served_from_fixed_routes_under_a_strict_policy(server):
+    """tests/test_web_page.py drives the page in a browser; here, what any client sees."""
+    status, headers, body = call(server, "/")
+    assert status == 200 and headers["content-type"].startswith("text/html")
+    assert b'<script src="/page.js"' in body and b"<script>" not in body  # no inline script
+    policy = headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "script-src 'self'" in policy and "unsafe" not in policy
+    for path, kind in (("/page.js", "text/javascript"), ("/page.css", "text/css"), ("/icon.svg", "image/svg+xml")):
+        status, headers, body = call(server, path)
+        assert status == 200 and headers["content-type"].startswith(kind) and body
+        assert headers["x-content-type-options"] == "nosniff"
+    assert b"innerHTML" not in call(server, "/page.js")[2]  # records are set as text
+    for path in ("/index.html", "/web/page.js", "/page.js/..%2fapp.py", "/../serve/app.py"):
+        status, headers, body = call(server, path)
+        assert_json_error(status, headers, body, 404)
+
+
 # -- writes ----------------------------------------------------------------------------------
 
 def test_tags_written_with_the_token(server, library):
@@ -269,7 +266,7 @@ def test_hostile_requests_are_json_errors(server, library):
         (404, f"/v1/assets/{10**30}", {}),
         (404, "/v1/assets/-1", {}),
         (404, "/v1/nothing-here", {}),
-        (404, "/", {}),
+        (404, "/secret.txt", {}),
         (400, "/v1/search?q=chair&k=0", {}),
         (400, f"/v1/search?q=chair&k={10**9}", {}),
         (400, "/v1/search?q=chair&k=ten", {}),
