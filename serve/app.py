@@ -4,9 +4,11 @@ named by its id, never by a path, and no request opens a file."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import os
 import sqlite3
+import tempfile
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,9 +22,10 @@ from starlette.routing import Route
 
 from core import __version__
 from core.bundle import Bundle, default_bundle_path, read_bundle
-from core.errors import Ulip2Error
+from core.errors import AssetError, Ulip2Error
 from core.library.search import Searcher
 from core.library.store import Library, default_db_path
+from core.meshio import load_points
 from serve import errors, limits
 from serve.connections import DEFAULT_READERS, Connections, Reader
 from serve.errors import ApiError
@@ -100,6 +103,33 @@ def _hits(request: Request, query: dict, k: int, filters: dict, hits) -> JSONRes
 
 def _no_asset(asset_id: int) -> ApiError:
     return ApiError(404, f"no asset {asset_id} in this library; search hits give the ids it holds")
+
+
+def _search_mesh(reader: Reader, data: bytes, suffix: str, k: int, filters: dict):
+    encoder = reader.encoder
+    with tempfile.TemporaryDirectory(prefix="ulip2-upload-") as folder:
+        path = os.path.join(folder, "upload" + suffix)  # the name is the server's, the type checked
+        with open(path, "wb") as out:
+            out.write(data)
+        try:
+            points = load_points(path, encoder.num_points)
+        except AssetError as exc:
+            raise ApiError(422, f"the uploaded {suffix} file cannot be read: {exc.reason}; "
+                                "send a mesh file of that type") from None
+    return reader.searcher.search(encoder.embed_points(points)[0], k, **filters)
+
+
+async def search_mesh(request: Request) -> JSONResponse:
+    """Assets like an uploaded mesh file (the body, of the type `type` names), best first."""
+    params = request.query_params
+    limits.only(params, ("type", "k", "format", "folder", "tag"), repeatable=("format", "tag"))
+    suffix, k, filters = limits.mesh_type(params), limits.k(params), limits.filters(params)
+    data = await limits.body_bytes(request, limits.MAX_MESH_BYTES, "the mesh")
+    if not data:
+        raise ApiError(400, "the body is empty; send the mesh file's bytes as the body")
+    async with request.app.state.uploads:  # one upload decoded at a time bounds the memory they take
+        hits = await request.app.state.connections.read(_search_mesh, data, suffix, k, filters)
+    return _hits(request, {"mesh": suffix.lstrip(".")}, k, filters, hits)
 
 
 def _asset(reader: Reader, asset_id: int) -> dict:
@@ -192,6 +222,7 @@ ROUTES = [
     Route("/v1/status", status, methods=["GET"]),
     Route("/v1/search", search, methods=["GET"]),
     Route("/v1/like/{asset_id}", like, methods=["GET"]),
+    Route("/v1/search/mesh", search_mesh, methods=["POST"]),
     Route("/v1/assets/{asset_id}", asset, methods=["GET"]),
     Route("/v1/assets/{asset_id}/thumbnail", thumbnail, methods=["GET"]),
     Route("/v1/assets/{asset_id}/tags", put_tags, methods=["PUT"]),
@@ -246,5 +277,6 @@ def create_app(db_path: str | os.PathLike | None = None, bundle: Bundle | str | 
     app = Starlette(routes=ROUTES + page_routes(), exception_handlers=handlers, middleware=middleware, lifespan=lifespan)
     app.state.connections = connections
     app.state.token = token
+    app.state.uploads = asyncio.Semaphore(1)
     app.state.openapi = openapi_document()
     return app

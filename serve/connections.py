@@ -18,10 +18,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from core.bundle import Bundle
+from core.bundle import Bundle, check_encoder_files
 from core.library.keys import bundle_id
 from core.library.search import Searcher
 from core.library.store import Library
+from core.runtime import PointEncoder
 
 T = TypeVar("T")
 DEFAULT_READERS = min(4, os.cpu_count() or 1)
@@ -30,12 +31,19 @@ DEFAULT_READERS = min(4, os.cpu_count() or 1)
 class Reader:
     """One reader thread's read-only Library, and its Searcher over the bundle's embeddings."""
 
-    def __init__(self, db_path: Path, bundle: Bundle, bundle_key: str):
+    def __init__(self, db_path: Path, bundle: Bundle, bundle_key: str, encoder: Callable[[], PointEncoder]):
         self.library = Library(db_path, read_only=True)
         self.bundle = bundle
         self.bundle_id = bundle_key
+        self._encoder = encoder
         self._searcher: Searcher | None = None
         self._generation: int | None = None
+
+    @property
+    def encoder(self) -> PointEncoder:
+        """The server's one point encoder (made on the first mesh upload, shared by the readers:
+        an ONNX Runtime session runs from several threads)."""
+        return self._encoder()
 
     @property
     def searcher(self) -> Searcher:
@@ -60,6 +68,15 @@ class Connections:
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="ulip2-serve-writer")
         self._local = threading.local()
         self._writable: Library | None = None  # opened by the writer thread on the first write
+        self._point_encoder: PointEncoder | None = None
+        self._encoder_lock = threading.Lock()
+
+    def _encoder(self) -> PointEncoder:
+        with self._encoder_lock:
+            if self._point_encoder is None:
+                check_encoder_files(self.bundle)
+                self._point_encoder = PointEncoder(self.bundle)  # CUDA when ONNX Runtime has it
+            return self._point_encoder
 
     async def read(self, work: Callable[..., T], *args) -> T:
         """work(reader, *args) in a reader thread."""
@@ -72,7 +89,7 @@ class Connections:
     def _read(self, work, args):
         reader = getattr(self._local, "reader", None)
         if reader is None:
-            reader = self._local.reader = Reader(self.db_path, self.bundle, self.bundle_id)
+            reader = self._local.reader = Reader(self.db_path, self.bundle, self.bundle_id, self._encoder)
         return work(reader, *args)
 
     def _write(self, work, args):

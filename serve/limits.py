@@ -11,10 +11,11 @@ from collections.abc import Mapping
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
 
-from core.formats import ASSET_EXTENSIONS
+from core.formats import ASSET_EXTENSIONS, BLENDER_FORMATS, TRIMESH_FORMATS
 from serve.errors import ApiError
 
 MAX_BODY_BYTES = 64 << 10  # a JSON body: a tag list is a few hundred bytes
+MAX_MESH_BYTES = 32 << 20  # an uploaded mesh; a larger one is searched for once indexed (like)
 MAX_K = 200                # hits per search
 DEFAULT_K = 10
 MAX_QUERY_CHARS = 1_000    # a text query (the text tower reads 256 tokens at most anyway)
@@ -25,6 +26,7 @@ MAX_TAG_CHARS = 100
 _MAX_ID = 2**63 - 1        # SQLite's largest integer: a longer id names no asset
 
 _FORMATS = sorted(e.lstrip(".") for e in ASSET_EXTENSIONS)
+UPLOAD_TYPES = tuple(e.lstrip(".") for e in TRIMESH_FORMATS)
 
 
 def asset_id(text: str) -> int:
@@ -94,26 +96,47 @@ def filters(params: QueryParams) -> dict:
     return dict(formats=formats, folder=folder, tags=tags)
 
 
-async def json_body(request: Request, limit: int = MAX_BODY_BYTES):
-    """The request's JSON body, refused (413) as soon as it is known to pass `limit` bytes:
-    from Content-Length before anything is read, else while it streams in."""
-    kind = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-    if kind != "application/json":
-        raise ApiError(415, f"the body is {kind[:60]}; send JSON with Content-Type: application/json")
+async def body_bytes(request: Request, limit: int, what: str = "the body") -> bytes:
+    """The request's body, refused (413) as soon as it is known to pass `limit` bytes: from
+    Content-Length before anything is read, else while it streams in."""
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
-        raise ApiError(413, f"the body is {int(length)} bytes; this server takes {limit} at most")
+        raise ApiError(413, f"{what} is {int(length)} bytes; this server takes {limit} at most")
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise ApiError(413, f"the body passes {limit} bytes, the most this server takes")
+            raise ApiError(413, f"{what} passes {limit} bytes, the most this server takes")
+    return bytes(body)
+
+
+async def json_body(request: Request, limit: int = MAX_BODY_BYTES):
+    """The request's JSON body, at most `limit` bytes."""
+    kind = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    if kind != "application/json":
+        raise ApiError(415, f"the body is {kind[:60]}; send JSON with Content-Type: application/json")
+    body = await body_bytes(request, limit)
     try:
-        return json.loads(bytes(body))
+        return json.loads(body)
     except UnicodeDecodeError:
         raise ApiError(400, "the body is not UTF-8 text; send JSON") from None
     except ValueError as exc:
         raise ApiError(400, f"the body is not JSON ({exc}); send e.g. {{\"tags\": [\"chair\", \"oak\"]}}") from None
+
+
+def mesh_type(params: QueryParams) -> str:
+    """The uploaded mesh's file type (`type=glb`) as an extension: one trimesh reads. Blender's
+    formats are not taken: a Blender run per request would be the server's to pay for."""
+    given = params.get("type")
+    if given is None:
+        raise ApiError(400, f"say the mesh's file type as type=, one of {', '.join(UPLOAD_TYPES)}")
+    suffix = "." + given.lower().lstrip(".")
+    if suffix not in TRIMESH_FORMATS:
+        hint = ("; index such files with ulip2 index and search like them (/v1/like/ID)"
+                if suffix in BLENDER_FORMATS else "")
+        raise ApiError(415, f"type={given[:20]!r} is not a mesh type this server reads from an upload; "
+                            f"send one of {', '.join(UPLOAD_TYPES)}{hint}")
+    return suffix
 
 
 def tags_body(body) -> list[str]:

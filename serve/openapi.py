@@ -32,7 +32,8 @@ def openapi_document() -> dict:
     return {
         "openapi": "3.0.3",
         "info": {"title": "ulip2 library server", "version": __version__,
-                 "description": "One ulip2 asset library: search by text or by an indexed asset, asset records, "
+                 "description": "One ulip2 asset library: search by text, by an indexed asset or by an uploaded "
+                                "mesh, asset records, "
                                 "thumbnails, a person's tags. Reads need no token; writes need the server's bearer "
                                 "token. Every error is a JSON body {\"error\": message}."},
         "paths": {
@@ -48,6 +49,14 @@ def openapi_document() -> dict:
             "/v1/like/{asset_id}": {"get": {
                 "summary": "assets like an indexed one, itself left out",
                 "parameters": [_ASSET_ID, _K, *_FILTERS], "responses": _HITS}},
+            "/v1/search/mesh": {"post": {
+                "summary": "assets like an uploaded mesh file",
+                "parameters": [{"name": "type", "in": "query", "required": True, "description": "the file's type",
+                                "schema": {"type": "string", "enum": list(limits.UPLOAD_TYPES)}}, _K, *_FILTERS],
+                "requestBody": {"required": True, "description": f"the file's bytes, {limits.MAX_MESH_BYTES} at most",
+                                "content": {"application/octet-stream": {"schema": {"type": "string",
+                                                                                    "format": "binary"}}}},
+                "responses": _HITS | {"413": _ERROR, "415": _ERROR, "422": _ERROR}}},
             "/v1/assets/{asset_id}": {"get": {
                 "summary": "one asset's record",
                 "parameters": [_ASSET_ID],
@@ -84,7 +93,8 @@ def openapi_document() -> dict:
                     "format": {"type": "string"}, "folder": {"type": "string"},
                     "score": {"type": "number", "description": "cosine similarity in the bundle's space"}}},
                 "Hits": {"type": "object", "properties": {
-                    "query": {"type": "string"}, "like": {"type": "integer"}, "k": {"type": "integer"},
+                    "query": {"type": "string"}, "like": {"type": "integer"}, "mesh": {"type": "string"},
+                    "k": {"type": "integer"},
                     "filters": {"type": "object"}, "bundle": {"type": "string"}, "space": {"type": "string"},
                     "hits": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}}}},
                 "Asset": {"type": "object", "properties": {

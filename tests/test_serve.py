@@ -149,6 +149,26 @@ def test_like_leaves_the_asset_itself_out(server, library):
     assert_json_error(*call(server, "/v1/like/987654"), 404)
 
 
+def test_search_by_an_uploaded_mesh(server, library):
+    """The upload is sampled and embedded as the index did the same file, so the chairs it
+    holds come first at cosine 1; the filters hold as for text."""
+    root, _, ids = library
+    data = (REPO / "examples" / "chair.glb").read_bytes()
+    status, _, body = call(server, "/v1/search/mesh?type=glb&k=5", method="POST", body=data,
+                           headers={"Content-Type": "application/octet-stream"})
+    assert status == 200 and body["mesh"] == "glb" and len(body["hits"]) == 5
+    first_two = {h["asset_id"] for h in body["hits"][:2]}
+    assert first_two == {ids["props/chair.glb"], ids["other/chair copy.glb"]}
+    assert [h["score"] for h in body["hits"][:2]] == pytest.approx([1.0, 1.0], abs=1e-4)
+    _, _, liked = call(server, f"/v1/like/{ids['props/chair.glb']}?k=4")
+    # like leaves the chair out and puts its copy first; then both rank the rest alike
+    assert [h["asset_id"] for h in body["hits"][2:]] == [h["asset_id"] for h in liked["hits"][1:]]
+    folder = urllib.parse.quote(str(root / "props"))
+    _, _, only_props = call(server, f"/v1/search/mesh?type=GLB&folder={folder}", method="POST", body=data)
+    assert [h["asset_id"] for h in only_props["hits"]][0] == ids["props/chair.glb"]
+    assert len(only_props["hits"]) == 3
+
+
 def test_asset_details_and_thumbnails(server, library):
     root, db, ids = library
     chair, bare = ids["props/chair.glb"], ids["bare/lamp bare.glb"]
@@ -282,6 +302,15 @@ def test_hostile_requests_are_json_errors(server, library):
         (405, tags, {"method": "DELETE"}),
         (405, "/v1/status", {"method": "PUT", "body": b"{}"}),
         (400, "/v1/status", {"headers": {"Host": "evil.example"}}),
+        (400, "/v1/search/mesh", {"method": "POST", "body": b"glTF"}),
+        (400, "/v1/search/mesh?type=glb", {"method": "POST", "body": b""}),
+        (415, "/v1/search/mesh?type=blend", {"method": "POST", "body": b"BLENDER"}),
+        (415, "/v1/search/mesh?type=../../secret.txt", {"method": "POST", "body": b"x"}),
+        (415, "/v1/search/mesh?type=exe", {"method": "POST", "body": b"MZ"}),
+        (422, "/v1/search/mesh?type=glb", {"method": "POST", "body": b"glTF not really a binary glTF"}),
+        (422, "/v1/search/mesh?type=obj", {"method": "POST", "body": b"v 1 2\nf 1 2 3 9\n"}),
+        (422, "/v1/search/mesh?type=stl", {"method": "POST", "body": b"\0" * 84}),
+        (405, "/v1/search/mesh?type=glb", {}),
     ]
     for expected, path, kw in cases:
         status, headers, body = call(server, path, **kw)
@@ -290,6 +319,18 @@ def test_hostile_requests_are_json_errors(server, library):
             assert headers["allow"], "a 405 says what the route takes"
     # Nothing was written by any of them.
     assert call(server, f"/v1/assets/{ids['props/lamp.glb']}")[2]["user_tags"] == []
+
+
+def test_an_upload_past_the_bound_is_refused_before_and_while_it_is_read(server, monkeypatch):
+    data = (REPO / "examples" / "chair.glb").read_bytes()
+    monkeypatch.setattr(limits, "MAX_MESH_BYTES", len(data) - 1)  # the server runs in this process
+    for body in (data, iter([data[:1000], data[1000:]])):  # with a Content-Length, then chunked
+        status, headers, reply = call(server, "/v1/search/mesh?type=glb", method="POST", body=body)
+        assert_json_error(status, headers, reply, 413)
+    monkeypatch.setattr(limits, "MAX_MESH_BYTES", len(data))
+    assert call(server, "/v1/search/mesh?type=glb", method="POST", body=data)[0] == 200
+    status, _, reply = call(server, "/v1/search/mesh?type=glb", method="POST", body=b"glTF" + b"\0" * 40)
+    assert status == 422 and "ulip2-upload" not in reply["error"] and "uploaded .glb" in reply["error"]
 
 
 def test_reads_in_parallel_beside_writes(server, library):
@@ -471,6 +512,8 @@ def test_the_client_reads_what_the_server_serves_with_paths_mapped(server, libra
     assert client.thumbnail(ids["props/chair.glb"]).startswith(b"\x89PNG")
     assert client.thumbnail(ids["bare/lamp bare.glb"]) is None
     assert client.status()["assets"] == 5
+    sent = client.search_mesh(REPO / "examples" / "chair.glb", k=2)
+    assert {h["local_path"] for h in sent} == {"S:\\assets\\props\\chair.glb", "S:\\assets\\other\\chair copy.glb"}
 
 
 def test_the_client_writes_tags_with_the_token_and_says_why_not(server, library):
@@ -486,8 +529,21 @@ def test_the_client_writes_tags_with_the_token_and_says_why_not(server, library)
         LibraryClient(server).asset(999999)
 
 
-def test_client_addresses_and_mappings_that_cannot_work_are_one_clear_error():
+def test_client_addresses_and_mappings_that_cannot_work_are_one_clear_error(tmp_path, server, monkeypatch):
+    from core.library import client as client_module
     from core.library.client import ClientError, LibraryClient, PathMap
+
+    with pytest.raises(ClientError, match="not a file"):
+        LibraryClient(server).search_mesh(tmp_path)
+    big = tmp_path / "big.glb"
+    big.write_bytes(b"glTF" + b"\0" * 100)
+    monkeypatch.setattr(client_module, "MAX_UPLOAD", 50)
+    with pytest.raises(ClientError, match=r"big.glb: 104 bytes, more than a server takes \(50\)"):
+        LibraryClient(server).search_mesh(big)
+    bad = tmp_path / "bad.glb"
+    bad.write_bytes(b"glTF junk")
+    with pytest.raises(ClientError, match="uploaded .glb file cannot be read"):  # the server's message
+        LibraryClient(server).search_mesh(bad)
 
     sock = listen("127.0.0.1", 0)
     closed = url(sock)

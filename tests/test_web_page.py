@@ -118,7 +118,7 @@ def test_type_a_query_see_the_chair_first_and_open_its_details(site, browser):
     assert browser.find_element(By.ID, "detail-caption").text not in ("", "none")
 
     browser.find_element(By.ID, "similar").click()
-    wait(browser, shown.text_to_be_present_in_element((By.ID, "status"), "assets like chair.glb"))
+    wait(browser, shown.text_to_be_present_in_element((By.ID, "status"), "best for assets like chair.glb"))
     names = [c.find_element(By.CLASS_NAME, "name").text for c in cards(browser)]
     assert "chair.glb" not in names and len(names) == 7  # every other asset, the chair left out
     severe = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
@@ -150,3 +150,14 @@ def test_the_tag_filter_and_a_refused_query_in_the_page(site, browser):
     browser.find_element(By.ID, "query").send_keys("x" * 2000, Keys.ENTER)  # past the server's query limit
     status = wait(browser, shown.visibility_of_element_located((By.CSS_SELECTOR, "#status.error")))
     assert "characters" in status.text
+
+
+def test_search_by_a_mesh_file_from_the_page(site, browser):
+    base, _, _ = site
+    browser.get(base + "/")
+    wait(browser, shown.text_to_be_present_in_element((By.ID, "status"), "searchable"))
+    browser.find_element(By.ID, "mesh").send_keys(str(EXAMPLES / "horse.glb"))
+    wait(browser, shown.text_to_be_present_in_element((By.ID, "status"), "best for assets like horse.glb"))
+    first = cards(browser)[0]
+    assert first.find_element(By.CLASS_NAME, "name").text == "horse.glb"
+    assert first.find_element(By.CLASS_NAME, "score").text == "1.000"  # the same mesh, sampled as indexed

@@ -11,17 +11,20 @@ runs this.
 from __future__ import annotations
 
 import json
+import os
 import re
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..errors import Ulip2Error
 
 #: The most a reply may hold (a thumbnail is tens of KB, 200 hits a few): a client never
 #: reads without bound from whatever answers at the URL.
 MAX_REPLY = 16 * 1024 * 1024
+MAX_UPLOAD = 32 * 1024 * 1024  # serve.limits.MAX_MESH_BYTES: this module imports nothing of the server's
 _WINDOWS = re.compile(r"^([A-Za-z]:|\\\\)")  # a drive letter or a UNC share
 
 
@@ -70,12 +73,14 @@ class LibraryClient:
         self.url = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
         self.token, self.paths, self.timeout = token, paths, timeout
 
-    def _call(self, method: str, route: str, params: dict | None = None, body: dict | None = None):
+    def _call(self, method: str, route: str, params: dict | None = None, body: dict | bytes | None = None):
         query = urllib.parse.urlencode({k: v for k, v in (params or {}).items() if v not in (None, (), [])},
                                        doseq=True)
         headers = {"Accept": "application/json"}
         data = None
-        if body is not None:
+        if isinstance(body, bytes):
+            data, headers["Content-Type"] = body, "application/octet-stream"
+        elif body is not None:
             data, headers["Content-Type"] = json.dumps(body).encode(), "application/json"
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
@@ -110,6 +115,24 @@ class LibraryClient:
 
     def like(self, asset_id: int, k: int = 10) -> list[dict]:
         return [self._mapped(hit) for hit in self._call("GET", f"like/{int(asset_id)}", {"k": k})["hits"]]
+
+    def search_mesh(self, path: str | os.PathLike, k: int = 10, *, formats=(), folder: str | None = None,
+                    tags=()) -> list[dict]:
+        """Assets like a mesh file of this machine, sent to the server (MAX_UPLOAD bytes at most)."""
+        path = Path(path)
+        try:
+            if not path.is_file():
+                raise ClientError(f"{path}: not a file; give a mesh file to search like")
+            if path.stat().st_size > MAX_UPLOAD:
+                raise ClientError(f"{path}: {path.stat().st_size} bytes, more than a server takes ({MAX_UPLOAD}); "
+                                  "index its folder on the server and search like the asset")
+            data = path.read_bytes()
+        except OSError as error:
+            raise ClientError(f"{path}: cannot read it ({error.strerror or error})") from None
+        reply = self._call("POST", "search/mesh", {"type": path.suffix.lstrip(".").lower(), "k": k,
+                                                   "format": list(formats), "folder": folder, "tag": list(tags)},
+                           body=data)
+        return [self._mapped(hit) for hit in reply["hits"]]
 
     def asset(self, asset_id: int) -> dict:
         return self._mapped(self._call("GET", f"assets/{int(asset_id)}"))

@@ -12,8 +12,8 @@ function say(text, isError = false) {
   $("status").classList.toggle("error", isError);
 }
 
-async function getJson(url) {
-  const reply = await fetch(url, { headers: { Accept: "application/json" } });
+async function getJson(url, options = {}) {
+  const reply = await fetch(url, { ...options, headers: { Accept: "application/json" } });
   let body = null;
   try { body = await reply.json(); } catch (_) { /* not JSON: said below */ }
   if (!reply.ok) throw new Error(body && body.error ? body.error : `${url}: HTTP ${reply.status}`);
@@ -74,6 +74,15 @@ async function similar(id) {
   } catch (error) { say(error.message, true); }
 }
 
+async function searchByFile(file) {
+  const type = file.name.includes(".") ? file.name.split(".").pop() : "";
+  say(`searching for assets like ${file.name}...`);
+  try {
+    const url = `/v1/search/mesh?${filtered(new URLSearchParams({ type }))}`;
+    showHits(await getJson(url, { method: "POST", body: file }), `assets like ${file.name}`);
+  } catch (error) { say(error.message, true); }
+}
+
 async function details(id) {
   let record;
   try { record = await getJson(`/v1/assets/${id}`); } catch (error) { say(error.message, true); return; }
@@ -95,6 +104,10 @@ document.addEventListener("DOMContentLoaded", async () => {
     event.preventDefault();
     const text = $("query").value.trim();
     if (text) search(text);
+  });
+  $("mesh").addEventListener("change", () => {
+    const file = $("mesh").files[0];
+    if (file) searchByFile(file);
   });
   $("similar").addEventListener("click", () => { if (shown !== null) similar(shown); });
   $("close").addEventListener("click", () => { $("details").hidden = true; shown = null; });
