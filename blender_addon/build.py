@@ -48,6 +48,7 @@ EXTENSION_CORE_MODULES = (
     "bundle.py", "runtime.py", "upright.py", "textcache.py",
     "spaces/__init__.py", "spaces/base.py", "spaces/onnx_text.py", "spaces/vocabularies.py", "spaces/ranking.py",
     "library/__init__.py", "library/keys.py", "library/store.py", "library/ann.py", "library/search.py",
+    "library/client.py",
     "data/templates.json", "data/vocab/*.txt",
 )
 # Third-party modules a carried core module may import at module level; everything else

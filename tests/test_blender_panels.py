@@ -86,7 +86,7 @@ import json, sys, traceback
 from contextlib import contextmanager
 import bpy
 
-zip_path, bundle, db, vocabulary, blend_asset, no_text_bundle = sys.argv[1:7]
+zip_path, bundle, db, vocabulary, blend_asset, no_text_bundle, server, path_map = sys.argv[1:9]
 assert bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default",
                                                 enable_on_install=True) == {"FINISHED"}
 prefs = bpy.context.preferences.addons["bl_ext.user_default.ulip2"].preferences
@@ -180,6 +180,14 @@ with step("search"):
     out["results"] = [{"path": r.path, "score": r.score, "thumbnail": r.thumbnail,
                        "preview": list(preview(r.thumbnail).image_size)} for r in search.results]
 
+with step("served"):
+    # The studio's server searches; this Blender has no text tower and no library file.
+    prefs.bundle, prefs.library, prefs.server, prefs.path_map = no_text_bundle, "", server, path_map
+    search.query, search.count = "a wooden box", 3
+    out["served"] = sorted(bpy.ops.ulip2.search_library())
+    out["served_results"] = [{"path": r.path, "score": r.score, "thumbnail": r.thumbnail} for r in search.results]
+    prefs.bundle, prefs.library, prefs.server, prefs.path_map = bundle, library, "", ""
+
 def placed(before):
     new = [o for o in bpy.data.objects if o.name not in before and (o.parent is None or o.parent.name in before)]
     return [{"name": o.name, "at": [round(v, 4) for v in o.matrix_world.translation], "linked": o.library is not None,
@@ -190,7 +198,7 @@ def placed(before):
 bpy.context.scene.cursor.location = (2.0, -3.0, 1.5)
 with step("append"):
     before = {o.name for o in bpy.data.objects}
-    out["append"] = sorted(bpy.ops.ulip2.append_result())  # the active search result
+    out["append"] = sorted(bpy.ops.ulip2.append_result())  # the active search result: the server's
     out["appended"] = placed(before)
 with step("append_blend"):
     before = {o.name for o in bpy.data.objects}
@@ -229,16 +237,27 @@ CURSOR = [2.0, -3.0, 1.5]
 def session(extension_zip, text_bundle, library, tiny_bundle, tmp_path_factory):
     """The artist's session, run once for this module in one clean bpy (SCENE): the zip
     installed, then errors, auto-tag, undo, caption, search, append and stop, each step's
-    outcome recorded under its name. The tests below judge one behaviour each."""
+    outcome recorded under its name. The tests below judge one behaviour each. The library is
+    also served (`ulip2 serve` on loopback) for the search through the server."""
+    from serve.app import create_app
+    from serve.hosts import LOOPBACK_NAMES
+    from served import serving
+
     folder = tmp_path_factory.mktemp("panels")
     vocabulary = folder / "vocabulary.txt"
     vocabulary.write_text("\n".join(VOCABULARY) + "\n")
     script = folder / "scene.py"
     script.write_text(SCENE)
     db, indexed = library
-    done = run_bpy(folder, str(script), str(extension_zip), str(text_bundle.path), str(db), str(vocabulary),
-                   str(folder / "stool.blend"), str(tiny_bundle.path))
-    return SimpleNamespace(folder=folder, indexed=indexed, out=done["out"], failed=done["failed"])
+    # The server's paths reach this "machine" through a mirror of the asset folder.
+    served_root = Path(indexed[0]).parent
+    mirror = folder / "mirror"
+    shutil.copytree(served_root, mirror)
+    with serving(create_app(db, text_bundle, allowed_hosts=LOOPBACK_NAMES)) as server:
+        done = run_bpy(folder, str(script), str(extension_zip), str(text_bundle.path), str(db), str(vocabulary),
+                       str(folder / "stool.blend"), str(tiny_bundle.path), server, f"{served_root}={mirror}")
+    return SimpleNamespace(folder=folder, indexed=indexed, mirror=mirror, served_root=served_root,
+                           out=done["out"], failed=done["failed"])
 
 
 def outcome(session, *steps):
@@ -329,6 +348,18 @@ def test_search_results_show_their_thumbnails_as_previews(session):
         assert thumbnail.is_file() and thumbnail.is_relative_to(session.folder / "blender-user")
         assert thumbnail.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert result["preview"] == [128, 128]  # loaded by bpy.utils.previews (icon ids exist only with a UI)
+
+
+def test_search_through_the_library_server_needs_no_text_tower_and_maps_the_paths(session):
+    """The same query through `ulip2 serve`, with a bundle without a text tower and no library
+    file set: the file's results, in order, each path through the mapping, previews written."""
+    out = outcome(session, "search", "served")
+    assert out["served"] == ["FINISHED"]
+    served, local = out["served_results"], out["results"]
+    assert [str(session.served_root / Path(r["path"]).relative_to(session.mirror)) for r in served] == \
+        [r["path"] for r in local]
+    assert [r["score"] for r in served] == pytest.approx([r["score"] for r in local], abs=1e-5)
+    assert all(Path(r["thumbnail"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for r in served)
 
 
 # Append and link.

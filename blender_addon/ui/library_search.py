@@ -1,10 +1,11 @@
-"""Text search of the asset library (the SQLite file `ulip2 index` makes) from Blender, and
-the results' previews.
+"""Text search of the asset library from Blender, and the results' previews: of the SQLite
+file `ulip2 index` makes, or of the studio's library through `ulip2 serve`.
 
-The query is embedded by the bundle's ONNX text tower and searched with core's Searcher
-over the bundle's embeddings in the library. Each result's thumbnail (a PNG stored in the
-library) is written once to the extension's user folder and shown through
-bpy.utils.previews.
+With a file, the query is embedded by the bundle's ONNX text tower and searched with core's
+Searcher over the bundle's embeddings in the library. With a server, the server embeds and
+searches (core.library.client), and each path comes back through the preferences' path
+mapping. Each result's thumbnail (a PNG stored in the library) is written once to the
+extension's user folder and shown through bpy.utils.previews.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import bpy
 
+from core.library.client import LibraryClient, PathMap
 from core.library.search import Searcher
 from core.library.store import Library, LibraryError
 
@@ -44,6 +46,16 @@ def search_library(models, library_path: str, query: str, k: int = 20) -> list[R
         hits = searcher.search(models.text.embed_text([query])[0], k)
         return [Result(h.asset_id, h.path, h.format, h.score, _thumbnail_file(library.thumbnail(h.asset_id)))
                 for h in hits]
+
+
+def search_server(url: str, path_map: str, query: str, k: int = 20) -> list[Result]:
+    """The k assets nearest to `query` in the library `ulip2 serve` serves at `url`, best
+    first, each path as this machine reaches it through `path_map`."""
+    if not query.strip():
+        raise LibraryError("type what to search for")
+    client = LibraryClient(url, paths=PathMap.parse(path_map))
+    return [Result(h["asset_id"], h["local_path"], h["format"], h["score"],
+                   _thumbnail_file(client.thumbnail(h["asset_id"]))) for h in client.search(query, k)]
 
 
 def _thumbnail_file(png: bytes | None) -> str:

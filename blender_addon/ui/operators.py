@@ -11,7 +11,7 @@ from core.triplets import TripletStore
 from ..scene.append import place_asset
 from ..scene.inference import models_for
 from ..scene.labels import Outcome, label_objects
-from .library_search import search_library
+from .library_search import search_library, search_server
 from .preferences import bundle_folder, get, vocabulary_source
 from .progress import StepOperator
 from ..scene.render import ViewSettings
@@ -128,7 +128,7 @@ class ULIP2_OT_caption(_LabelSelected, bpy.types.Operator):
 
 
 class ULIP2_OT_search_library(bpy.types.Operator):
-    """Search the index database by text; results with their previews"""
+    """Search the index database, or the studio's library server, by text; results with their previews"""
 
     bl_idname = "ulip2.search_library"
     bl_label = "Search library"
@@ -140,9 +140,13 @@ class ULIP2_OT_search_library(bpy.types.Operator):
         prefs = get(context)
         state = context.window_manager.ulip2_search
         query = self.query or state.query
+        note = f" from {prefs.server}"
         try:
-            models = models_for(bundle_folder(prefs), prefs.device)
-            results = search_library(models, prefs.library, query, state.count)
+            if prefs.server:  # the server embeds the query: no text tower needed here
+                results = search_server(prefs.server, prefs.path_map, query, state.count)
+            else:
+                models = models_for(bundle_folder(prefs), prefs.device)
+                results, note = search_library(models, prefs.library, query, state.count), models.note
         except Ulip2Error as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
@@ -153,7 +157,7 @@ class ULIP2_OT_search_library(bpy.types.Operator):
             item.name, item.path, item.format = Path(result.path).name, result.path, result.format
             item.score, item.thumbnail = result.score, result.thumbnail
         state.active = 0
-        self.report({"INFO"}, f"{len(results)} results for '{query}'" + models.note)
+        self.report({"INFO"}, f"{len(results)} results for '{query}'" + note)
         return {"FINISHED"}
 
 

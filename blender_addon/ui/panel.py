@@ -61,8 +61,10 @@ class ULIP2_PT_library(_Sidebar, bpy.types.Panel):
         prefs = get(context)
         state = context.window_manager.ulip2_search
         layout = self.layout
-        if not prefs.library:
-            layout.label(text="Set the index database in the preferences", icon="INFO")
+        if prefs.server:
+            layout.label(text=f"Library server: {prefs.server}", icon="URL")
+        elif not prefs.library:
+            layout.label(text="Set the index database or the library server in the preferences", icon="INFO")
         row = layout.row(align=True)
         row.prop(state, "query", text="", icon="VIEWZOOM")
         row.operator(ULIP2_OT_search_library.bl_idname, text="", icon="VIEWZOOM")

@@ -1,5 +1,6 @@
-"""Extension preferences: the model bundle, index database, device and vocabulary the
-panels use; where triplets go and which ulip2 environment captions them."""
+"""Extension preferences: the model bundle, index database (or the studio's library server
+and how its paths map here), device and vocabulary the panels use; where triplets go and
+which ulip2 environment captions them."""
 
 from pathlib import Path
 
@@ -41,6 +42,14 @@ class ULIP2_AP_preferences(bpy.types.AddonPreferences):
     library: bpy.props.StringProperty(
         name="Index database", subtype="FILE_PATH",
         description="The library file made by 'ulip2 index FOLDER --db FILE' (SQLite)")
+    server: bpy.props.StringProperty(
+        name="Library server",
+        description="Address of the studio's library server (ulip2 serve prints it), e.g. http://assets-host:8765; "
+                    "used instead of the index database, and then the search needs no text tower here")
+    path_map: bpy.props.StringProperty(
+        name="Path mapping",
+        description="How the server's asset paths reach this machine: SERVER_PREFIX=LOCAL_PREFIX, several "
+                    "separated by ';', e.g. /mnt/assets=S:\\ (empty: the same paths)")
     device: bpy.props.EnumProperty(name="Device", items=DEVICES, default="auto")
     vocabulary: bpy.props.EnumProperty(name="Vocabulary", items=VOCABULARIES, default="lvis",
                                        description="Labels that auto-tag chooses from")
@@ -59,6 +68,9 @@ class ULIP2_AP_preferences(bpy.types.AddonPreferences):
         layout = self.layout
         column = layout.column(heading="Models")
         for name in ("bundle", "device", "library"):
+            column.prop(self, name)
+        column = layout.column(heading="Studio library")
+        for name in ("server", "path_map"):
             column.prop(self, name)
         column = layout.column(heading="Tags")
         column.prop(self, "vocabulary")
