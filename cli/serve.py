@@ -4,40 +4,19 @@ uvicorn load only when the command runs."""
 from __future__ import annotations
 
 import argparse
-import os
-import stat
 import sys
 from pathlib import Path
 
 from cli import add_command
 from cli.library import _BUNDLE_HELP, _DB_HELP
 from core.errors import Ulip2Error
-
-_NEW_TOKEN = "python -c 'import secrets; print(secrets.token_urlsafe(32))' > {file}; chmod 600 {file}"
-
+from core.library.client import read_token
 
 def port_number(text: str) -> int:
     """argparse type: a TCP port, 0 (a free one) to 65535."""
     if not (text.isascii() and text.isdigit()) or int(text) > 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port; give 0 to 65535")
     return int(text)
-
-
-def read_token(path: Path) -> str:
-    """The bearer token in `path`, stripped: one line of visible characters."""
-    fix = f"put a token in it: {_NEW_TOKEN.format(file=path)}"
-    try:
-        token = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
-        raise Ulip2Error(f"{path}: cannot read the token file ({reason}); {fix}") from exc
-    if not token:
-        raise Ulip2Error(f"{path}: the token file is empty; {fix}")
-    if not all(33 <= ord(c) < 127 for c in token):  # it travels in an HTTP header
-        raise Ulip2Error(f"{path}: the token holds spaces, line breaks or non-ASCII characters; {fix}")
-    if os.stat(path).st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        print(f"warning: {path} is readable by other users of this machine; chmod 600 {path}", file=sys.stderr)
-    return token
 
 
 def cmd_serve(args) -> int:

@@ -15,8 +15,9 @@ from PySide6.QtWidgets import (QAbstractItemView, QCompleter, QFileDialog, QForm
                                QHBoxLayout, QLabel, QLineEdit, QListView, QMainWindow, QMessageBox, QProgressBar,
                                QPushButton, QSplitter, QVBoxLayout, QWidget)
 
+from core.errors import Ulip2Error
 from core.spaces.vocabularies import prompt_name
-from gui import desktop, jobs
+from gui import desktop, jobs, served
 from gui.label_dialog import LabelDialog
 from gui.models import HitRole, ResultsModel
 from gui.settings_dialog import SettingsDialog
@@ -88,6 +89,12 @@ class MainWindow(QMainWindow):
         self.bundle = bundle or settings.value("bundle", "") or None  # None: core's default bundle
         self.device = device or settings.value("device", "auto")
         self.blender = settings.value("blender", "")  # "": found on PATH or in the usual places
+        # A library server (`ulip2 serve`) instead of the file: its address, the file holding
+        # its token (for tag writes) and how its paths map to this machine's.
+        self.server_url = settings.value("server", "")
+        self.server_token_file = settings.value("server_token_file", "")
+        self.path_map = settings.value("path_map", "")
+        self.server = None  # the LibraryClient while a server is set
         self.index_batch_size = 16  # files per committed batch: the granularity of cancel and resume
         self.index_workers: int | None = None  # loader processes (None: the indexer chooses by core count)
         self.blender_workers: int | None = None  # Blender processes rendering thumbnails (None: one per core)
@@ -111,6 +118,7 @@ class MainWindow(QMainWindow):
         QShortcut(QKeySequence.StandardKey.Find, self, activated=self.focus_search)
         self._show_details(None)
         self.statusBar().showMessage(f"Library file: {self.db}")
+        self._connect()
 
     # -- layout --------------------------------------------------------------------------
     def _build_menu(self) -> None:
@@ -301,6 +309,9 @@ class MainWindow(QMainWindow):
     def start_index(self) -> None:
         if self.jobs.running(INDEX):
             return
+        if not self._local_library("Cannot index"):
+            self.index_finished.emit(None)
+            return
         missing = [f for f in self.folder_list() if not os.path.exists(f)]
         if not self.folder_list() or missing:
             self.show_error("Cannot index", f"no such folder: {missing[0]}" if missing
@@ -398,9 +409,20 @@ class MainWindow(QMainWindow):
         if hit is None:
             self.statusBar().showMessage("Select an asset to find similar ones")
             return
-        self._search(like=hit.path)
+        self._search(like=hit.path if self.server is None else hit.asset_id)
 
-    def _search(self, *, text: str = "", like: str | None = None, image: str | None = None) -> None:
+    def _search(self, *, text: str = "", like: str | int | None = None, image: str | None = None) -> None:
+        tags = [t.strip() for t in self.tag_filter.text().split(",") if t.strip()]
+        if self.server is not None:
+            if image is not None:
+                self.statusBar().showMessage("Search by image needs a library file; the server searches by text "
+                                             "and by similar assets")
+                self.search_finished.emit(None)
+                return
+            self.statusBar().showMessage(f"Searching {self.server_url} for {text or 'similar assets'}…")
+            self.jobs.start(SEARCH, served.search, self.server, text=text, like=like, tags=tags,
+                            done=self._search_done, failed=self._search_failed)
+            return
         if not Path(self.db).is_file():
             self.statusBar().showMessage("No library yet: add a folder and press Index")
             self.search_finished.emit(None)
@@ -409,7 +431,6 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Searching for {query and os.path.basename(query) or text or 'every asset'}…")
         if image is not None:
             self.image_zone.setText(f"Searching by {os.path.basename(image)}…")
-        tags = [t.strip() for t in self.tag_filter.text().split(",") if t.strip()]
         self.jobs.start(SEARCH, jobs.run_search, self.db, self.bundle, self.device, text=text, like=like, image=image,
                         tags=tags, done=lambda results: self._search_done(results, by_image=image is not None),
                         failed=self._search_failed)
@@ -486,8 +507,9 @@ class MainWindow(QMainWindow):
         self._fill_details(None, loading=hit.path)
         announce = self._announce_similarity if announce is None else announce
         similarity = hit.score if announce and not math.isnan(hit.score) else None
-        self.jobs.start(DETAILS, jobs.load_details, self.db, hit.asset_id, self.results.results.bundle_id,
-                        done=lambda details: self._fill_details(details, similarity=similarity),
+        load = ((jobs.load_details, self.db, hit.asset_id, self.results.results.bundle_id) if self.server is None
+                else (served.details, self.server, hit.asset_id))
+        self.jobs.start(DETAILS, *load, done=lambda details: self._fill_details(details, similarity=similarity),
                         failed=self._details_failed)
 
     def _details_failed(self, message: str) -> None:
@@ -527,8 +549,9 @@ class MainWindow(QMainWindow):
         details = self._details
         if details is None:
             return
-        self.jobs.start(TAGS, jobs.save_user_tags, self.db, details.asset_id, self.tags_edit.text().split(","),
-                        queued=True, done=lambda saved: self._tags_saved(details, saved),
+        save = jobs.save_user_tags if self.server is None else served.save_tags
+        self.jobs.start(TAGS, save, self.db if self.server is None else self.server, details.asset_id,
+                        self.tags_edit.text().split(","), queued=True, done=lambda saved: self._tags_saved(details, saved),
                         failed=self._tags_failed)
 
     def _tags_saved(self, details: jobs.Details, saved: list[str]) -> None:
@@ -580,7 +603,18 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(message)
 
     # -- tagging, captioning, export ----------------------------------------------------
+    def _local_library(self, title: str) -> bool:
+        """True with a library file; with a server, says that this is the server machine's work."""
+        if self.server is None:
+            return True
+        self.show_error(title, f"the library is served by {self.server_url}: index, tag, caption and render "
+                               "thumbnails on the server's machine (ulip2 index / tag / caption / thumbnails "
+                               "--db FILE), or set a library file in File → Settings")
+        return False
+
     def _has_library(self) -> bool:
+        if not self._local_library("Runs on the server"):
+            return False
         if Path(self.db).is_file():
             return True
         self.show_error("No library yet", "add a folder and press Index first")
@@ -694,17 +728,37 @@ class MainWindow(QMainWindow):
         self.thumbnails_finished.emit(None)
 
     # -- settings and closing ------------------------------------------------------------
+    def _connect(self) -> bool:
+        """The client of the server the settings name (None without one); False, said, when
+        the settings cannot work (a bad address, token file or mapping)."""
+        self.server = None
+        if not self.server_url:
+            return True
+        try:
+            self.server = served.connect(self.server_url, self.server_token_file, self.path_map)
+        except Ulip2Error as exc:
+            self.show_error("Cannot use the library server", str(exc))
+            return False
+        self.statusBar().showMessage(f"Library server: {self.server_url}")
+        return True
+
     def edit_settings(self) -> None:
-        dialog = SettingsDialog(self.bundle or "", self.device, self.db, self.blender, self)
+        dialog = SettingsDialog(self.bundle or "", self.device, self.db, self.blender, self,
+                                server=self.server_url, token_file=self.server_token_file, path_map=self.path_map)
         if dialog.exec() != SettingsDialog.DialogCode.Accepted:
             return
         self.bundle = dialog.bundle.text().strip() or None
         self.device = dialog.device.currentText()
         self.db = dialog.database.text().strip() or default_database()
         self.blender = dialog.blender.text().strip()
+        self.server_url = dialog.server.text().strip()
+        self.server_token_file = dialog.token_file.text().strip()
+        self.path_map = dialog.path_map.text().strip()
         for key, value in (("bundle", self.bundle or ""), ("device", self.device), ("database", self.db),
-                           ("blender", self.blender)):
+                           ("blender", self.blender), ("server", self.server_url),
+                           ("server_token_file", self.server_token_file), ("path_map", self.path_map)):
             self.settings.setValue(key, value)
+        self._connect()
         self.results.set_results(jobs.Results([]))
         self._show_details(None)
         self._set_image_note(None)  # another bundle, maybe another space: known again after a search

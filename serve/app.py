@@ -60,6 +60,16 @@ async def status(request: Request) -> JSONResponse:
     })
 
 
+def _tags(reader: Reader) -> list[str]:
+    return reader.library.tag_labels(reader.bundle_id)
+
+
+async def tags(request: Request) -> JSONResponse:
+    """Every label a tag filter can use: the bundle's predicted tags and a person's own."""
+    limits.only(request.query_params, ())
+    return JSONResponse({"tags": await request.app.state.connections.read(_tags)})
+
+
 def _search_text(reader: Reader, text: str, k: int, filters: dict):
     searcher = reader.searcher
     return searcher.search(searcher.text_vector(text), k, **filters)
@@ -220,6 +230,7 @@ async def openapi(request: Request) -> JSONResponse:
 
 ROUTES = [
     Route("/v1/status", status, methods=["GET"]),
+    Route("/v1/tags", tags, methods=["GET"]),
     Route("/v1/search", search, methods=["GET"]),
     Route("/v1/like/{asset_id}", like, methods=["GET"]),
     Route("/v1/search/mesh", search_mesh, methods=["POST"]),

@@ -41,6 +41,11 @@ def openapi_document() -> dict:
                 "summary": "the library at a glance: counts, bundle, last index",
                 "responses": {"200": {"description": "status", "content": {"application/json": {
                     "schema": {"$ref": "#/components/schemas/Status"}}}}}}},
+            "/v1/tags": {"get": {
+                "summary": "every label a tag filter can use (predicted tags and a person's own)",
+                "responses": {"200": {"description": "the labels, sorted", "content": {"application/json": {
+                    "schema": {"type": "object", "properties": {"tags": {
+                        "type": "array", "items": {"type": "string"}}}}}}}}}},
             "/v1/search": {"get": {
                 "summary": "assets by text",
                 "parameters": [{"name": "q", "in": "query", "required": True, "description": "what to look for, in words",

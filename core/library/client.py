@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -108,13 +110,19 @@ class LibraryClient:
     def status(self) -> dict:
         return self._call("GET", "status")
 
+    def tags(self) -> list[str]:
+        """Every label a tag filter can use."""
+        return self._call("GET", "tags")["tags"]
+
     def search(self, text: str, k: int = 10, *, formats=(), folder: str | None = None, tags=()) -> list[dict]:
         reply = self._call("GET", "search", {"q": text, "k": k, "format": list(formats), "folder": folder,
                                              "tag": list(tags)})
         return [self._mapped(hit) for hit in reply["hits"]]
 
-    def like(self, asset_id: int, k: int = 10) -> list[dict]:
-        return [self._mapped(hit) for hit in self._call("GET", f"like/{int(asset_id)}", {"k": k})["hits"]]
+    def like(self, asset_id: int, k: int = 10, *, formats=(), folder: str | None = None, tags=()) -> list[dict]:
+        reply = self._call("GET", f"like/{int(asset_id)}", {"k": k, "format": list(formats), "folder": folder,
+                                                            "tag": list(tags)})
+        return [self._mapped(hit) for hit in reply["hits"]]
 
     def search_mesh(self, path: str | os.PathLike, k: int = 10, *, formats=(), folder: str | None = None,
                     tags=()) -> list[dict]:
@@ -149,6 +157,28 @@ class LibraryClient:
     def set_tags(self, asset_id: int, tags: list[str]) -> list[str]:
         """Replace a person's tags of the asset (needs the server's token); returns them as stored."""
         return self._call("PUT", f"assets/{int(asset_id)}/tags", body={"tags": list(tags)})["user_tags"]
+
+
+_NEW_TOKEN = "python -c 'import secrets; print(secrets.token_urlsafe(32))' > {file}; chmod 600 {file}"
+
+
+def read_token(path: str | os.PathLike) -> str:
+    """The bearer token in the file at `path`, stripped: one line of visible characters (the
+    server's --token-file, and the file a client keeps the same token in)."""
+    path = Path(path)
+    fix = f"put a token in it: {_NEW_TOKEN.format(file=path)}"
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
+        raise Ulip2Error(f"{path}: cannot read the token file ({reason}); {fix}") from exc
+    if not token:
+        raise Ulip2Error(f"{path}: the token file is empty; {fix}")
+    if not all(33 <= ord(c) < 127 for c in token):  # it travels in an HTTP header
+        raise Ulip2Error(f"{path}: the token holds spaces, line breaks or non-ASCII characters; {fix}")
+    if os.name == "posix" and os.stat(path).st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        print(f"warning: {path} is readable by other users of this machine; chmod 600 {path}", file=sys.stderr)
+    return token
 
 
 def _message(error: urllib.error.HTTPError) -> str:
