@@ -92,7 +92,7 @@ def tiny_bundle(tmp_path_factory):
 # -- tiers ------------------------------------------------------------------------------
 # `pytest -q` runs every test, as CI does. The slow ones carry the marker of their tier
 # (blender, gui, ray, train, models, crash, serve: pyproject.toml says what each holds); every other test
-# is marked `fast` here, so a developer runs the fast tier alone with `pytest -q -m fast`.
+# is marked `fast` here, so a developer runs the fast tier alone with `pytest -q -m fast -n 2`.
 # A test or a module may name its tier itself (pytest.mark, pytestmark). Beyond that a test
 # is marked from what it asks for, in its own body, in a fixture of tests/ it uses, or at
 # its module's top level: pytest.importorskip (or an import) of bpy, PySide6 or pytestqt,
