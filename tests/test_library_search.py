@@ -150,7 +150,13 @@ def test_ann_path_agrees_with_exact(library, tiny_bundle):
         path = AnnIndex.path_for(lib, ann.bundle_id)
         assert path.is_file()
         built = path.stat().st_mtime_ns
-        ann.search(query, 1)
+        path.with_suffix(".json").write_text("not a stamp")  # any read of the file now rebuilds it
+        assert ann.search(query, 1)[0].path == exact.search(query, 1)[0].path
+        assert path.stat().st_mtime_ns == built, "the index read once is searched again, not read again"
+        assert Searcher(lib, tiny_bundle.bundle, ann_min_assets=1).search(query, 1)
+        assert path.stat().st_mtime_ns != built, "a new searcher reads it, and rebuilds a bad stamp's"
+        built = path.stat().st_mtime_ns
+        Searcher(lib, tiny_bundle.bundle, ann_min_assets=1).search(query, 1)
         assert path.stat().st_mtime_ns == built, "an up-to-date index is reused"
         lib.set_meta(f"generation:{ann.bundle_id}", "999")
         ann.search(query, 1)
