@@ -414,14 +414,11 @@ class MainWindow(QMainWindow):
     def _search(self, *, text: str = "", like: str | int | None = None, image: str | None = None) -> None:
         tags = [t.strip() for t in self.tag_filter.text().split(",") if t.strip()]
         if self.server is not None:
-            if image is not None:
-                self.statusBar().showMessage("Search by image needs a library file; the server searches by text "
-                                             "and by similar assets")
-                self.search_finished.emit(None)
-                return
-            self.statusBar().showMessage(f"Searching {self.server_url} for {text or 'similar assets'}…")
-            self.jobs.start(SEARCH, served.search, self.server, text=text, like=like, tags=tags,
-                            done=self._search_done, failed=self._search_failed)
+            what = text or (f"assets like {os.path.basename(image)}" if image else "similar assets")
+            self.statusBar().showMessage(f"Searching {self.server_url} for {what}…")
+            self.jobs.start(SEARCH, served.search, self.server, text=text, like=like, image=image, tags=tags,
+                            done=lambda results: self._search_done(results, by_image=image is not None),
+                            failed=self._search_failed)
             return
         if not Path(self.db).is_file():
             self.statusBar().showMessage("No library yet: add a folder and press Index")

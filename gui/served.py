@@ -5,10 +5,12 @@ captioning and thumbnails are the server machine's work, not the app's."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 from core.library.client import LibraryClient, PathMap, read_token
 from core.library.search import Hit
+from core.spaces import has_image_tower
 from gui.jobs import RESULTS_K, Details, Results
 
 
@@ -22,22 +24,28 @@ def _hit(record: dict) -> Hit:
                record.get("object", ""))
 
 
-def search(client: LibraryClient, *, text: str = "", like: int | None = None, tags: Sequence[str] = (),
-           k: int = RESULTS_K) -> Results:
-    """Text search, or assets like the indexed asset `like` (left out), with the tag filter;
-    each hit's thumbnail read here, off the UI thread."""
+def search(client: LibraryClient, *, text: str = "", like: int | None = None, image: str | None = None,
+           tags: Sequence[str] = (), k: int = RESULTS_K) -> Results:
+    """Text search, assets like the indexed asset `like` (left out), or like a picture (where
+    the server's space embeds images), with the tag filter; each hit's thumbnail read here,
+    off the UI thread."""
     status = client.status()
-    if like is None and not text.strip():  # the server ranks; it does not list: a query shows assets
-        return Results([], {}, status["bundle"]["id"], status["bundle"]["space"], "", list(tags), client.tags(),
-                       None, status["embedded"])
-    if like is not None:
+    bundle, space = status["bundle"]["id"], status["bundle"]["space"]
+    image_tower = has_image_tower(space)
+    if image is not None:
+        if not image_tower:  # the window's note says why; nothing is searched
+            return Results([], {}, bundle, space, f"image {os.path.basename(image)}", list(tags), [], False)
+        records, query = client.search_image(image, k, tags=tags), f"image {os.path.basename(image)}"
+    elif like is not None:
         records, query = client.like(like, k, tags=tags), f"like asset {like}"
-    else:
+    elif text.strip():
         records, query = client.search(text.strip(), k, tags=tags), text.strip()
+    else:  # the server ranks; it does not list: a query shows assets
+        records, query = [], ""
     hits = [_hit(r) for r in records]
     thumbnails = {h.asset_id: png for h in hits if (png := client.thumbnail(h.asset_id)) is not None}
-    return Results(hits, thumbnails, status["bundle"]["id"], status["bundle"]["space"], query, list(tags),
-                   client.tags(), None, status["embedded"] - (like is not None))
+    return Results(hits, thumbnails, bundle, space, query, list(tags), client.tags(), image_tower,
+                   status["embedded"] - (like is not None))
 
 
 def details(client: LibraryClient, asset_id: int) -> Details:

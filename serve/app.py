@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import io
 import os
 import sqlite3
 import tempfile
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -24,8 +26,9 @@ from core import __version__
 from core.bundle import Bundle, default_bundle_path, read_bundle
 from core.errors import AssetError, Ulip2Error
 from core.library.search import Searcher
-from core.library.store import Library, default_db_path
+from core.library.store import Library, LibraryError, default_db_path
 from core.meshio import load_points
+from core.spaces import has_image_tower
 from serve import errors, limits
 from serve.connections import DEFAULT_READERS, Connections, Reader
 from serve.errors import ApiError
@@ -115,12 +118,20 @@ def _no_asset(asset_id: int) -> ApiError:
     return ApiError(404, f"no asset {asset_id} in this library; search hits give the ids it holds")
 
 
-def _search_mesh(reader: Reader, data: bytes, suffix: str, k: int, filters: dict):
-    encoder = reader.encoder
+@contextmanager
+def _uploaded(data: bytes, suffix: str) -> Iterator[str]:
+    """The upload as a file of a temporary folder of its own, under a name of the server's
+    with the checked type's suffix; gone afterwards."""
     with tempfile.TemporaryDirectory(prefix="ulip2-upload-") as folder:
-        path = os.path.join(folder, "upload" + suffix)  # the name is the server's, the type checked
+        path = os.path.join(folder, "upload" + suffix)
         with open(path, "wb") as out:
             out.write(data)
+        yield path
+
+
+def _search_mesh(reader: Reader, data: bytes, suffix: str, k: int, filters: dict):
+    encoder = reader.encoder
+    with _uploaded(data, suffix) as path:
         try:
             points = load_points(path, encoder.num_points)
         except AssetError as exc:
@@ -140,6 +151,45 @@ async def search_mesh(request: Request) -> JSONResponse:
     async with request.app.state.uploads:  # one upload decoded at a time bounds the memory they take
         hits = await request.app.state.connections.read(_search_mesh, data, suffix, k, filters)
     return _hits(request, {"mesh": suffix.lstrip(".")}, k, filters, hits)
+
+
+def _search_image(reader: Reader, data: bytes, k: int, filters: dict):
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:  # the header only: the size before any decoding
+            (width, height), kind = image.size, (image.format or "").lower()
+    except (OSError, Image.DecompressionBombError) as exc:
+        raise ApiError(422, f"the uploaded image cannot be read ({exc}); send a PNG, JPEG or WebP file") from None
+    if width * height > limits.MAX_IMAGE_PIXELS:
+        raise ApiError(413, f"the image is {width} x {height} pixels; this server decodes "
+                            f"{limits.MAX_IMAGE_PIXELS:,} at most: send a smaller copy")
+    searcher = reader.searcher
+    with _uploaded(data, "." + kind) as path:
+        try:
+            vector = searcher.image_vector(path)
+        except LibraryError as exc:  # a header that reads, pixels that do not
+            raise ApiError(422, f"the uploaded image cannot be read ({exc.args[0].split(': ', 1)[-1]}); "
+                                "send a PNG, JPEG or WebP file") from None
+    return searcher.search(vector, k, **filters)
+
+
+async def search_image(request: Request) -> JSONResponse:
+    """Assets like an uploaded picture (the body), best first, where the bundle's space embeds
+    images (open_clip spaces)."""
+    params = request.query_params
+    limits.only(params, ("k", "format", "folder", "tag"), repeatable=("format", "tag"))
+    k, filters = limits.k(params), limits.filters(params)
+    space = request.app.state.connections.bundle.space
+    if not has_image_tower(space):
+        raise ApiError(409, f"this server's bundle is in the {space} space, which has no image tower: search by "
+                            "text, like an asset or by a mesh; to search by image, serve a bundle in an openclip space")
+    data = await limits.body_bytes(request, limits.MAX_IMAGE_BYTES, "the image")
+    if not data:
+        raise ApiError(400, "the body is empty; send the image file's bytes as the body")
+    async with request.app.state.uploads:
+        hits = await request.app.state.connections.read(_search_image, data, k, filters)
+    return _hits(request, {"image": True}, k, filters, hits)
 
 
 def _asset(reader: Reader, asset_id: int) -> dict:
@@ -234,6 +284,7 @@ ROUTES = [
     Route("/v1/search", search, methods=["GET"]),
     Route("/v1/like/{asset_id}", like, methods=["GET"]),
     Route("/v1/search/mesh", search_mesh, methods=["POST"]),
+    Route("/v1/search/image", search_image, methods=["POST"]),
     Route("/v1/assets/{asset_id}", asset, methods=["GET"]),
     Route("/v1/assets/{asset_id}/thumbnail", thumbnail, methods=["GET"]),
     Route("/v1/assets/{asset_id}/tags", put_tags, methods=["PUT"]),

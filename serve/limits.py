@@ -16,6 +16,8 @@ from serve.errors import ApiError
 
 MAX_BODY_BYTES = 64 << 10  # a JSON body: a tag list is a few hundred bytes
 MAX_MESH_BYTES = 32 << 20  # an uploaded mesh; a larger one is searched for once indexed (like)
+MAX_IMAGE_BYTES = 16 << 20  # an uploaded picture
+MAX_IMAGE_PIXELS = 40_000_000  # decoded: 160 MB as RGBA; a photo of 8000 x 5000
 MAX_K = 200                # hits per search
 DEFAULT_K = 10
 MAX_QUERY_CHARS = 1_000    # a text query (the text tower reads 256 tokens at most anyway)

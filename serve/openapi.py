@@ -62,6 +62,14 @@ def openapi_document() -> dict:
                                 "content": {"application/octet-stream": {"schema": {"type": "string",
                                                                                     "format": "binary"}}}},
                 "responses": _HITS | {"413": _ERROR, "415": _ERROR, "422": _ERROR}}},
+            "/v1/search/image": {"post": {
+                "summary": "assets like an uploaded picture (bundles in an openclip space)",
+                "parameters": [_K, *_FILTERS],
+                "requestBody": {"required": True, "description": f"a PNG, JPEG or WebP file, {limits.MAX_IMAGE_BYTES} "
+                                                                 f"bytes and {limits.MAX_IMAGE_PIXELS} pixels at most",
+                                "content": {"application/octet-stream": {"schema": {"type": "string",
+                                                                                    "format": "binary"}}}},
+                "responses": _HITS | {"413": _ERROR, "422": _ERROR}}},
             "/v1/assets/{asset_id}": {"get": {
                 "summary": "one asset's record",
                 "parameters": [_ASSET_ID],
@@ -99,6 +107,7 @@ def openapi_document() -> dict:
                     "score": {"type": "number", "description": "cosine similarity in the bundle's space"}}},
                 "Hits": {"type": "object", "properties": {
                     "query": {"type": "string"}, "like": {"type": "integer"}, "mesh": {"type": "string"},
+                    "image": {"type": "boolean"},
                     "k": {"type": "integer"},
                     "filters": {"type": "object"}, "bundle": {"type": "string"}, "space": {"type": "string"},
                     "hits": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}}}},

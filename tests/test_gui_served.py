@@ -116,6 +116,18 @@ def test_without_the_token_a_save_says_why_and_index_runs_on_the_server(qtbot, w
     assert "on the server's machine" in window.findChildren(QMessageBox)[-1].text()
 
 
+def test_a_picture_for_a_server_without_an_image_tower_gets_the_inline_note(qtbot, window, tmp_path):
+    from PIL import Image
+
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (40, 30), (200, 120, 40)).save(photo)
+    with qtbot.waitSignal(window.search_finished, timeout=WAIT_MS) as searched:
+        window.search_image(str(photo))
+    assert searched.args[0].image_tower is False
+    assert "has no image tower" in window.image_zone.text() and not window.image_button.isEnabled()
+    assert window.findChildren(QMessageBox) == []
+
+
 def test_a_server_address_that_cannot_work_is_one_clear_error(qtbot, tmp_path):
     settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
     settings.setValue("server", "ftp://assets-host/")

@@ -311,6 +311,7 @@ def test_hostile_requests_are_json_errors(server, library):
         (422, "/v1/search/mesh?type=obj", {"method": "POST", "body": b"v 1 2\nf 1 2 3 9\n"}),
         (422, "/v1/search/mesh?type=stl", {"method": "POST", "body": b"\0" * 84}),
         (405, "/v1/search/mesh?type=glb", {}),
+        (409, "/v1/search/image", {"method": "POST", "body": b"\x89PNG"}),  # minilm has no image tower
     ]
     for expected, path, kw in cases:
         status, headers, body = call(server, path, **kw)
@@ -319,6 +320,66 @@ def test_hostile_requests_are_json_errors(server, library):
             assert headers["allow"], "a 405 says what the route takes"
     # Nothing was written by any of them.
     assert call(server, f"/v1/assets/{ids['props/lamp.glb']}")[2]["user_tags"] == []
+
+
+@pytest.fixture(scope="module")
+def image_server(tmp_path_factory):
+    """A server over three meshes indexed with a pointbert-tiny bundle in a tiny open_clip
+    space, both with random weights: images reach core's image search; meaning is not checked."""
+    import open_clip
+
+    from core.export import export_bundle
+    from core.models import create_encoder
+    from meshes import write_meshes
+
+    root = tmp_path_factory.mktemp("clip")
+    config = root / "ulip2-serve-tiny-vit.json"
+    config.write_text(json.dumps({
+        "embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}))
+    open_clip.add_model_config(config)
+    bundle = export_bundle(root / "bundle", model=create_encoder("pointbert-tiny", embed_dim=32, seed=0).eval(),
+                           space="openclip:ulip2-serve-tiny-vit:none")
+    write_meshes(root / "assets", 3)
+    db = root / "lib.sqlite"
+    with Library(db) as lib:
+        index_paths([root / "assets"], lib, PointEncoder(bundle, device="cpu"), workers=0)
+    with serving(create_app(db, bundle, warm=False)) as base:
+        yield base, db, bundle
+
+
+def png(width=40, height=30) -> bytes:
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 120, 40)).save(out, "PNG")
+    return out.getvalue()
+
+
+def test_search_by_an_uploaded_image_where_the_space_has_an_image_tower(image_server, monkeypatch, tmp_path):
+    base, db, bundle = image_server
+    status, _, body = call(base, "/v1/search/image?k=3", method="POST", body=png())
+    assert status == 200 and body["image"] is True and body["space"] == bundle.space
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(png())
+    with Library(db, read_only=True) as lib:
+        searcher = Searcher(lib, bundle)
+        expected = searcher.search(searcher.image_vector(photo), 3)
+    assert [h["asset_id"] for h in body["hits"]] == [h.asset_id for h in expected]
+    assert [h["score"] for h in body["hits"]] == pytest.approx([h.score for h in expected], abs=1e-5)
+
+    from core.library.client import LibraryClient
+
+    assert [h["asset_id"] for h in LibraryClient(base).search_image(photo, k=3)] == [h.asset_id for h in expected]
+    for body, expected_status in ((b"not an image", 422), (png()[:30], 422), (b"", 400)):
+        status, headers, reply = call(base, "/v1/search/image", method="POST", body=body)
+        assert_json_error(status, headers, reply, expected_status)
+    monkeypatch.setattr(limits, "MAX_IMAGE_PIXELS", 40 * 30 - 1)  # the server runs in this process
+    status, headers, reply = call(base, "/v1/search/image", method="POST", body=png())
+    assert_json_error(status, headers, reply, 413)
+    assert "40 x 30 pixels" in reply["error"]
 
 
 def test_an_upload_past_the_bound_is_refused_before_and_while_it_is_read(server, monkeypatch):

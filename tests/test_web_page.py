@@ -161,3 +161,16 @@ def test_search_by_a_mesh_file_from_the_page(site, browser):
     first = cards(browser)[0]
     assert first.find_element(By.CLASS_NAME, "name").text == "horse.glb"
     assert first.find_element(By.CLASS_NAME, "score").text == "1.000"  # the same mesh, sampled as indexed
+
+
+def test_a_picture_where_the_model_sees_no_images_says_why(site, browser, tmp_path):
+    from PIL import Image
+
+    base, _, _ = site
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (40, 30), (200, 120, 40)).save(photo)
+    browser.get(base + "/")
+    wait(browser, shown.text_to_be_present_in_element((By.ID, "status"), "searchable"))
+    browser.find_element(By.ID, "mesh").send_keys(str(photo))
+    status = wait(browser, shown.visibility_of_element_located((By.CSS_SELECTOR, "#status.error")))
+    assert "no image tower" in status.text and "minilm" in status.text

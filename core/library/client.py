@@ -128,18 +128,16 @@ class LibraryClient:
                     tags=()) -> list[dict]:
         """Assets like a mesh file of this machine, sent to the server (MAX_UPLOAD bytes at most)."""
         path = Path(path)
-        try:
-            if not path.is_file():
-                raise ClientError(f"{path}: not a file; give a mesh file to search like")
-            if path.stat().st_size > MAX_UPLOAD:
-                raise ClientError(f"{path}: {path.stat().st_size} bytes, more than a server takes ({MAX_UPLOAD}); "
-                                  "index its folder on the server and search like the asset")
-            data = path.read_bytes()
-        except OSError as error:
-            raise ClientError(f"{path}: cannot read it ({error.strerror or error})") from None
         reply = self._call("POST", "search/mesh", {"type": path.suffix.lstrip(".").lower(), "k": k,
                                                    "format": list(formats), "folder": folder, "tag": list(tags)},
-                           body=data)
+                           body=_upload(path, "a mesh file"))
+        return [self._mapped(hit) for hit in reply["hits"]]
+
+    def search_image(self, path: str | os.PathLike, k: int = 10, *, formats=(), folder: str | None = None,
+                     tags=()) -> list[dict]:
+        """Assets like a picture of this machine (PNG, JPEG, WebP), where the server's space embeds images."""
+        reply = self._call("POST", "search/image", {"k": k, "format": list(formats), "folder": folder,
+                                                    "tag": list(tags)}, body=_upload(Path(path), "an image"))
         return [self._mapped(hit) for hit in reply["hits"]]
 
     def asset(self, asset_id: int) -> dict:
@@ -157,6 +155,20 @@ class LibraryClient:
     def set_tags(self, asset_id: int, tags: list[str]) -> list[str]:
         """Replace a person's tags of the asset (needs the server's token); returns them as stored."""
         return self._call("PUT", f"assets/{int(asset_id)}/tags", body={"tags": list(tags)})["user_tags"]
+
+
+def _upload(path: Path, what: str) -> bytes:
+    """The bytes of a file to send, MAX_UPLOAD at most."""
+    try:
+        if not path.is_file():
+            raise ClientError(f"{path}: not a file; give {what} to search like")
+        size = path.stat().st_size
+        if size > MAX_UPLOAD:
+            raise ClientError(f"{path}: {size} bytes, more than a server takes ({MAX_UPLOAD}); "
+                              "index its folder on the server and search like the asset")
+        return path.read_bytes()
+    except OSError as error:
+        raise ClientError(f"{path}: cannot read it ({error.strerror or error})") from None
 
 
 _NEW_TOKEN = "python -c 'import secrets; print(secrets.token_urlsafe(32))' > {file}; chmod 600 {file}"

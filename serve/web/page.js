@@ -74,11 +74,14 @@ async function similar(id) {
   } catch (error) { say(error.message, true); }
 }
 
+const IMAGE_TYPES = ["png", "jpg", "jpeg", "webp"];
+
 async function searchByFile(file) {
-  const type = file.name.includes(".") ? file.name.split(".").pop() : "";
+  const type = file.name.includes(".") ? file.name.split(".").pop().toLowerCase() : "";
   say(`searching for assets like ${file.name}...`);
   try {
-    const url = `/v1/search/mesh?${filtered(new URLSearchParams({ type }))}`;
+    const url = IMAGE_TYPES.includes(type) ? `/v1/search/image?${filtered(new URLSearchParams())}`
+      : `/v1/search/mesh?${filtered(new URLSearchParams({ type }))}`;
     showHits(await getJson(url, { method: "POST", body: file }), `assets like ${file.name}`);
   } catch (error) { say(error.message, true); }
 }
