@@ -72,7 +72,7 @@ def cmd_index(args) -> int:
         with bar("indexing", "file", enabled=not args.quiet) as on_progress:
             report = index_paths(args.paths, library, encoder, batch_size=args.batch_size, workers=args.workers,
                                  seed=args.seed, thumbnails=args.thumbnails != "none", on_progress=on_progress,
-                                 retry_failed=args.retry_failed)
+                                 retry_failed=args.retry_failed, engine=args.engine)
         rendered = _render_thumbnails(library, args) if args.thumbnails == "blender" else None
     if args.json:
         print_json(report.to_json() | {"db": str(library.path)}
@@ -260,10 +260,16 @@ def register(sub) -> None:
             "Every batch is committed on its own: stop it at any time and run it again to resume.\n\n"
             "examples:\n"
             "  ulip2 index ~/assets/props ~/assets/furniture --bundle my-bundle\n"
-            "  ulip2 index ~/assets --db studio.sqlite        (run again: only changes are redone)")
+            "  ulip2 index ~/assets --db studio.sqlite        (run again: only changes are redone)\n"
+            "  RAY_ADDRESS=ray://farm:10001 ulip2 index /mnt/assets --db studio.sqlite --engine ray")
     p.add_argument("paths", nargs="+", metavar="PATH", help="asset folders or single mesh files")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the encoder runs")
     p.add_argument("--workers", type=int, default=None, help=_LOADERS_HELP)
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="load files in this machine's loaders and Blender workers (default), or as Ray tasks on "
+                        "the cluster at $RAY_ADDRESS (a local Ray without it), each file read by one task; this "
+                        "process still encodes and writes. Every node needs ulip2 (and ulip2[blender] for "
+                        "Blender's formats) and must see the asset paths")
     p.add_argument("--batch-size", type=positive_int, default=16, help="assets per encoder batch and per commit (default 16)")
     p.add_argument("--seed", type=int, default=0, help="point sampling seed (default 0)")
     p.add_argument("--thumbnails", choices=("points", "blender", "none"), default="points",

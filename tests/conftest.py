@@ -89,6 +89,23 @@ def tiny_bundle(tmp_path_factory):
 
 
 
+@pytest.fixture
+def local_ray(monkeypatch):
+    """A one-CPU local Ray; its session files go to a short temporary folder (Ray's socket
+    paths must stay under the OS limit) that is removed afterwards."""
+    ray = pytest.importorskip("ray", reason="the ray extra: pip install 'ulip2[ray]'")
+    import shutil
+    import tempfile
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # no token written to the home folder
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    folder = tempfile.mkdtemp(prefix="ray")
+    ray.init(num_cpus=1, include_dashboard=False, _temp_dir=folder)
+    yield ray
+    ray.shutdown()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 # -- tiers ------------------------------------------------------------------------------
 # `pytest -q` runs every test, as CI does. The slow ones carry the marker of their tier
 # (blender, gui, ray, train, models, crash, serve: pyproject.toml says what each holds); every other test

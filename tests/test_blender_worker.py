@@ -156,22 +156,6 @@ def test_a_blend_without_marked_assets_is_one_record(tmp_path, capsys):
     assert sorted(record.meta["facts"]["object_names"]) == ["Ball", "Cone", "Crate"]
 
 
-@pytest.fixture
-def local_ray(monkeypatch):
-    """A one-CPU local Ray; its session files go to a short temporary folder (Ray's socket
-    paths must stay under the OS limit) that is removed afterwards."""
-    ray = pytest.importorskip("ray", reason="the ray extra: pip install 'ulip2[ray]'")
-    import tempfile
-
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # no token written to the home folder
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    folder = tempfile.mkdtemp(prefix="ray")
-    ray.init(num_cpus=1, include_dashboard=False, _temp_dir=folder)
-    yield ray
-    ray.shutdown()
-    shutil.rmtree(folder, ignore_errors=True)
-
-
 def test_ray_engine_runs_the_same_units(local_ray, tmp_path, capsys):
     """--engine ray: each asset (both marked assets of the .blend, the .glb) is a Ray task
     running the crash-isolated worker; the crashing file is recorded; the driver writes."""

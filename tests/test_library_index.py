@@ -20,6 +20,7 @@ import trimesh
 from PIL import Image
 
 from core.blender_pool import NEEDS_BLENDER
+from core.errors import Ulip2Error
 from core.library.indexer import bundle_id, index_paths
 from core.library.store import AssetRecord, Library, LibraryError
 from core.library.thumbnails import THUMBNAIL_SIZE
@@ -83,6 +84,31 @@ def test_parallel_loading_matches_in_process(tmp_path, encoder):
     bid = bundle_id(encoder.bundle)
     with Library(tmp_path / "serial.sqlite") as a, Library(tmp_path / "pooled.sqlite") as b:
         np.testing.assert_allclose(a.embeddings(bid)[1], b.embeddings(bid)[1], atol=1e-5)
+
+
+def test_the_ray_engine_reads_each_file_in_a_task_and_writes_the_same_library(tmp_path, encoder, local_ray):
+    """--engine ray on a local Ray: meshes, a bad file and a .blend's marked assets (through
+    a fresh Blender worker per task) give the rows a local run gives; this process writes."""
+    pytest.importorskip("bpy")
+    from blender_files import MARKED, write_blend_files
+
+    write_meshes(tmp_path / "a", 4)
+    write_blend_files(tmp_path / "a", fbx=False)
+    (tmp_path / "a" / "broken.glb").write_bytes(b"glTF not really")
+    local = run([tmp_path / "a"], tmp_path / "local.sqlite", encoder)
+    farmed = run([tmp_path / "a"], tmp_path / "ray.sqlite", encoder, engine="ray")
+    assert (farmed.added, len(farmed.failed)) == (local.added, len(local.failed)) == (4 + len(MARKED), 1)
+    assert farmed.failed[0]["reason"] == local.failed[0]["reason"]
+    bid = bundle_id(encoder.bundle)
+    with Library(tmp_path / "local.sqlite") as a, Library(tmp_path / "ray.sqlite") as b:
+        rows = {(r["path"], r["object"]): i for i, r in a.assets().items()}
+        same = {(r["path"], r["object"]): i for i, r in b.assets().items()}
+        assert set(rows) == set(same)
+        for key, i in rows.items():
+            np.testing.assert_allclose(a.embeddings(bid, [i])[1], b.embeddings(bid, [same[key]])[1], atol=1e-5)
+    assert local_ray.is_initialized(), "a Ray the caller started is left running"
+    with pytest.raises(Ulip2Error, match="choose local or ray"):
+        run([tmp_path / "a"], tmp_path / "x.sqlite", encoder, engine="spark")
 
 
 def test_progress_follows_the_commits_and_a_stop_keeps_them(tmp_path, encoder):

@@ -37,9 +37,9 @@ from stat import S_ISREG
 
 import numpy as np
 
-from core.blender_jobs import PointsJob
+from core.blender_jobs import PointsJob, failed
 from core.blender_pool import BLENDER_TIMEOUT_S, NEEDS_BLENDER, blender_available, run_jobs
-from core.errors import AssetError
+from core.errors import AssetError, Ulip2Error
 from core.library.keys import bundle_id  # noqa: F401 (callers import it from here too)
 from core.library.store import BLENDER, FILE_FAULT, POINTS, RUN_FAULT, AssetRecord, Library
 from core.formats import find_assets, needs_blender, unreadable
@@ -47,6 +47,7 @@ from core.meshio import load_points
 from core.paths import NOT_UTF8_NAME, file_sha256, not_utf8_name
 from core.processes import end_with
 from core.progress import OnProgress, ShouldStop, never
+from core.ray_tasks import blender_job, ray_map
 
 # Fewer jobs than this are loaded in-process: starting a pool costs more than it saves.
 _POOL_MIN_JOBS = 8
@@ -130,9 +131,10 @@ def _load(job: _Job) -> _Loaded:
     return out
 
 
-def _blender_loaded(jobs: list[_Job], workers: int | None, timeout: float) -> Iterator[_Loaded]:
-    """_load for the files only Blender reads, through the Blender workers: each answers with
-    every asset of its file (points sampled by core's sampler, a rendered thumbnail)."""
+def _blender_loaded(jobs: list[_Job], workers: int | None, timeout: float, engine: str) -> Iterator[_Loaded]:
+    """_load for the files only Blender reads, through the Blender workers (a local pool, or
+    one fresh worker per Ray task): each answers with every asset of its file (points
+    sampled by core's sampler, a rendered thumbnail)."""
     if not jobs:
         return
     new = []
@@ -152,7 +154,10 @@ def _blender_loaded(jobs: list[_Job], workers: int | None, timeout: float) -> It
     requests = [PointsJob(job.path, job.num_points, job.seed, THUMBNAIL_SIZE if job.thumbnails else 0)
                 for job, _ in new]
     with tempfile.TemporaryDirectory(prefix="ulip2-index-") as logs:
-        for request, answer in run_jobs(requests, workers=workers, timeout=timeout, log_dir=Path(logs)):
+        answers = (run_jobs(requests, workers=workers, timeout=timeout, log_dir=Path(logs)) if engine == "local" else
+                   ((job, answer if lost is None else failed(job, lost))
+                    for job, answer, lost in ray_map(blender_job, requests, timeout)))
+        for request, answer in answers:
             out = loaded.pop(request.path)
             if not answer.ok:
                 out.error = answer.reason
@@ -182,7 +187,8 @@ class IndexReport:
 def index_paths(roots: Sequence[str | os.PathLike], library: Library, encoder, *, batch_size: int = 16,
                 workers: int | None = None, seed: int = 0, thumbnails: bool = True,
                 on_progress: OnProgress | None = None, should_stop: ShouldStop = never,
-                blender_timeout: float = BLENDER_TIMEOUT_S, retry_failed: bool = False) -> IndexReport:
+                blender_timeout: float = BLENDER_TIMEOUT_S, retry_failed: bool = False,
+                engine: str = "local") -> IndexReport:
     """Bring `library` up to date with the asset files under `roots`, embedding with
     `encoder` (a core.runtime.PointEncoder). Returns what was done.
 
@@ -197,7 +203,13 @@ def index_paths(roots: Sequence[str | os.PathLike], library: Library, encoder, *
         run resumes with the rest).
     retry_failed: read again the unchanged files that failed by their own fault (skipped
         otherwise; those that failed by the run's are always retried).
+    engine: "local", or "ray": each file is read (hashed, sampled, previewed; through a
+        fresh Blender worker for Blender's formats) by a Ray task, on the cluster $RAY_ADDRESS
+        names or a local Ray (core.ray_tasks); this process alone encodes and writes, as with
+        "local", so a library outgrows one machine's loading, not its one writer.
     """
+    if engine not in ("local", "ray"):
+        raise Ulip2Error(f"engine {engine!r}: choose local or ray")
     started = time.perf_counter()
     report = IndexReport()
     bundle = bundle_id(encoder.bundle)
@@ -271,7 +283,8 @@ def index_paths(roots: Sequence[str | os.PathLike], library: Library, encoder, *
     in_blender = [job for job in jobs if needs_blender(job.path)]
     in_trimesh = [job for job in jobs if not needs_blender(job.path)]
     # Loading runs ahead of the encoder by two batches: one loads while the other encodes.
-    loaded = _all_loaded(in_trimesh, in_blender, workers, ahead=2 * batch_size, blender_timeout=blender_timeout)
+    loaded = _all_loaded(in_trimesh, in_blender, workers, ahead=2 * batch_size, blender_timeout=blender_timeout,
+                         engine=engine)
     with contextlib.closing(loaded):  # a stopped run cancels the loads it will not use
         for item in loaded:
             files += 1
@@ -298,9 +311,13 @@ def index_paths(roots: Sequence[str | os.PathLike], library: Library, encoder, *
 
 
 def _all_loaded(in_trimesh: list[_Job], in_blender: list[_Job], workers: int | None, *, ahead: int,
-                blender_timeout: float) -> Iterator[_Loaded]:
-    yield from _loaded(in_trimesh, workers, ahead)
-    yield from _blender_loaded(in_blender, workers, blender_timeout)
+                blender_timeout: float, engine: str) -> Iterator[_Loaded]:
+    if engine == "ray":
+        for job, out, lost in ray_map(_load, in_trimesh):
+            yield out if lost is None else _Loaded(job.path, 0, 0, error=lost, fault=RUN_FAULT)
+    else:
+        yield from _loaded(in_trimesh, workers, ahead)
+    yield from _blender_loaded(in_blender, workers, blender_timeout, engine)
 
 
 def _loader_processes(workers: int | None, jobs: int) -> int:

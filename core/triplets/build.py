@@ -13,19 +13,16 @@ import dataclasses
 import errno
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from core.blender_jobs import Answer, AssetsJob, RenderJob, failed
 from core.blender_pool import Worker, run_jobs
-from core.errors import Ulip2Error
 from core.progress import OnProgress
+from core.ray_tasks import blender_job, ray_map
 from core.triplets.store import CAPTIONED, DONE, RecordWriter, TripletStore, key_for_asset, key_for_file
 
-# Ray: results in flight per cluster CPU (each holds a record's views and points in memory).
-RAY_IN_FLIGHT_PER_CPU = 2
 # With less room than this left on the store's disk after a job, its writes may have run out:
 # a record at the default settings takes 0.7 MB in tmp/, and Blender writes a view that does
 # not fit as an empty PNG while reporting it saved, so the job's answer alone cannot tell.
@@ -60,58 +57,19 @@ def run_units(store: TripletStore, units: list[Unit], *, engine: str, workers: i
         yield unit, answer, record
 
 
-def ray_job(job: AssetsJob | RenderJob, timeout: float) -> Answer:
-    """One job in a fresh worker on a Ray node; a render job's files come back in the answer
-    (the node may not see the store), as RenderAnswer.files."""
-    with tempfile.TemporaryDirectory(prefix="ulip2-ray-") as tmp:
-        out = Path(tmp) / "out"
-        out.mkdir()
-        worker = Worker(Path(tmp) / "worker.log")
-        rendering = isinstance(job, RenderJob)
-        try:
-            answer = worker.run(dataclasses.replace(job, out=str(out)) if rendering else job, timeout)
-        finally:
-            worker.close()
-        if answer.ok and rendering:
-            answer.files = {p.name: p.read_bytes() for p in out.iterdir()}
-        return answer
-
-
 def _run_ray(store: TripletStore, units: list[Unit], timeout: float):
-    try:
-        import ray
-    except ImportError:
-        raise Ulip2Error("--engine ray needs the ray extra: pip install 'ulip2[ray]'") from None
-    started = not ray.is_initialized()
-    if started:
-        # $RAY_ADDRESS names a running cluster; without it Ray starts a local one.
-        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False)
-    try:
-        # No retries: a file that kills its worker would only kill the next one too.
-        remote = ray.remote(num_cpus=1, max_retries=0)(ray_job)
-        limit = max(1, int(ray.cluster_resources().get("CPU", 1)) * RAY_IN_FLIGHT_PER_CPU)
-        waiting = list(reversed(units))
-        running: dict = {}
-        while waiting or running:
-            while waiting and len(running) < limit:
-                unit = waiting.pop()
-                running[remote.remote(unit.job, timeout)] = unit
-            (ref,), _ = ray.wait(list(running), num_returns=1)
-            unit = running.pop(ref)
-            try:
-                answer = ray.get(ref)
-            except ray.exceptions.RayError as exc:  # the node or its Ray worker died
-                answer = failed(unit.job, f"Ray task failed: {str(exc).strip().splitlines()[0][:300]}")
-            record = None
-            if isinstance(unit.job, RenderJob):
-                record = RecordWriter(store, unit.key)
-                for name, data in answer.files.items():
-                    (record.path / name).write_bytes(data)
-                answer.files = {}
-            yield unit, answer, record
-    finally:
-        if started:
-            ray.shutdown()
+    by_job = {id(unit.job): unit for unit in units}
+    for job, answer, lost in ray_map(blender_job, [unit.job for unit in units], timeout):
+        unit = by_job[id(job)]
+        if lost is not None:
+            answer = failed(job, lost)
+        record = None
+        if isinstance(job, RenderJob):
+            record = RecordWriter(store, unit.key)
+            for name, data in answer.files.items():
+                (record.path / name).write_bytes(data)
+            answer.files = {}
+        yield unit, answer, record
 
 
 def plan_units(store: TripletStore, files: list[Path], *, engine: str, workers: int,
