@@ -97,7 +97,9 @@ async function details(id) {
   $("detail-path").textContent = record.path;
   $("detail-format").textContent = record.format;
   $("detail-user-tags").textContent = record.user_tags.length ? record.user_tags.join(", ") : "none yet";
-  $("detail-tags").textContent = record.tags.map((t) => `${t.tag} (${t.score.toFixed(2)})`).join(", ") || "none";
+  // As core.spaces.vocabularies.prompt_name reads a label (LVIS's "step_stool": "step stool").
+  $("detail-tags").textContent = record.tags.map((t) => `${t.tag.replaceAll("_", " ")} (${t.score.toFixed(2)})`)
+    .join(", ") || "none";
   $("detail-caption").textContent = record.captions.length ? record.captions[0].caption : "none";
   $("details").hidden = false;
 }
