@@ -59,7 +59,8 @@ def register(sub) -> None:
     p = add_command(
         sub, "serve", cmd_serve, "serve one library to a studio: an HTTP JSON API for search, assets and tags",
         description="Serves one library file over HTTP, JSON in and out, under /v1: text search, search\n"
-                    "like an indexed asset, asset records and thumbnails, a person's tags written back.\n"
+                    "like an indexed asset or an uploaded mesh or picture, asset records and thumbnails,\n"
+                    "a person's tags written back; and a search page for a browser at the server's address.\n"
                     "The server is the library's one writer; reads run in parallel, beside index runs.\n"
                     "It listens on 127.0.0.1 unless --host says otherwise. Reads need no token; writes\n"
                     "need the token in --token-file (never on the command line), sent as\n"
@@ -69,7 +70,9 @@ def register(sub) -> None:
         epilog="examples:\n"
                "  ulip2 serve --db studio.sqlite\n"
                "  curl 'http://127.0.0.1:8765/v1/search?q=a+wooden+chair&k=5'\n"
-               "  curl http://127.0.0.1:8765/v1/assets/12\n\n"
+               "  curl http://127.0.0.1:8765/v1/assets/12\n"
+               "  curl --data-binary @chair.glb 'http://127.0.0.1:8765/v1/search/mesh?type=glb&k=5'\n"
+               "  open http://127.0.0.1:8765/ in a browser: the search page\n\n"
                "  python -c 'import secrets; print(secrets.token_urlsafe(32))' > token; chmod 600 token\n"
                "  ulip2 serve --db studio.sqlite --host 0.0.0.0 --token-file token\n"
                "  curl -X PUT -H \"Authorization: Bearer $(cat token)\" -H 'Content-Type: application/json' \\\n"
