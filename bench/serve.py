@@ -81,6 +81,17 @@ def client_loop(port: int, paths: list[str], until: float, latencies: list[float
     connection.close()
 
 
+def resident_mb(pid: int) -> float | None:
+    """The process's resident memory (Linux: /proc), None elsewhere."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
 def load(port: int, paths: list[str], clients: int, seconds: float) -> dict:
     latencies: list[list[float]] = [[] for _ in range(clients)]
     failures: list[str] = []
@@ -160,6 +171,7 @@ def main() -> None:
             like = load(port, [f"/v1/like/{i}?k=10" for i in like_ids], args.clients, args.seconds)
             text = load(port, [f"/v1/search?{urllib.parse.urlencode({'q': p, 'k': 10})}" for p in phrases],
                         args.clients, args.seconds)
+            rss_mb = resident_mb(server.pid)
         finally:
             server.send_signal(signal.SIGINT)
             server.wait(30)
@@ -175,7 +187,7 @@ def main() -> None:
         "text_qps": text["qps"], "text_p50_ms": text["p50_ms"], "text_p99_ms": text["p99_ms"],
         "inprocess_like_qps": baseline["like"]["qps"], "inprocess_like_p50_ms": baseline["like"]["p50_ms"],
         "inprocess_text_qps": baseline["text"]["qps"], "inprocess_text_p50_ms": baseline["text"]["p50_ms"],
-        "failures": like["failures"] + text["failures"], "first_failure": like["first_failure"] or text["first_failure"],
+        "server_rss_mb": rss_mb, "failures": like["failures"] + text["failures"], "first_failure": like["first_failure"] or text["first_failure"],
     }))
 
 

@@ -20,7 +20,7 @@ from typing import TypeVar
 
 from core.bundle import Bundle, check_encoder_files
 from core.library.keys import bundle_id
-from core.library.search import Searcher
+from core.library.search import SearchData, Searcher
 from core.library.store import Library
 from core.runtime import PointEncoder
 
@@ -31,11 +31,13 @@ DEFAULT_READERS = min(4, os.cpu_count() or 1)
 class Reader:
     """One reader thread's read-only Library, and its Searcher over the bundle's embeddings."""
 
-    def __init__(self, db_path: Path, bundle: Bundle, bundle_key: str, encoder: Callable[[], PointEncoder]):
+    def __init__(self, db_path: Path, bundle: Bundle, bundle_key: str, encoder: Callable[[], PointEncoder],
+                 data: SearchData):
         self.library = Library(db_path, read_only=True)
         self.bundle = bundle
         self.bundle_id = bundle_key
         self._encoder = encoder
+        self._data = data
         self._searcher: Searcher | None = None
         self._generation: int | None = None
 
@@ -51,7 +53,7 @@ class Reader:
         so it is made again once an index run changed them (the generation counter says)."""
         generation = self.library.generation(self.bundle_id)
         if self._searcher is None or generation != self._generation:
-            self._searcher = Searcher(self.library, self.bundle)
+            self._searcher = Searcher(self.library, self.bundle, data=self._data)
             self._generation = generation
         return self._searcher
 
@@ -69,6 +71,7 @@ class Connections:
         self._local = threading.local()
         self._writable: Library | None = None  # opened by the writer thread on the first write
         self._point_encoder: PointEncoder | None = None
+        self._search_data = SearchData()  # the readers' one copy of the vectors and the ANN index
         self._encoder_lock = threading.Lock()
 
     def _encoder(self) -> PointEncoder:
@@ -89,7 +92,8 @@ class Connections:
     def _read(self, work, args):
         reader = getattr(self._local, "reader", None)
         if reader is None:
-            reader = self._local.reader = Reader(self.db_path, self.bundle, self.bundle_id, self._encoder)
+            reader = self._local.reader = Reader(self.db_path, self.bundle, self.bundle_id, self._encoder,
+                                                 self._search_data)
         return work(reader, *args)
 
     def _write(self, work, args):

@@ -18,7 +18,7 @@ from cli.main import main
 from core.errors import SpaceError, VocabularyError
 from core.library.ann import AnnIndex
 from core.library.indexer import bundle_id
-from core.library.search import Searcher
+from core.library.search import SearchData, Searcher
 from core.library.store import Library, LibraryError
 from core.library.tagging import caption_library, tag_library
 from core.spaces.ranking import nearest_texts
@@ -158,6 +158,12 @@ def test_ann_path_agrees_with_exact(library, tiny_bundle):
         built = path.stat().st_mtime_ns
         Searcher(lib, tiny_bundle.bundle, ann_min_assets=1).search(query, 1)
         assert path.stat().st_mtime_ns == built, "an up-to-date index is reused"
+        shared = SearchData()  # as a server's readers share it
+        Searcher(lib, tiny_bundle.bundle, ann_min_assets=1, data=shared).search(query, 1)
+        path.with_suffix(".json").write_text("not a stamp")
+        other = Searcher(lib, tiny_bundle.bundle, ann_min_assets=1, data=shared)
+        assert other.search(query, 1)[0].path == exact.search(query, 1)[0].path
+        assert path.stat().st_mtime_ns == built, "a Searcher sharing the data reads no index of its own"
         lib.set_meta(f"generation:{ann.bundle_id}", "999")
         ann.search(query, 1)
         assert path.stat().st_mtime_ns != built, "a stale index is rebuilt"

@@ -9,6 +9,7 @@ embeddings up, through the faiss index kept beside the library (core.library.ann
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
@@ -39,11 +40,41 @@ class Hit:
         return asdict(self)
 
 
+class SearchData:
+    """What searches read, kept per generation of a bundle's embeddings: the embeddings
+    (exact and filtered searches) and the ANN index (1M assets: 1.5 GB each, where a search
+    takes 3 ms). One per Searcher by default; a server's reader threads share one, so the
+    library's vectors are in memory once, however many readers search them."""
+
+    def __init__(self):
+        self._lock = threading.Lock()  # a load runs once; the others wait for it
+        self._exact: tuple[int, tuple[np.ndarray, np.ndarray]] | None = None
+        self._ann: tuple[int, AnnIndex] | None = None
+
+    def exact(self, library: Library, bundle: str) -> tuple[np.ndarray, np.ndarray]:
+        return self._current("_exact", library.generation(bundle), lambda: library.embeddings(bundle))
+
+    def ann(self, library: Library, bundle: str) -> AnnIndex:
+        return self._current("_ann", library.generation(bundle), lambda: AnnIndex.for_library(library, bundle))
+
+    def _current(self, slot: str, generation: int, load):
+        held = getattr(self, slot)  # (generation, value), swapped whole: read without the lock
+        if held is not None and held[0] == generation:
+            return held[1]
+        with self._lock:
+            held = getattr(self, slot)
+            if held is None or held[0] != generation:
+                held = generation, load()
+                setattr(self, slot, held)
+            return held[1]
+
+
 class Searcher:
-    """Searches over the embeddings `bundle` made in `library`."""
+    """Searches over the embeddings `bundle` made in `library`; `data`: what it reads, when
+    shared with other Searchers of the same library and bundle."""
 
     def __init__(self, library: Library, bundle: Bundle | str | os.PathLike | None = None, *,
-                 ann_min_assets: int = ANN_MIN_ASSETS, device: str = "auto"):
+                 ann_min_assets: int = ANN_MIN_ASSETS, device: str = "auto", data: SearchData | None = None):
         from core.bundle import default_bundle_path
 
         self.library = library
@@ -54,10 +85,7 @@ class Searcher:
         self.bundle_id = bundle_id(self.bundle)
         self.ann_min_assets = ann_min_assets
         self.device = device
-        self._exact: tuple[np.ndarray, np.ndarray] | None = None
-        # The ANN index, read once per generation of the bundle's embeddings (1M assets: 1.5 GB
-        # to read from disk, where a search takes 3 ms).
-        self._ann: tuple[int, AnnIndex] | None = None
+        self.data = data if data is not None else SearchData()
         spaces = library.spaces()
         if self.bundle_id not in spaces:
             others = ", ".join(f"{b} ({s}, {n} assets)" for b, (s, n) in spaces.items()) or "none"
@@ -139,10 +167,7 @@ class Searcher:
         allowed = set(self.library.filtered_ids(formats=formats, folder=folder, tags=tags)) if filtered else None
         want = k + (exclude is not None)
         if self.count >= self.ann_min_assets:
-            generation = self.library.generation(self.bundle_id)
-            if self._ann is None or self._ann[0] != generation:
-                self._ann = generation, AnnIndex.for_library(self.library, self.bundle_id)
-            ids, scores = self._ann[1].search(query, want * (_FILTER_OVERSAMPLE if filtered else 1))
+            ids, scores = self.data.ann(self.library, self.bundle_id).search(query, want * (_FILTER_OVERSAMPLE if filtered else 1))
             pairs = [(i, s) for i, s in zip(ids.tolist(), scores.tolist()) if allowed is None or i in allowed]
             if len(pairs) >= want or not filtered:
                 return self._hits(pairs, k, exclude)
@@ -151,9 +176,7 @@ class Searcher:
         return self._hits([(int(ids[i]), float(scores[i])) for i in top_k(scores, want)], k, exclude)
 
     def _exact_rows(self, allowed: set[int] | None) -> tuple[np.ndarray, np.ndarray]:
-        if self._exact is None:
-            self._exact = self.library.embeddings(self.bundle_id)
-        ids, vectors = self._exact
+        ids, vectors = self.data.exact(self.library, self.bundle_id)
         if allowed is None:
             return ids, vectors
         mask = np.isin(ids, np.fromiter(allowed, np.int64, len(allowed)))
