@@ -146,7 +146,8 @@ def register(sub) -> None:
                         "what it learnt (--bundle carries it)")
     p.add_argument("--init", type=Path,
                    help="start from a bundle (its config and weights), a ULIP-2 .pt or a ulip2 .safetensors")
-    p.add_argument("--no-amp", action="store_true", help="train in float32 on GPU too")
+    p.add_argument("--no-amp", action="store_true",
+                   help="train in float32 (by default bf16 autocast on GPUs and on CPUs with bf16 instructions)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--bundle", type=Path, help="export the trained encoder to this bundle folder at the end")
 

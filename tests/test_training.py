@@ -81,6 +81,28 @@ def test_resume_continues_bit_for_bit(tmp_path):
         assert torch.equal(value, resumed.model.state_dict()[key]), key
 
 
+def _linear_output_dtypes(trainer: Trainer) -> set:
+    """The dtypes the encoder's first linear layer gives during one training epoch."""
+    seen = set()
+    layer = next(m for m in trainer.model.modules() if isinstance(m, torch.nn.Linear))
+    handle = layer.register_forward_hook(lambda module, args, output: seen.add(output.dtype))
+    trainer.train_epoch()
+    handle.remove()
+    return seen
+
+
+@pytest.mark.train
+def test_cpu_steps_run_in_bf16_where_the_cpu_has_bf16_and_in_float32_without_amp(tmp_path):
+    """pointbert-tiny, random init: with amp (the default) a CPU with bf16 instructions runs
+    the encoder under bf16 autocast, any other CPU in float32; amp=False is float32 always."""
+    features = make_features()
+    has_bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    amp = Trainer(features, TrainConfig(epochs=1, **CONFIG), tmp_path / "amp")
+    assert _linear_output_dtypes(amp) == ({torch.bfloat16} if has_bf16 else {torch.float32})
+    plain = Trainer(features, TrainConfig(epochs=1, amp=False, **CONFIG), tmp_path / "plain")
+    assert _linear_output_dtypes(plain) == {torch.float32}
+
+
 @pytest.mark.train
 def test_the_encoder_file_loads_into_a_fresh_encoder(tmp_path):
     from core.models import create_encoder

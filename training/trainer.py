@@ -46,7 +46,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.98)
     warmup_epochs: float = 1.0
     grad_clip: float = 10.0       # Point-BERT's grad_norm_clip
-    amp: bool = True              # GPU only: bf16 autocast (fp16 + scaler where bf16 is missing)
+    amp: bool = True              # bf16 autocast (autocast_dtype says where; fp16 + scaler on GPUs without bf16)
     seed: int = 0
     up_axis: str = "y"
     random_up: bool = False       # turn each sample's up axis onto any axis direction (Augment.random_up)
@@ -88,6 +88,20 @@ def _lr_at(step: int, total: int, warmup: int, base: float, start: float, end: f
         return start + (base - start) * step / max(1, warmup - 1)
     progress = min(1.0, (step - warmup) / max(1, total - warmup - 1))
     return end + 0.5 * (base - end) * (1 + math.cos(math.pi * progress))
+
+
+def autocast_dtype(device: torch.device, amp: bool = True) -> torch.dtype | None:
+    """The mixed precision a run on `device` trains in: bf16 on a GPU that has it (fp16, with a
+    loss scaler, on one that does not) and on a CPU with bf16 instructions (AVX512-BF16 or
+    AMX: 1.5x faster steps for pointbert-lite on 2 cores here); float32 elsewhere, where bf16
+    would be emulated and slower."""
+    if not amp:
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return torch.bfloat16
+    return None
 
 
 def parameter_groups(model: torch.nn.Module, scale: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -146,9 +160,7 @@ class Trainer:
         self.steps_per_epoch = len(self._batches(0))  # the same every epoch
         self.total_steps = self.steps_per_epoch * config.epochs
         self.warmup_steps = int(config.warmup_epochs * self.steps_per_epoch)
-        self.amp_dtype = None
-        if config.amp and self.device.type == "cuda":
-            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.amp_dtype = autocast_dtype(self.device, config.amp)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.augment = Augment(up=config.up_axis, random_up=config.random_up,
                                upright=Upright.load(config.upright) if config.upright else None)
@@ -209,7 +221,7 @@ class Trainer:
                 group["lr"] = lr
             points, text = points.to(self.device), text.to(self.device)
             image = image.to(self.device) if image is not None else None
-            autocast = (torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype
+            autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype
                         else contextlib.nullcontext())
             with autocast:
                 embedded = model(points)

@@ -163,7 +163,7 @@ def train(pack_path: Path, job: dict, out: Path, *, holdout: str | None = None, 
         index = balanced(pack, index)
     config = TrainConfig(encoder=job["encoder"], epochs=job["epochs"], batch_size=job["batch_size"], lr=job["lr"],
                          seed=job.get("seed", 0), random_up=job.get("random_up", True) and not job.get("upright"),
-                         upright=str(job["upright"]) if job.get("upright") else None)
+                         upright=str(job["upright"]) if job.get("upright") else None, amp=job.get("amp", True))
     groups = [pack.objects[i]["source"] for i in index] if job.get("source_batches") else None
     trainer = Trainer(pack.features(index), config, out, device=_device(device), groups=groups)
     start = time.perf_counter()
@@ -399,6 +399,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--batch-size", type=int, default=CHOSEN["batch_size"], help=f"default {CHOSEN['batch_size']}")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--device", default="auto", help="cuda, cpu or auto (default: cuda when present)")
+        p.add_argument("--no-amp", dest="amp", action="store_false",
+                       help="train in float32 (by default bf16 autocast on GPUs and on CPUs with bf16 instructions)")
         p.add_argument("--balance", action="store_true",
                        help="repeat the smaller sources' objects (balanced(): sqrt of the size ratio, at most "
                             f"{MAX_REPEATS}x); train it into a new run folder")
@@ -440,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
             print(write_pack(args.corpus.resolve(), args.out))
         elif args.stage in ("train", "loso"):
             job = {k: getattr(args, k) for k in ("encoder", "epochs", "lr", "batch_size", "seed", "balance",
-                                                  "source_batches", "random_up", "upright")}
+                                                  "source_batches", "random_up", "upright", "amp")}
             if args.stage == "train":
                 print(json.dumps(train(args.pack, job, args.out, holdout=args.holdout, only=args.only,
                                        validate=args.validate, device=args.device)))
