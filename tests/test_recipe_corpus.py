@@ -209,6 +209,7 @@ def test_evaluate_reports_held_out_frames_and_leave_one_source_out(tmp_path, toy
         corpus_model.train(toy_pack, job, tmp_path / "loso" / source, holdout=source, device="cpu", show_progress=False)
         corpus_model.export(tmp_path / "loso" / source / "encoder.safetensors", tmp_path / "loso" / source / "bundle",
                             job, "test", prompts=False)
+        corpus_model.score_left_out(corpus_model.Pack(toy_pack), source, tmp_path / "loso" / source / "bundle", job)
     from core.bundle import SHIPPED_BUNDLE
 
     report = corpus_model.evaluate(toy_pack, [SHIPPED_BUNDLE], tmp_path / "loso")
@@ -284,3 +285,25 @@ def test_loso_with_the_scorer_gives_each_run_its_own(tmp_path, toy_pack):
         run = tmp_path / "loso" / source
         assert torch.load(run / "last.pt", weights_only=True)["config"]["upright"] == str(run / "upright.npz")
         assert read_bundle(run / "bundle", warn_untrained=False).upright == "upright.npz"
+        assert json.loads((run / corpus_model.LEFT_OUT).read_text())["job"]["upright"] == str(run / "upright.npz")
+
+
+def test_a_rerun_of_loso_skips_the_sources_it_has_scored_and_evaluate_reads_their_scores(tmp_path, toy_pack):
+    """A source whose run wrote left_out.json is done: the rerun trains only the other
+    (pointbert-tiny, 1 epoch), and evaluate takes the written scores, refusing a broken file
+    by name."""
+    runs = tmp_path / "loso"
+    (runs / "toy").mkdir(parents=True)
+    written = {"n": 7, "classes": 2, "top1": 0.5, "d2_top1": 0.25, "d2_references": 3, "majority_top1": 0.6, "job": {}}
+    (runs / "toy" / corpus_model.LEFT_OUT).write_text(json.dumps(written))
+    assert corpus_model.main(["loso", "--pack", str(toy_pack), "--out", str(runs), "--encoder", "pointbert-tiny",
+                              "--epochs", "1", "--batch-size", "8", "--device", "cpu"]) == 0
+    assert not (runs / "toy" / "last.pt").exists(), "a scored source is not trained again"
+    assert (runs / "toy2" / "last.pt").is_file() and (runs / "toy2" / corpus_model.LEFT_OUT).is_file()
+    loso = corpus_model.leave_one_source_out(corpus_model.Pack(toy_pack), runs)
+    assert loso["toy"] == {k: v for k, v in written.items() if k != "job"}
+    assert loso["toy2"]["n"] == sum(o["source"] == "toy2" and bool(o["label"])
+                                    for o in corpus_model.Pack(toy_pack).objects)
+    (runs / "toy" / corpus_model.LEFT_OUT).write_text("{not json")
+    with pytest.raises(corpus_model.Ulip2Error, match="toy/left_out.json"):
+        corpus_model.leave_one_source_out(corpus_model.Pack(toy_pack), runs)

@@ -18,7 +18,9 @@ pack      one .npz (and a .json beside it) with what training and evaluation rea
 train     the encoder on the train objects (with --validate: train minus val, scored on
           val every 5 epochs), with every source or all but --holdout; random up axis on
           (each sample's up turned onto any of the 6 axis directions). Resumes from RUN
-loso      one `train` a source left out, for each source with two labels or more
+loso      one `train` a source left out, for each source with two labels or more, then
+          that source's scores (b, below) into RUNS/SOURCE/left_out.json; a source with
+          them is done, so a rerun goes on with the next
 evaluate  for each bundle, in one run: (a) top-1/top-5 on each source's held-out test
           objects over that source's label set; (b) leave-one-source-out top-1 of the
           --loso runs on each left-out source's labelled objects, beside D2 nearest
@@ -50,6 +52,10 @@ from core.upright import TURNS, UPRIGHT_FILE, Upright
 SPACE = "minilm"
 POINTS = 1024
 VAL_CURVE = "val.jsonl"  # train --validate: one line per scoring, in the run folder
+# loso: a left-out source's scores, written in its run folder when its run is over. It is
+# all `evaluate --loso` reads, so a few hundred bytes a source carry the leave-one-out
+# figures from machine to machine (and mark the source done) where the runs cannot.
+LEFT_OUT = "left_out.json"
 CHOSEN = {"encoder": "pointbert-lite", "epochs": 40, "lr": 1e-3, "batch_size": 64}
 # A y-up cloud as a y-up reader sees the file when it was saved with another axis up (the
 # object's up lands on +z, on +x): the inverses of the turns the up-axis scorer makes back.
@@ -288,34 +294,51 @@ def held_out(pack: Pack, bundle: Path) -> dict:
     return {"held_out": by_source, "frames": frames}
 
 
-def leave_one_source_out(pack: Pack, runs: Path) -> dict:
-    """(b) each left-out source's labelled objects through the run that never saw it, beside
-    D2 nearest neighbour and the majority class."""
+def score_left_out(pack: Pack, source: str, bundle: Path, job: dict) -> dict:
+    """(b) for one source: its labelled objects through `bundle`, trained without them,
+    beside D2 nearest neighbour and the majority class; written into the bundle's run
+    folder as LEFT_OUT (with the settings it was trained with) and returned."""
     from collections import Counter
 
     from .d2 import d2_descriptor
 
+    labels = pack.labels[source]
+    index = pack.select(sources={source}, labelled=True)
+    points = pack.points(index)
+    r = zero_shot(embed(open_encoder(bundle), points), pack, index, labels)
+    truth = [pack.objects[i]["label"] for i in index]
+    refs = np.array([i for i in pack.select(exclude_source=source, labelled=True)
+                     if pack.objects[i]["label"] in set(labels)], dtype=np.int64)
+    d2 = 0.0
+    if len(refs):
+        ref_d = np.stack([d2_descriptor(p[:, :3]) for p in pack.points(refs)])
+        ref_labels = [pack.objects[i]["label"] for i in refs]
+        hits = [ref_labels[int(np.abs(ref_d - d2_descriptor(p[:, :3])).sum(1).argmin())] == t
+                for p, t in zip(points, truth)]
+        d2 = float(np.mean(hits))
+    row = {"n": len(index), "classes": len(labels), "top1": round(r["top1"], 4),
+           "d2_top1": round(d2, 4), "d2_references": len(refs),
+           "majority_top1": round(Counter(truth).most_common(1)[0][1] / len(truth), 4)}
+    path = Path(bundle).parent / LEFT_OUT
+    path.with_suffix(".tmp").write_text(json.dumps(row | {"job": {k: str(v) if isinstance(v, Path) else v
+                                                                   for k, v in job.items()}}, indent=1))
+    path.with_suffix(".tmp").replace(path)
+    return row
+
+
+def leave_one_source_out(pack: Pack, runs: Path) -> dict:
+    """(b) the scores each finished `loso` run wrote (RUNS/SOURCE/left_out.json)."""
     result = {}
-    for source, labels in pack.labels.items():
-        bundle = runs / source / "bundle"
-        if not (bundle / "bundle.json").is_file():
+    for source in pack.labels:
+        path = runs / source / LEFT_OUT
+        if not path.is_file():
             continue
-        index = pack.select(sources={source}, labelled=True)
-        points = pack.points(index)
-        r = zero_shot(embed(open_encoder(bundle), points), pack, index, labels)
-        truth = [pack.objects[i]["label"] for i in index]
-        refs = np.array([i for i in pack.select(exclude_source=source, labelled=True)
-                         if pack.objects[i]["label"] in set(labels)], dtype=np.int64)
-        d2 = 0.0
-        if len(refs):
-            ref_d = np.stack([d2_descriptor(p[:, :3]) for p in pack.points(refs)])
-            ref_labels = [pack.objects[i]["label"] for i in refs]
-            hits = [ref_labels[int(np.abs(ref_d - d2_descriptor(p[:, :3])).sum(1).argmin())] == t
-                    for p, t in zip(points, truth)]
-            d2 = float(np.mean(hits))
-        result[source] = {"n": len(index), "classes": len(labels), "top1": round(r["top1"], 4),
-                          "d2_top1": round(d2, 4), "d2_references": len(refs),
-                          "majority_top1": round(Counter(truth).most_common(1)[0][1] / len(truth), 4)}
+        try:
+            row = json.loads(path.read_text())
+            result[source] = {k: row[k] for k in ("n", "classes", "top1", "d2_top1", "d2_references", "majority_top1")}
+        except (ValueError, KeyError, TypeError) as exc:
+            raise Ulip2Error(f"{path}: not a left-out score ({exc}); delete it and rerun "
+                             f"`corpus_model loso` for {source}") from None
     return result
 
 
@@ -447,8 +470,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(train(args.pack, job, args.out, holdout=args.holdout, only=args.only,
                                        validate=args.validate, device=args.device)))
             else:
-                for source in Pack(args.pack).labels:
+                pack = Pack(args.pack)
+                for source in pack.labels:
                     run = args.out / source
+                    if (run / LEFT_OUT).is_file():
+                        print(f"{source}: done ({run / LEFT_OUT})", file=sys.stderr)
+                        continue
                     if args.upright:  # the left-out source's geometry stays unseen by its scorer too
                         scorer = run / UPRIGHT_FILE
                         if not scorer.is_file():
@@ -459,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
                                     f"training.recipes.corpus_model loso: every source but {source}", prompts=False)
                     if args.upright:
                         add_upright(bundle, Upright.load(job["upright"]))
-                    print(json.dumps(result))
+                    print(json.dumps(result | {"left_out": score_left_out(pack, source, bundle, job)}))
         elif args.stage == "evaluate":
             print_report(evaluate(args.pack, args.bundle, args.loso))
         elif args.stage == "upright":
