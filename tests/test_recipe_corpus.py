@@ -307,3 +307,27 @@ def test_a_rerun_of_loso_skips_the_sources_it_has_scored_and_evaluate_reads_thei
     (runs / "toy" / corpus_model.LEFT_OUT).write_text("{not json")
     with pytest.raises(corpus_model.Ulip2Error, match="toy/left_out.json"):
         corpus_model.leave_one_source_out(corpus_model.Pack(toy_pack), runs)
+
+
+@pytest.mark.blender
+def test_render_stage_captions_each_object_from_its_views_and_the_pack_takes_the_sentences(tmp_path, toy):
+    """Blender renders one small view of each toy object; the metadata captioner names the
+    red crate red, calls it by its source's name and claims no size (game units); the pack
+    adds the sentences to the object's texts, and a rerun renders nothing again."""
+    corpus.build(tmp_path, ["toy"], workers=2)
+    corpus.dedupe(tmp_path)
+    corpus.split(tmp_path)
+    objects = corpus.split_objects(tmp_path)
+    result = corpus.render(tmp_path, views=1, resolution=32, workers=1, show_progress=False)
+    assert result == {"rendered": len(objects), "already": 0, "failed": 0, "captioned": len(objects)}
+    texts = corpus.render_texts(tmp_path)
+    crate = next(e for e in objects if e["object"] == "toy/crate-1")
+    assert any("red" in t and "crate" in t for t in texts[crate["key"]]), texts[crate["key"]]
+    assert not any(" m tall" in t for sentences in texts.values() for t in sentences)
+
+    pack = corpus_model.Pack(corpus_model.write_pack(tmp_path, tmp_path / "pack.npz"))
+    assert pack.meta["render_texts"] == len(objects)
+    i = next(k for k, o in enumerate(pack.objects) if o["object"] == "toy/crate-1")
+    vectors = pack.features(np.array([i])).texts_of(0)
+    assert len(vectors) == len(["a crate"] + texts[crate["key"]])
+    assert corpus.render(tmp_path, views=1, resolution=32, workers=1, show_progress=False)["rendered"] == 0

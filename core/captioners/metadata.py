@@ -84,7 +84,9 @@ class MetadataCaptioner(Captioner):
     vision_model = False
 
     def caption(self, images: Sequence, k: int, *, facts: dict | None = None) -> list[list[str]]:
-        """At most k distinct sentences per image, from facts and the image's colours."""
+        """At most k distinct sentences per image, from facts and the image's colours. A fact
+        "size_known": False (extents in units that are not metres: a game's) leaves out the
+        sentence of size and height; proportions do not depend on the unit."""
         facts = facts or {}
         objects = [n for n in dict.fromkeys(clean_name(n) for n in facts.get("object_names", [])) if n]
         materials = [n for n in dict.fromkeys(clean_name(n) for n in facts.get("material_names", [])) if n]
@@ -95,12 +97,10 @@ class MetadataCaptioner(Captioner):
         out = []
         for image in images:
             colour = " and ".join(dominant_colours(image)) or "plain"
-            sentences = [
-                f"a {colour} {noun}",
-                f"a 3D model of a {proportion} {colour} {noun}",
-                f"a {size} {colour} {noun}, about {height:.2g} m tall",
-                f"a {proportion} {noun}",
-            ]
+            sentences = [f"a {colour} {noun}", f"a 3D model of a {proportion} {colour} {noun}"]
+            if facts.get("size_known", True):
+                sentences.append(f"a {size} {colour} {noun}, about {height:.2g} m tall")
+            sentences.append(f"a {proportion} {noun}")
             if materials:
                 sentences.append(f"a {colour} {noun} made of {' and '.join(materials[:2])}")
             if len(objects) > 1:

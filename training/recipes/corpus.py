@@ -6,6 +6,7 @@ converted, deduplicated and described, with no human labelling.
     python -m training.recipes.corpus dedupe  --out DIR
     python -m training.recipes.corpus split   --out DIR
     python -m training.recipes.corpus summary --out DIR     (objects per source, licences)
+    python -m training.recipes.corpus render  --out DIR [--views 4] [--resolution 128] (Blender)
     python -m training.recipes.corpus all     --out DIR
 
 Stages, each resumable (a rerun skips what is done; kill it at any time):
@@ -27,6 +28,12 @@ Stages, each resumable (a rerun skips what is done; kill it at any time):
            selection (DIR/split.json). Sweet Home 3D keeps its recipe's split
   summary  objects per source, labels, licences (from each package's copyright file):
            DIR/summary.json and a table
+  render   Blender's views of each object of the split (Cycles, a ring of --views), then
+           the metadata captioner's sentences from them: the colours counted in each view,
+           the proportions of the extents Blender measured, the source's name for the
+           object (no sizes: game units are not metres). A triplet store, DIR/renders,
+           keyed as DIR/store is; `corpus_model pack` adds each view's chosen sentence to
+           the object's texts. Not in `all`: hours on 2 cores (the README says how long)
 
 The sources named here are the only ones trained on. assimp's test models are for format
 and bad-input tests only, and are no source of this corpus.
@@ -296,6 +303,57 @@ def split(out: Path) -> dict[str, str]:
     return result
 
 
+# ---- render ----------------------------------------------------------------------------
+
+RENDERS = "renders"  # the render stage's triplet store, in DIR
+RENDER_VIEWS, RENDER_RESOLUTION = 4, 128
+CAPTION_CANDIDATES = 3
+
+
+def split_objects(out: Path) -> list[dict]:
+    """The distinct objects the split placed: what the pack and the render stage take."""
+    parts = _read_json(out / "split.json", "split")
+    return [e for e in distinct(read_lines(out), _read_json(out / "near_duplicates.json", "dedupe"))
+            if e["object"] in parts]
+
+
+def render(out: Path, *, views: int = RENDER_VIEWS, resolution: int = RENDER_RESOLUTION, workers: int = 2,
+           show_progress: bool = True) -> dict:
+    """The render stage (the module's docstring). Each object's views are committed as they
+    are rendered and its sentences as they are written, so a kill keeps both and a rerun
+    does the rest."""
+    from core.progress import bar
+    from core.triplets import TripletStore
+    from core.triplets.build import render_files
+    from core.triplets.caption import caption_store, load_captioning
+
+    objects = split_objects(out)
+    root = out / RENDERS
+    store = TripletStore(root, create=not (root / "store.json").is_file())
+    with bar("render", "object", enabled=show_progress) as on_progress:
+        done = render_files(store, [out / e["glb"] for e in objects], {"count": views, "resolution": resolution},
+                            workers=workers, on_progress=on_progress)
+    captioner, space = load_captioning("metadata", None, SPACE, "cpu")
+    # The noun is the source's name for the object (a .glb's node names are the converter's).
+    library = {e["key"]: {"facts": {"name": e["name"], "size_known": False}} for e in objects}
+    with bar("caption", "object", enabled=show_progress) as on_progress:
+        captioned = caption_store(store, captioner, space, k=CAPTION_CANDIDATES, library=library,
+                                  on_progress=on_progress)
+    return {"rendered": done["written"], "already": done["skipped_done"], "failed": len(done["failed"]),
+            "captioned": captioned}
+
+
+def render_texts(out: Path) -> dict[str, list[str]]:
+    """store key -> the distinct sentences the render stage chose for the object's views
+    (empty when the stage has not run)."""
+    from core.triplets import TripletStore
+
+    root = out / RENDERS
+    if not (root / "store.json").is_file():
+        return {}
+    return {record.key: list(dict.fromkeys(record.captions)) for record in TripletStore(root).records(captioned=True)}
+
+
 # ---- examples --------------------------------------------------------------------------
 
 EXAMPLE_TEXTURE_SIDE = 256  # examples stay small in git
@@ -388,13 +446,19 @@ def main(argv: list[str] | None = None) -> int:
     for stage, help in (("all", "every stage in turn"), ("fetch", "download and unpack the packages"),
                         ("build", "objects -> .glb, points, texts"), ("dedupe", "near-identical geometry"),
                         ("split", "test / val / train per source"), ("summary", "counts and licences"),
+                        ("render", "views and the metadata captioner's sentences (Blender)"),
                         ("examples", "copy chosen training objects into a folder (small .glb)")):
         p = sub.add_parser(stage, help=help)
         p.add_argument("--out", type=Path, required=True, help="working folder (outside the repository)")
         if stage in ("all", "fetch", "build"):
             p.add_argument("--sources", help=f"comma-separated subset (default all: {','.join(SOURCES)})")
-        if stage in ("all", "build"):
-            p.add_argument("--workers", type=int, default=2, help="processes converting objects (default 2)")
+        if stage in ("all", "build", "render"):
+            p.add_argument("--workers", type=int, default=2,
+                           help="processes converting objects, or Blender workers rendering them (default 2)")
+        if stage == "render":
+            p.add_argument("--views", type=int, default=RENDER_VIEWS, help=f"views of each object (default {RENDER_VIEWS})")
+            p.add_argument("--resolution", type=int, default=RENDER_RESOLUTION,
+                           help=f"pixels a side (default {RENDER_RESOLUTION})")
         if stage == "examples":
             p.add_argument("--into", type=Path, required=True, help="the folder to copy them into")
             p.add_argument("picks", nargs="+", metavar="KEY=NAME", help="object key and file name, e.g. 0ad/...=horse")
@@ -411,6 +475,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"near_identical": len(dedupe(out))}))
         if args.stage in ("all", "split"):
             print(json.dumps({"split": collections.Counter(split(out).values())}))
+        if args.stage == "render":
+            print(json.dumps(render(out, views=args.views, resolution=args.resolution, workers=args.workers)))
         if args.stage == "examples":
             picks = dict(p.split("=", 1) for p in args.picks)
             for path in export_examples(out, picks, args.into):

@@ -72,11 +72,13 @@ def write_pack(corpus_dir: Path, out: Path) -> Path:
     from core.meshio import load_points
     from core.spaces import load_space
 
-    from .corpus import _read_json, distinct, read_lines
+    from .corpus import _read_json, render_texts, split_objects
 
-    near = _read_json(corpus_dir / "near_duplicates.json", "dedupe")
     parts = _read_json(corpus_dir / "split.json", "split")
-    objects = [e for e in distinct(read_lines(corpus_dir), near) if e["object"] in parts]
+    objects = split_objects(corpus_dir)
+    rendered = render_texts(corpus_dir)
+    for e in objects:  # the source's sentences, then the render stage's (when it ran)
+        e["texts"] = list(dict.fromkeys((e["texts"] or [f"a {e['name']}"]) + rendered.get(e["key"], [])))
     xyz = np.zeros((len(objects), POINTS, 3), np.int8)
     rgb = np.zeros((len(objects), POINTS, 3), np.uint8)
     for i, entry in enumerate(tqdm(objects, desc="pack: sample", unit="object", file=sys.stderr, dynamic_ncols=True)):
@@ -84,20 +86,21 @@ def write_pack(corpus_dir: Path, out: Path) -> Path:
         xyz[i] = np.round(np.clip(points[:, :3], -1, 1) * 127)
         rgb[i] = np.round(np.clip(points[:, 3:6], 0, 1) * 255)
     space = load_space(SPACE)
-    texts = sorted({t for e in objects for t in e["texts"] or [f"a {e['name']}"]})
+    texts = sorted({t for e in objects for t in e["texts"]})
     index = {t: i for i, t in enumerate(texts)}
     labels = {}
     for e in objects:
         if e.get("label"):
             labels.setdefault(e["source"], set()).add(e["label"])
     classnames = sorted({c for names in labels.values() for c in names})
-    text_ids = [[index[t] for t in e["texts"] or [f"a {e['name']}"]] for e in objects]
+    text_ids = [[index[t] for t in e["texts"]] for e in objects]
     offsets = np.zeros(len(objects) + 1, np.int64)
     offsets[1:] = np.cumsum([len(t) for t in text_ids])
     arrays = {"xyz": xyz, "rgb": rgb, "text_table": space.embed_text(texts).astype(np.float16),
               "text_ids": np.concatenate(text_ids).astype(np.int32), "text_offsets": offsets,
               "class_vectors": space.embed_prompts([prompt_name(c) for c in classnames]).astype(np.float32)}
     meta = {"space": SPACE, "points": POINTS, "classnames": classnames,
+            "render_texts": sum(e["key"] in rendered for e in objects),  # objects with the render stage's sentences
             "labels": {s: sorted(v) for s, v in sorted(labels.items())},
             "objects": [{"object": e["object"], "source": e["source"], "label": e.get("label"),
                          "split": parts[e["object"]], "name": e["name"]} for e in objects]}
