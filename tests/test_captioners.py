@@ -51,6 +51,16 @@ def test_metadata_captioner_reads_names_colours_and_size():
     assert len(captioner.caption([render_like((200, 30, 30))], 2, facts=facts)[0]) == 2
 
 
+def test_the_metadata_captioner_counts_the_object_not_the_background_of_a_render():
+    """Through caption_views, as triplets build and the corpus's render stage call it: a
+    blue object on 30% of a transparent render is blue, not white and blue."""
+    block = caption_views(load_captioner("metadata"), load_space("minilm"), [render_like((40, 70, 200), share=0.3)],
+                          k=3, facts={"name": "vase"})
+    candidates = [c["text"] for c in block["views"][0]["candidates"]]
+    assert candidates[0] == "a blue vase", candidates
+    assert not any("white" in c for c in candidates)
+
+
 def test_metadata_measurements():
     assert dominant_colours(render_like((40, 70, 200), share=0.3)) == ["blue"]
     assert dominant_colours(Image.new("RGBA", (4, 4))) == []  # nothing opaque

@@ -23,8 +23,10 @@ class CaptionerError(Ulip2Error):
 class Captioner:
     """caption(images, k) -> k candidate captions per image.
 
-    images: PIL images (RGBA renders are composited on white first). facts: the record's
-    "facts" (names, dimensions); vision models ignore them, the metadata captioner reads them.
+    images: PIL images as rendered (RGBA: transparent where the object is not; a vision
+    model composites them on white, the metadata captioner counts the opaque pixels' colours).
+    facts: the record's "facts" (names, dimensions); vision models ignore them, the metadata
+    captioner reads them.
     """
 
     name: str
@@ -66,7 +68,7 @@ def rank(space, images: Sequence, candidates: list[list[str]]) -> tuple[str, lis
 def caption_views(captioner: Captioner, space, images: Sequence, *, k: int = DEFAULT_K,
                   facts: dict | None = None) -> dict:
     """Generate, rank and select: the "captions" block of a triplet record."""
-    candidates = captioner.caption([on_white(im) for im in images], k, facts=facts)
+    candidates = captioner.caption(images, k, facts=facts)
     if len(candidates) != len(images) or not all(candidates):
         raise CaptionerError(f"captioner {captioner.name} returned no candidates for some views")
     ranking, scores = rank(space, images, candidates)

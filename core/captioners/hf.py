@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from core.captioners.base import DEFAULT_MODELS, Captioner, CaptionerError
+from core.captioners.base import DEFAULT_MODELS, Captioner, CaptionerError, on_white
 
 ALTERNATIVES = (
     "alternatives: '--captioner metadata' (offline, not a vision model), '--captioner blip' "
@@ -84,7 +84,7 @@ class HFCaptioner(Captioner):
     def caption(self, images: Sequence, k: int, *, facts: dict | None = None) -> list[list[str]]:
         out = []
         for start in range(0, len(images), self.batch_size):
-            batch = list(images[start:start + self.batch_size])
+            batch = [on_white(im) for im in images[start:start + self.batch_size]]
             inputs = self.processor(images=batch, return_tensors="pt").to(self.device, self.net.dtype)
             with self._torch.inference_mode():
                 tokens = self.net.generate(**inputs, do_sample=True, top_p=TOP_P, num_return_sequences=k,
