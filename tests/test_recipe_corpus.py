@@ -331,3 +331,17 @@ def test_render_stage_captions_each_object_from_its_views_and_the_pack_takes_the
     vectors = pack.features(np.array([i])).texts_of(0)
     assert len(vectors) == len(["a crate"] + texts[crate["key"]])
     assert corpus.render(tmp_path, views=1, resolution=32, workers=1, show_progress=False)["rendered"] == 0
+
+
+def test_train_with_a_scorer_prints_its_result_as_json(tmp_path, toy_pack, capsys):
+    """The train stage's last line is its result, the scorer's path included (pointbert-tiny,
+    one epoch; a 40-epoch run once ended on a path JSON could not write)."""
+    from training.upright import fit_upright
+
+    pack = corpus_model.Pack(toy_pack)
+    fit_upright(pack.points(pack.select(splits=("train",))), hidden=8, steps=20).save(tmp_path / "up.npz")
+    assert corpus_model.main(["train", "--pack", str(toy_pack), "--out", str(tmp_path / "run"), "--encoder",
+                              "pointbert-tiny", "--epochs", "1", "--batch-size", "8", "--no-random-up",
+                              "--upright", str(tmp_path / "up.npz"), "--device", "cpu"]) == 0
+    result = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert result["upright"] == str(tmp_path / "up.npz") and result["weights"] == str(tmp_path / "run" / "encoder.safetensors")

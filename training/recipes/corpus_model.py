@@ -469,6 +469,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.stage in ("train", "loso"):
             job = {k: getattr(args, k) for k in ("encoder", "epochs", "lr", "batch_size", "seed", "balance",
                                                   "source_batches", "random_up", "upright", "amp")}
+            if isinstance(job["upright"], Path):  # results are printed as JSON
+                job["upright"] = str(job["upright"])
             if args.stage == "train":
                 print(json.dumps(train(args.pack, job, args.out, holdout=args.holdout, only=args.only,
                                        validate=args.validate, device=args.device)))
