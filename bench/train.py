@@ -1,8 +1,10 @@
 """Training steps per second: cached frozen-space features vs running the frozen towers
-live each step (what training without `ulip2 features` would do). Same encoder, same
-batch, same process. Ends with one JSON line.
+live each step (what training without `ulip2 features` would do); or, with --compare amp,
+float32 steps vs bf16 autocast (training.trainer.autocast_dtype: a CPU with bf16
+instructions, or a GPU). Same encoder, same batch, same process. Ends with one JSON line.
 
     python bench/train.py [--space minilm] [--config pointbert-small] [--batch 32] [--steps 4]
+    python bench/train.py --compare amp --config pointbert-lite --batch 64 --steps 4
 
 --space openclip:ViT-B-32:none runs an image+text tower of real size with random weights
 (the compute is what matters here); ULIP-2's ViT-bigG-14 towers are about 30x heavier.
@@ -11,6 +13,7 @@ batch, same process. Ends with one JSON line.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -27,6 +30,8 @@ def main() -> None:
     parser.add_argument("--config", default="pointbert-small")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--compare", choices=("live", "amp"), default="live",
+                        help="the baseline: live towers (default), or float32 against bf16 autocast")
     args = parser.parse_args()
 
     from PIL import Image
@@ -62,12 +67,21 @@ def main() -> None:
 
     figures = {"space": space.name, "config": args.config, "batch": args.batch, "steps": args.steps,
                "threads": torch.get_num_threads()}
-    for name, cls in (("cached", Trainer), ("live", LiveTrainer)):
-        trainer = cls(features, config, "unused")  # train_epoch writes nothing
-        start = time.perf_counter()
-        trainer.train_epoch()
-        figures[f"{name}_steps_per_s"] = round(args.steps / (time.perf_counter() - start), 3)
-    figures["cached_vs_live_steps_ratio"] = round(figures["cached_steps_per_s"] / figures["live_steps_per_s"], 2)
+    if args.compare == "amp":
+        from training.trainer import autocast_dtype
+
+        figures["amp_dtype"] = str(autocast_dtype(torch.device("cpu")))
+        runs = (("amp", Trainer, config), ("float32", Trainer, dataclasses.replace(config, amp=False)))
+    else:
+        runs = (("cached", Trainer, config), ("live", LiveTrainer, config))
+    for round_ in range(2):  # in turn, twice: the second round's figures are kept (warm caches)
+        for name, cls, run_config in runs:
+            trainer = cls(features, run_config, "unused")  # train_epoch writes nothing
+            start = time.perf_counter()
+            trainer.train_epoch()
+            figures[f"{name}_steps_per_s"] = round(args.steps / (time.perf_counter() - start), 3)
+    (a, _, _), (b, _, _) = runs
+    figures[f"{a}_vs_{b}_steps_ratio"] = round(figures[f"{a}_steps_per_s"] / figures[f"{b}_steps_per_s"], 2)
     print(json.dumps(figures))
 
 
