@@ -303,6 +303,7 @@ def score_left_out(pack: Pack, source: str, bundle: Path, job: dict) -> dict:
     folder as LEFT_OUT (with the settings it was trained with) and returned."""
     from collections import Counter
 
+    from .corpus import _write_json
     from .d2 import d2_descriptor
 
     labels = pack.labels[source]
@@ -322,10 +323,7 @@ def score_left_out(pack: Pack, source: str, bundle: Path, job: dict) -> dict:
     row = {"n": len(index), "classes": len(labels), "top1": round(r["top1"], 4),
            "d2_top1": round(d2, 4), "d2_references": len(refs),
            "majority_top1": round(Counter(truth).most_common(1)[0][1] / len(truth), 4)}
-    path = Path(bundle).parent / LEFT_OUT
-    path.with_suffix(".tmp").write_text(json.dumps(row | {"job": {k: str(v) if isinstance(v, Path) else v
-                                                                   for k, v in job.items()}}, indent=1))
-    path.with_suffix(".tmp").replace(path)
+    _write_json(Path(bundle).parent / LEFT_OUT, row | {"job": job})
     return row
 
 
