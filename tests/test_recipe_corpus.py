@@ -201,6 +201,43 @@ def test_balance_repeats_the_smaller_sources_by_the_square_root_of_the_size_rati
     assert set(out) == set(index), "no object added, none dropped"
 
 
+def test_repeat_sets_a_source_count_by_hand_and_refuses_an_unknown_source(toy_pack):
+    pack = corpus_model.Pack(toy_pack)
+    index = pack.select(splits=("train", "val"))
+    sizes = {s: sum(pack.objects[i]["source"] == s for i in index) for s in ("toy", "toy2")}
+
+    def counts(out):
+        return {s: sum(pack.objects[i]["source"] == s for i in out) for s in sizes}
+
+    assert counts(corpus_model.balanced(pack, index, {"toy2": 3}, equal=True)) == {"toy": sizes["toy"],
+                                                                                  "toy2": 3 * sizes["toy2"]}
+    assert counts(corpus_model.balanced(pack, index, {"toy": 2}))["toy"] == 2 * sizes["toy"], "overrides --balance"
+    with pytest.raises(corpus_model.Ulip2Error, match="--repeat chairs: no such source"):
+        corpus_model.balanced(pack, index, {"chairs": 2})
+    for bad in ("toy2", "toy2=0", "=3", "toy2=two"):
+        with pytest.raises(SystemExit):
+            corpus_model.main(["train", "--pack", str(toy_pack), "--out", "unused", "--repeat", bad])
+
+
+def test_init_starts_from_given_weights(tmp_path, toy_pack):
+    """--init: a run at a learning rate too small to move (pointbert-tiny, random start)
+    ends where its init was, where one without it ends elsewhere."""
+    from safetensors.numpy import load_file
+
+    job = {"encoder": "pointbert-tiny", "epochs": 1, "lr": 1e-3, "batch_size": 8, "random_up": False}
+    corpus_model.train(toy_pack, job, tmp_path / "first", device="cpu", show_progress=False)
+    still = {**job, "lr": 1e-9, "seed": 1}
+    corpus_model.train(toy_pack, {**still, "init": tmp_path / "first" / "encoder.safetensors"}, tmp_path / "tuned",
+                       device="cpu", show_progress=False)
+    corpus_model.train(toy_pack, still, tmp_path / "fresh", device="cpu", show_progress=False)
+    first, tuned, fresh = (load_file(tmp_path / run / "encoder.safetensors") for run in ("first", "tuned", "fresh"))
+
+    def gap(a, b):  # over learnt weights: batch-norm statistics follow the batches at any rate
+        return max(float(np.abs(a[k] - b[k]).max()) for k in a if a[k].dtype.kind == "f" and "running" not in k)
+
+    assert gap(first, tuned) < 1e-3 < gap(first, fresh)
+
+
 def test_evaluate_reports_held_out_frames_and_leave_one_source_out(tmp_path, toy_pack, capsys):
     """Two tiny runs, one a source left out, then the evaluation table and JSON beside the
     shipped default; the majority-class figure is checked by hand."""

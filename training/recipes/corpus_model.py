@@ -17,7 +17,8 @@ pack      one .npz (and a .json beside it) with what training and evaluation rea
           prompt-ensemble vectors of every label
 train     the encoder on the train objects (with --validate: train minus val, scored on
           val every 5 epochs), with every source or all but --holdout; random up axis on
-          (each sample's up turned onto any of the 6 axis directions). Resumes from RUN
+          (each sample's up turned onto any of the 6 axis directions). Resumes from RUN.
+          --balance / --repeat weigh the sources; --init fine-tunes given weights
 loso      one `train` a source left out, for each source with two labels or more, then
           that source's scores (b, below) into RUNS/SOURCE/left_out.json; a source with
           them is done, so a rerun goes on with the next
@@ -168,11 +169,12 @@ def train(pack_path: Path, job: dict, out: Path, *, holdout: str | None = None, 
     if only is not None and only not in held:
         raise Ulip2Error(f"--only {only}: no such source in {pack_path} (it holds {', '.join(held)})")
     index = pack.select(splits=splits, sources=sources, exclude_source=holdout)
-    if job.get("balance"):
-        index = balanced(pack, index)
+    if job.get("balance") or job.get("repeat"):
+        index = balanced(pack, index, job.get("repeat") or {}, equal=not job.get("balance"))
     config = TrainConfig(encoder=job["encoder"], epochs=job["epochs"], batch_size=job["batch_size"], lr=job["lr"],
                          seed=job.get("seed", 0), random_up=job.get("random_up", True) and not job.get("upright"),
-                         upright=str(job["upright"]) if job.get("upright") else None, amp=job.get("amp", True))
+                         upright=str(job["upright"]) if job.get("upright") else None, amp=job.get("amp", True),
+                         init=str(job["init"]) if job.get("init") else None)
     groups = [pack.objects[i]["source"] for i in index] if job.get("source_batches") else None
     trainer = Trainer(pack.features(index), config, out, device=_device(device), groups=groups)
     start = time.perf_counter()
@@ -215,13 +217,20 @@ def train(pack_path: Path, job: dict, out: Path, *, holdout: str | None = None, 
 MAX_REPEATS = 4
 
 
-def balanced(pack: Pack, index: np.ndarray) -> np.ndarray:
+def balanced(pack: Pack, index: np.ndarray, repeat: dict[str, int] | None = None, *, equal: bool = False) -> np.ndarray:
     """`index` with each source's objects repeated round(sqrt(largest / its size)) times, at
     most MAX_REPEATS: the largest source (0 A.D., 3,472 objects) no longer outnumbers
-    furniture (901) four to one in every batch, and a small source is not learnt by heart."""
+    furniture (901) four to one in every batch, and a small source is not learnt by heart.
+    `repeat` sets a source's count by hand (`--repeat sweethome3d=4`); with `equal`, the
+    sources it does not name are taken once."""
     sources = np.array([pack.objects[i]["source"] for i in index])
     names, sizes = np.unique(sources, return_counts=True)
-    repeats = {n: min(MAX_REPEATS, max(1, round(float(np.sqrt(sizes.max() / size))))) for n, size in zip(names, sizes)}
+    unknown = set(repeat or {}) - set(names)
+    if unknown:
+        raise Ulip2Error(f"--repeat {', '.join(sorted(unknown))}: no such source in training "
+                         f"(it holds {', '.join(names)})")
+    repeats = {n: 1 if equal else min(MAX_REPEATS, max(1, round(float(np.sqrt(sizes.max() / size)))))
+               for n, size in zip(names, sizes)} | dict(repeat or {})
     return np.concatenate([np.repeat(index[sources == n], repeats[n]) for n in names])
 
 
@@ -406,6 +415,15 @@ def upright(pack_path: Path, out: Path, add_to: list[Path] = (), *, validate: bo
             "by_source": {s: round(upright_accuracy(scorer, points[sources == s]), 4) for s in sorted(set(sources))}}
 
 
+def _repeat(text: str) -> tuple[str, int]:
+    """--repeat's SOURCE=N."""
+    source, _, count = text.partition("=")
+    if not source or not count.isdigit() or int(count) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give SOURCE=N with N a whole number >= 1, "
+                                         "e.g. sweethome3d=4")
+    return source, int(count)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.recipes.corpus_model", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -428,6 +446,12 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--balance", action="store_true",
                        help="repeat the smaller sources' objects (balanced(): sqrt of the size ratio, at most "
                             f"{MAX_REPEATS}x); train it into a new run folder")
+        p.add_argument("--repeat", action="append", default=[], metavar="SOURCE=N", type=_repeat,
+                       help="repeat SOURCE's objects N times in every epoch (repeat the flag for more sources; "
+                            "with --balance it overrides that source's count, else the others are taken once)")
+        p.add_argument("--init", metavar="WEIGHTS",
+                       help="start from these weights (an encoder.safetensors, or a bundle folder) instead of "
+                            "random ones: a fine-tune, usually with a lower --lr")
         p.add_argument("--no-random-up", dest="random_up", action="store_false",
                        help="train in the pack's y-up frame only (a diagnosis: what the random up axis costs)")
         p.add_argument("--source-batches", action="store_true",
@@ -466,7 +490,8 @@ def main(argv: list[str] | None = None) -> int:
             print(write_pack(args.corpus.resolve(), args.out))
         elif args.stage in ("train", "loso"):
             job = {k: getattr(args, k) for k in ("encoder", "epochs", "lr", "batch_size", "seed", "balance",
-                                                  "source_batches", "random_up", "upright", "amp")}
+                                                  "source_batches", "random_up", "upright", "amp", "init")}
+            job["repeat"] = dict(args.repeat)
             if isinstance(job["upright"], Path):  # results are printed as JSON
                 job["upright"] = str(job["upright"])
             if args.stage == "train":
