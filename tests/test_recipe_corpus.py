@@ -144,7 +144,7 @@ def toy_pack(tmp_path_factory):
         return corpus_model.write_pack(folder, folder / "pack.npz")
 
 
-def test_the_pack_holds_every_distinct_object_as_the_index_samples_it(toy_pack):
+def test_the_pack_holds_every_distinct_object_as_the_index_samples_it(toy_pack, tmp_path):
     pack = corpus_model.Pack(toy_pack)
     folder = toy_pack.parent
     parts = json.loads((folder / "split.json").read_text())
@@ -156,6 +156,9 @@ def test_the_pack_holds_every_distinct_object_as_the_index_samples_it(toy_pack):
     assert np.abs(pack.points([i])[0] - expected).max() <= 0.5 / 127 + 1e-6  # int8 / uint8 rounding
     features = pack.features(np.array([i]))
     assert features.texts_of(0).shape == (1, 384)
+    wide = corpus_model.Pack(corpus_model.write_pack(folder, tmp_path / "wide.npz", points=2048))
+    assert wide.features(np.array([i])).points.shape == (1, 2048, 6), "training draws from every point"
+    assert wide.points([i]).shape == (1, corpus_model.POINTS, 6), "evaluation sees a cloud as the product samples it"
     assert pack.class_vectors(["cone"]).shape == (1, 384)
 
 

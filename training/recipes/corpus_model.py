@@ -65,8 +65,10 @@ FRAMES = {name: turn.T for name, turn in zip(("y-up", "z-up", "x-up"), TURNS)}
 
 # ---- pack ------------------------------------------------------------------------------
 
-def write_pack(corpus_dir: Path, out: Path) -> Path:
-    """The pack of the corpus at `corpus_dir` (after its split stage)."""
+def write_pack(corpus_dir: Path, out: Path, points: int = POINTS) -> Path:
+    """The pack of the corpus at `corpus_dir` (after its split stage), `points` a cloud:
+    more than the encoder takes lets training draw a fresh subset every epoch, as ULIP-2
+    does from its 10k clouds, at 6 bytes a point in the pack."""
     from tqdm import tqdm
 
     from core.spaces.vocabularies import prompt_name
@@ -80,12 +82,12 @@ def write_pack(corpus_dir: Path, out: Path) -> Path:
     rendered = render_texts(corpus_dir)
     for e in objects:  # the source's sentences, then the render stage's (when it ran)
         e["texts"] = list(dict.fromkeys((e["texts"] or [f"a {e['name']}"]) + rendered.get(e["key"], [])))
-    xyz = np.zeros((len(objects), POINTS, 3), np.int8)
-    rgb = np.zeros((len(objects), POINTS, 3), np.uint8)
+    xyz = np.zeros((len(objects), points, 3), np.int8)
+    rgb = np.zeros((len(objects), points, 3), np.uint8)
     for i, entry in enumerate(tqdm(objects, desc="pack: sample", unit="object", file=sys.stderr, dynamic_ncols=True)):
-        points = load_points(corpus_dir / entry["glb"], POINTS, seed=0)
-        xyz[i] = np.round(np.clip(points[:, :3], -1, 1) * 127)
-        rgb[i] = np.round(np.clip(points[:, 3:6], 0, 1) * 255)
+        cloud = load_points(corpus_dir / entry["glb"], points, seed=0)
+        xyz[i] = np.round(np.clip(cloud[:, :3], -1, 1) * 127)
+        rgb[i] = np.round(np.clip(cloud[:, 3:6], 0, 1) * 255)
     space = load_space(SPACE)
     texts = sorted({t for e in objects for t in e["texts"]})
     index = {t: i for i, t in enumerate(texts)}
@@ -100,7 +102,7 @@ def write_pack(corpus_dir: Path, out: Path) -> Path:
     arrays = {"xyz": xyz, "rgb": rgb, "text_table": space.embed_text(texts).astype(np.float16),
               "text_ids": np.concatenate(text_ids).astype(np.int32), "text_offsets": offsets,
               "class_vectors": space.embed_prompts([prompt_name(c) for c in classnames]).astype(np.float32)}
-    meta = {"space": SPACE, "points": POINTS, "classnames": classnames,
+    meta = {"space": SPACE, "points": points, "classnames": classnames,
             "render_texts": sum(e["key"] in rendered for e in objects),  # objects with the render stage's sentences
             "labels": {s: sorted(v) for s, v in sorted(labels.items())},
             "objects": [{"object": e["object"], "source": e["source"], "label": e.get("label"),
@@ -128,10 +130,11 @@ class Pack:
         self.classnames = self.meta["classnames"]
         self.labels = {s: names for s, names in self.meta["labels"].items() if len(names) >= 2}
 
-    def points(self, index) -> np.ndarray:
-        """(n, POINTS, 6) float32 of the objects at `index`."""
-        xyz = self.arrays["xyz"][index].astype(np.float32) / 127
-        return np.concatenate([xyz, self.arrays["rgb"][index].astype(np.float32) / 255], axis=-1)
+    def points(self, index, count: int | None = POINTS) -> np.ndarray:
+        """(n, count, 6) float32 of the objects at `index`: the first `count` of each cloud
+        (a random sample, as the product samples a file; None: all the pack holds)."""
+        xyz = self.arrays["xyz"][index, :count].astype(np.float32) / 127
+        return np.concatenate([xyz, self.arrays["rgb"][index, :count].astype(np.float32) / 255], axis=-1)
 
     def select(self, *, splits=(), sources=None, exclude_source=None, labelled=False) -> np.ndarray:
         return np.array([i for i, o in enumerate(self.objects)
@@ -145,7 +148,7 @@ class Pack:
 
         table, ids, off = self.arrays["text_table"], self.arrays["text_ids"], self.arrays["text_offsets"]
         return TripletFeatures.from_lists(self.meta["space"], [self.objects[i]["object"] for i in index],
-                                          self.points(index), [table[ids[off[i]:off[i + 1]]] for i in index])
+                                          self.points(index, None), [table[ids[off[i]:off[i + 1]]] for i in index])
 
     def class_vectors(self, names: list[str]) -> np.ndarray:
         position = {c: i for i, c in enumerate(self.classnames)}
@@ -284,7 +287,7 @@ def open_encoder(bundle: Path):
 
 
 def embed(encoder, points: np.ndarray) -> np.ndarray:
-    """The pack's points (POINTS a cloud, in random order) at the encoder's point count."""
+    """The pack's points (in random order) at the encoder's point count."""
     return encoder.embed_points(points[:, :encoder.num_points])
 
 
@@ -431,6 +434,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("pack", help="the corpus -> one pack")
     p.add_argument("--corpus", type=Path, required=True, help="the folder training.recipes.corpus made")
     p.add_argument("--out", type=Path, required=True, help="PACK.npz to write")
+    p.add_argument("--points", type=int, default=POINTS,
+                   help=f"points a cloud (default {POINTS}, what the encoder takes; more lets training draw a "
+                        "fresh subset each epoch)")
     for name in ("train", "loso"):
         p = sub.add_parser(name, help="train the chosen settings" if name == "train" else "one run a source left out")
         p.add_argument("--pack", type=Path, required=True)
@@ -487,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.stage == "pack":
-            print(write_pack(args.corpus.resolve(), args.out))
+            print(write_pack(args.corpus.resolve(), args.out, args.points))
         elif args.stage in ("train", "loso"):
             job = {k: getattr(args, k) for k in ("encoder", "epochs", "lr", "batch_size", "seed", "balance",
                                                   "source_batches", "random_up", "upright", "amp", "init")}
