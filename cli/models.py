@@ -10,6 +10,7 @@ from pathlib import Path
 
 from cli import add_command, print_json
 from core.errors import AssetError
+from core.formats import FRAME_STATED
 from core.progress import bar
 
 
@@ -147,7 +148,11 @@ def cmd_info(args) -> int:
         print(f"text tower {bundle.text['onnx']} + {bundle.text['tokenizer']} (texts embed without torch)")
     else:
         print(f"text tower none (texts need torch; add one: ulip2 models add-text {args.bundle} --out DIR)")
-    print(f"up axis    {(bundle.upright + ': each cloud is turned upright first') if bundle.upright else 'as read (no up-axis scorer: a file saved z-up is seen lying down)'}")
+    if bundle.upright:
+        print(f"up axis    {bundle.upright}: files that do not say which axis is up (OBJ, STL, PLY, OFF, DAE) are "
+              f"turned upright first; {', '.join(FRAME_STATED)} files and Blender scenes are read as they say")
+    else:
+        print("up axis    as read (no up-axis scorer: a file saved z-up is seen lying down)")
     print(f"trained    {'yes' if bundle.trained else 'NO (random weights: embeddings carry no meaning)'}")
     print(f"provenance {json.dumps(bundle.provenance)}")
     return 0

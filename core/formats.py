@@ -22,6 +22,11 @@ TRIMESH_FORMATS = (".glb", ".gltf", ".obj", ".ply", ".stl", ".off", ".dae")
 #: Read by a headless Blender worker: its own .blend and what only its importers open.
 BLENDER_FORMATS = (".blend", ".fbx", ".usd", ".usda", ".usdc", ".usdz", ".abc")
 ASSET_EXTENSIONS = TRIMESH_FORMATS + BLENDER_FORMATS
+#: Formats that say which way is up, so an encoder's up-axis scorer is not asked: glTF is
+#: y-up by its specification, and Blender's importers read the axes FBX, USD and Alembic
+#: files state (or their format's convention) into its z-up world, which ulip2 turns y-up,
+#: as it does a .blend. OBJ, STL, PLY, OFF and COLLADA as trimesh reads them do not.
+FRAME_STATED = (".glb", ".gltf") + BLENDER_FORMATS
 
 
 def extension(path: str | os.PathLike) -> str:
@@ -30,6 +35,11 @@ def extension(path: str | os.PathLike) -> str:
 
 def is_asset(path: str | os.PathLike) -> bool:
     return extension(path) in ASSET_EXTENSIONS
+
+
+def states_frame(path: str | os.PathLike) -> bool:
+    """Whether `path`'s format says which axis is up (FRAME_STATED)."""
+    return extension(path) in FRAME_STATED
 
 
 def needs_blender(path: str | os.PathLike) -> bool:

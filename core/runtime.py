@@ -51,7 +51,9 @@ def inference_session(model: os.PathLike | bytes, device: str = "auto", threads:
 
 class PointEncoder:
     """A bundle's 3D encoder: points (B, N, C) or (N, C) -> unit embeddings (B, dim). When the
-    bundle carries an up-axis scorer, each cloud is turned upright first (core.upright)."""
+    bundle carries an up-axis scorer, each cloud whose frame is not known (a file format
+    that does not say which axis is up: core.formats.states_frame) is turned upright first
+    (core.upright)."""
 
     def __init__(self, bundle: Bundle | str | os.PathLike | None = None, *, device: str = "auto",
                  precision: str = "fp32", threads: int | None = None):
@@ -71,7 +73,9 @@ class PointEncoder:
     def num_points(self) -> int:
         return self.bundle.num_points
 
-    def embed_points(self, points: np.ndarray, batch_size: int = 16) -> np.ndarray:
+    def embed_points(self, points: np.ndarray, batch_size: int = 16, *, frame_known=False) -> np.ndarray:
+        """`frame_known`: True, or one bool a cloud, for clouds that stand as their file says
+        (y up): the up-axis scorer, right on about 5 in 6, would only lose some of them."""
         points = np.asarray(points, dtype=np.float32)
         if points.ndim == 2:
             points = points[None]
@@ -81,8 +85,9 @@ class PointEncoder:
         if points.shape[1] < self.bundle.config["num_group"]:
             raise BundleError(f"need at least {self.bundle.config['num_group']} points per object, got {points.shape[1]}")
         points = unit_sphere(points[..., :channels])
-        if self.upright is not None:
-            points = self.upright.turn(points)
+        unknown = ~np.broadcast_to(np.asarray(frame_known, dtype=bool), points.shape[:1])
+        if self.upright is not None and unknown.any():
+            points[unknown] = self.upright.turn(points[unknown])
         out = [self.session.run(None, {self._input: points[i:i + batch_size]})[0]
                for i in range(0, len(points), batch_size)]
         return np.concatenate(out).astype(np.float32, copy=False) if out else np.zeros((0, self.dim), np.float32)
@@ -90,9 +95,10 @@ class PointEncoder:
     def embed_files(self, paths: Sequence[str | os.PathLike], *, seed: int = 0,
                     batch_size: int = 16) -> Iterable[tuple[str, np.ndarray]]:
         """(path, embedding) per mesh file, sampled with the bundle's point count; AssetError for a bad file."""
+        from .formats import states_frame
         from .meshio import load_points
 
         for path in paths:
             points = load_points(path, self.num_points, seed=seed)
-            yield os.fspath(path), self.embed_points(points, batch_size=batch_size)[0]
+            yield os.fspath(path), self.embed_points(points, batch_size=batch_size, frame_known=states_frame(path))[0]
 

@@ -25,6 +25,7 @@ from starlette.routing import Route
 from core import __version__
 from core.bundle import Bundle, default_bundle_path, read_bundle
 from core.errors import AssetError, Ulip2Error
+from core.formats import states_frame
 from core.library.search import Searcher
 from core.library.store import Library, LibraryError, default_db_path
 from core.meshio import load_points
@@ -137,7 +138,7 @@ def _search_mesh(reader: Reader, data: bytes, suffix: str, k: int, filters: dict
         except AssetError as exc:
             raise ApiError(422, f"the uploaded {suffix} file cannot be read: {exc.reason}; "
                                 "send a mesh file of that type") from None
-    return reader.searcher.search(encoder.embed_points(points)[0], k, **filters)
+    return reader.searcher.search(encoder.embed_points(points, frame_known=states_frame(suffix))[0], k, **filters)
 
 
 async def search_mesh(request: Request) -> JSONResponse:

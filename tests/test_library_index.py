@@ -138,12 +138,12 @@ def test_files_load_while_a_batch_encodes(tmp_path, encoder, monkeypatch):
         """The encoder, waiting at its first batch (two files) until the second has loaded."""
         bundle, num_points, seen = encoder.bundle, encoder.num_points, []
 
-        def embed_points(self, points, batch_size=16):
+        def embed_points(self, points, batch_size=16, **frame):
             deadline = time.monotonic() + 60  # a loader that waits for the encoder never gets there
             while not self.seen and len(loaded) < 4 and time.monotonic() < deadline:
                 time.sleep(0.01)
             self.seen.append(len(loaded))
-            return encoder.embed_points(points, batch_size=batch_size)
+            return encoder.embed_points(points, batch_size=batch_size, **frame)
 
     report = run([tmp_path / "a"], tmp_path / "lib.sqlite", Watching(), batch_size=2)
     assert report.added == 8 and Watching.seen[0] >= 4, "the second batch loads while the first encodes"

@@ -94,6 +94,28 @@ def test_a_bundle_carries_the_scorer_and_its_encoder_turns_clouds_upright(tmp_pa
     assert np.allclose(with_scorer[0], without[0], atol=1e-5)  # upright already: untouched
 
 
+def test_clouds_whose_frame_is_known_skip_the_scorer(tmp_path, tiny_bundle, scorer):
+    """pointbert-tiny, random weights: a table lying as a z-up file reads is turned upright
+    unless its frame is known (per cloud); embed_files knows it from the format, so a .glb
+    (y-up by specification) is read as it stands and an .obj of the same mesh is turned."""
+    copy = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle.path, copy)
+    encoder, plain = PointEncoder(add_upright(copy, scorer), device="cpu"), PointEncoder(tiny_bundle.bundle, device="cpu")
+    table = _standing(104)
+    lying = _turned(_cloud(table, 104), FRAMES["z-up"])
+    known, unknown = encoder.embed_points(np.stack([lying, lying]), frame_known=[True, False])
+    assert np.allclose(known, plain.embed_points(lying)[0], atol=1e-5), "known: as it stands"
+    assert np.allclose(unknown, plain.embed_points(_turned(lying, TURNS[1]))[0], atol=1e-5), "unknown: turned upright"
+    saved = table.copy()
+    saved.apply_transform(np.vstack([np.hstack([FRAMES["z-up"], [[0], [0], [0]]]), [0, 0, 0, 1]]))
+    saved.export(tmp_path / "table.glb")
+    saved.export(tmp_path / "table.obj")
+    (_, glb), (_, obj) = encoder.embed_files([tmp_path / "table.glb", tmp_path / "table.obj"])
+    (_, glb_plain), (_, obj_turned) = plain.embed_files([tmp_path / "table.glb", tmp_path / "table.obj"])
+    assert np.allclose(glb, glb_plain, atol=1e-5), ".glb states its frame: the scorer is not asked"
+    assert not np.allclose(obj, obj_turned, atol=1e-3), ".obj does not: the scorer turns it"
+
+
 def test_a_bad_scorer_file_is_refused_with_its_name(tmp_path, tiny_bundle, scorer):
     copy = tmp_path / "bundle"
     shutil.copytree(tiny_bundle.path, copy)

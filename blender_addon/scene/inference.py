@@ -67,9 +67,11 @@ class Models:
         return "" if self.bundle.trained else " (the bundle is untrained: random weights, meaningless labels)"
 
     def embed_objects(self, depsgraph, objects, seed: int = 0) -> np.ndarray:
-        """(len(objects), dim) unit vectors; AssetError for an object with no surface."""
+        """(len(objects), dim) unit vectors; AssetError for an object with no surface. The
+        scene's frame is known (z up, turned y-up as points leave Blender): the objects stand
+        as the artist sees them, so the bundle's up-axis scorer is not asked."""
         points = [object_points(depsgraph, obj, self.bundle.num_points, seed) for obj in objects]
-        return self.encoder.embed_points(np.stack(points))
+        return self.encoder.embed_points(np.stack(points), frame_known=True)
 
     def vocabulary(self, source: str) -> Iterator[tuple[int, int, str]]:
         """Steps embedding a vocabulary's prompt ensembles (core.spaces.base.Space.embed_prompts);

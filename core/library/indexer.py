@@ -42,7 +42,7 @@ from core.blender_pool import BLENDER_TIMEOUT_S, NEEDS_BLENDER, blender_availabl
 from core.errors import AssetError, Ulip2Error
 from core.library.keys import bundle_id  # noqa: F401 (callers import it from here too)
 from core.library.store import BLENDER, FILE_FAULT, POINTS, RUN_FAULT, AssetRecord, Library
-from core.formats import find_assets, needs_blender, unreadable
+from core.formats import find_assets, needs_blender, states_frame, unreadable
 from core.meshio import load_points
 from core.paths import NOT_UTF8_NAME, file_sha256, not_utf8_name
 from core.processes import end_with
@@ -261,7 +261,8 @@ def index_paths(roots: Sequence[str | os.PathLike], library: Library, encoder, *
         if not (records or touched or failed):
             return  # nothing since the last commit (a stop right after one, a run's end)
         if points:
-            vectors = encoder.embed_points(np.stack(points), batch_size=batch_size)
+            vectors = encoder.embed_points(np.stack(points), batch_size=batch_size,
+                                           frame_known=[states_frame(record.path) for record in records])
             for record, vec in zip(records, vectors):
                 record.vec = vec
         library.write_batch(bundle, space, records, touched, failed)
