@@ -100,5 +100,6 @@ class PointEncoder:
 
         for path in paths:
             points = load_points(path, self.num_points, seed=seed)
-            yield os.fspath(path), self.embed_points(points, batch_size=batch_size, frame_known=states_frame(path))[0]
+            known = states_frame(path)
+            yield os.fspath(path), self.embed_points(points, batch_size=batch_size, frame_known=known)[0]
 

@@ -100,7 +100,8 @@ def test_clouds_whose_frame_is_known_skip_the_scorer(tmp_path, tiny_bundle, scor
     (y-up by specification) is read as it stands and an .obj of the same mesh is turned."""
     copy = tmp_path / "bundle"
     shutil.copytree(tiny_bundle.path, copy)
-    encoder, plain = PointEncoder(add_upright(copy, scorer), device="cpu"), PointEncoder(tiny_bundle.bundle, device="cpu")
+    encoder = PointEncoder(add_upright(copy, scorer), device="cpu")
+    plain = PointEncoder(tiny_bundle.bundle, device="cpu")
     table = _standing(104)
     lying = _turned(_cloud(table, 104), FRAMES["z-up"])
     known, unknown = encoder.embed_points(np.stack([lying, lying]), frame_known=[True, False])

@@ -26,8 +26,10 @@ evaluate  for each bundle, in one run: (a) top-1/top-5 on each source's held-out
           objects over that source's label set; (b) leave-one-source-out top-1 of the
           --loso runs on each left-out source's labelled objects, beside D2 nearest
           neighbour (references: the other sources' labelled objects of the same labels)
-          and the majority class; (c) top-1 on all test objects turned y-up, z-up and
-          x-up (as a y-up reader sees files saved z-up or x-up). A table, then one JSON line
+          and the majority class; both as the corpus's .glb files are read, their frame
+          known (glTF states y up; a bundle's up-axis scorer is not asked); (c) top-1 on all
+          test objects as files that do not say which axis is up (OBJ, STL, PLY) read
+          when saved y-up, z-up and x-up, through the scorer. A table, then one JSON line
 upright   the up-axis scorer (core/upright.py) fitted on the train and val objects, and its
           accuracy on the test objects; --add-to puts it in bundles (to score them with it)
 ship      the bundle (with the shipped vocabularies' prompt ensembles, and --upright's scorer)
@@ -286,17 +288,18 @@ def open_encoder(bundle: Path):
     return encoder
 
 
-def embed(encoder, points: np.ndarray) -> np.ndarray:
-    """The pack's points (in random order) at the encoder's point count."""
-    return encoder.embed_points(points[:, :encoder.num_points])
+def embed(encoder, points: np.ndarray, *, frame_known: bool) -> np.ndarray:
+    """The pack's points (in random order) at the encoder's point count; `frame_known` as a
+    corpus .glb is read (glTF states y up), else as a file that does not say (the scorer)."""
+    return encoder.embed_points(points[:, :encoder.num_points], frame_known=frame_known)
 
 
 def held_out(pack: Pack, bundle: Path) -> dict:
-    """(a) per source, and (c) the frame test, on the test objects."""
+    """(a) per source, frame known, and (c) the frame test, frame unknown, on the test objects."""
     test = pack.select(splits=("test",), labelled=True)
     points = pack.points(test)
     encoder = open_encoder(bundle)
-    base = embed(encoder, points)
+    base = embed(encoder, points, frame_known=True)
     by_source = {}
     for source, labels, mine in _by_source(pack, test):
         r = zero_shot(base[mine], pack, test[mine], labels)
@@ -304,7 +307,7 @@ def held_out(pack: Pack, bundle: Path) -> dict:
                              "top5": round(r["top5"], 4)}
     frames = {}
     for frame, rotation in FRAMES.items():
-        embedded = base if frame == "y-up" else embed(encoder, turned(points, rotation))
+        embedded = embed(encoder, turned(points, rotation), frame_known=False)
         frames[frame] = round(float(np.mean(list(per_source_top1(embedded, pack, test).values()))), 4)
     return {"held_out": by_source, "frames": frames}
 
@@ -321,7 +324,7 @@ def score_left_out(pack: Pack, source: str, bundle: Path, job: dict) -> dict:
     labels = pack.labels[source]
     index = pack.select(sources={source}, labelled=True)
     points = pack.points(index)
-    r = zero_shot(embed(open_encoder(bundle), points), pack, index, labels)
+    r = zero_shot(embed(open_encoder(bundle), points, frame_known=True), pack, index, labels)
     truth = [pack.objects[i]["label"] for i in index]
     refs = np.array([i for i in pack.select(exclude_source=source, labelled=True)
                      if pack.objects[i]["label"] in set(labels)], dtype=np.int64)
@@ -371,7 +374,8 @@ def print_report(report: dict) -> None:
         print(f"  {'held-out test':<16} {'n':>5} {'classes':>7} {'top-1':>6} {'top-5':>6}")
         for source, row in r["held_out"].items():
             print(f"  {source:<16} {row['n']:>5} {row['classes']:>7} {row['top1']:>6.3f} {row['top5']:>6.3f}")
-        print("  frames (mean over sources): " + ", ".join(f"{k} {v:.3f}" for k, v in r["frames"].items()))
+        frames = ", ".join(f"{k} {v:.3f}" for k, v in r["frames"].items())
+        print(f"  frames, files that do not say (mean over sources): {frames}")
     if "leave_one_source_out" in report:
         print(f"  {'left out':<16} {'n':>5} {'classes':>7} {'top-1':>6} {'D2':>6} {'major':>6}")
         for source, row in report["leave_one_source_out"].items():
