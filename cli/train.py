@@ -39,7 +39,7 @@ def cmd_train(args) -> int:
                              weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, seed=args.seed,
                              amp=not args.no_amp, up_axis=args.up, random_up=args.random_up,
                              init=str(args.init) if args.init else None,
-                             upright=str(args.upright) if args.upright else None)
+                             upright=str(args.upright) if args.upright else None, known_frame=args.known_frame)
         trainer = Trainer(features, config, args.out, device=device)
     except ValueError as exc:
         raise Ulip2Error(str(exc)) from exc
@@ -144,6 +144,9 @@ def register(sub) -> None:
                    help="instead, train on the frames this up-axis scorer leaves (turned as a y-, z- or x-up "
                         "file reads, then upright by it); the bundle then needs the same scorer to embed "
                         "what it learnt (--bundle carries it)")
+    p.add_argument("--known-frame", type=float, default=0.0, metavar="SHARE",
+                   help="with --upright: this share of the samples stays as it stands, as a .glb or a Blender "
+                        "scene (whose frame is known) is read without the scorer (default 0)")
     p.add_argument("--init", type=Path,
                    help="start from a bundle (its config and weights), a ULIP-2 .pt or a ulip2 .safetensors")
     p.add_argument("--no-amp", action="store_true",

@@ -287,17 +287,20 @@ def test_upright_fits_on_train_objects_and_goes_into_a_bundle(tmp_path, toy_pack
 
 
 def test_validate_with_the_scorer_scores_every_frame_and_resumes(tmp_path, toy_pack):
-    """train --validate --upright (pointbert-tiny, random start): val top-1 y-up, z-up and
-    x-up through the scorer every 5 epochs into val.jsonl, and a longer rerun goes on from
-    the checkpoint with the earlier points kept."""
+    """train --validate --upright --known-frame (pointbert-tiny, random start): val top-1 y-up
+    (frame known), z-up and x-up (through the scorer) every 5 epochs into val.jsonl, and a
+    longer rerun goes on from the checkpoint with the earlier points kept."""
+    import torch
+
     from training.upright import fit_upright
 
     pack = corpus_model.Pack(toy_pack)
     fit_upright(pack.points(pack.select(splits=("train",))), hidden=16, steps=50).save(tmp_path / "up.npz")
     job = {"encoder": "pointbert-tiny", "epochs": 5, "lr": 1e-3, "batch_size": 8, "random_up": False,
-           "upright": tmp_path / "up.npz"}
+           "upright": tmp_path / "up.npz", "known_frame": 0.5}
     first = corpus_model.train(toy_pack, job, tmp_path / "run", validate=True, device="cpu", show_progress=False)
     assert [p["epoch"] for p in first["curve"]] == [5]
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["config"]["known_frame"] == 0.5
     assert {"val_top1_mean", "val_top1_z_up_mean", "val_top1_x_up_mean"} <= set(first["curve"][0])
     longer = corpus_model.train(toy_pack, {**job, "epochs": 10}, tmp_path / "run", validate=True, device="cpu",
                                 show_progress=False)

@@ -158,8 +158,33 @@ def test_training_sees_each_sample_as_a_file_in_any_convention_reads_after_the_s
         assert np.allclose(plain(cloud, np.random.default_rng(seed)), cloud)
 
 
+def test_a_share_of_samples_keeps_its_stated_frame():
+    """Augment(known_frame=): that share of the samples stays as it stands, as a .glb is read;
+    the rest go through the scorer (a stand-in here that marks what it turns by a shift)."""
+    from training.augment import Augment
+
+    class Marking:
+        def turn(self, points):
+            return points + 10
+
+    still = dict(rotate=False, scale=(1, 1), jitter_sigma=0, max_dropout=0, rgb_dropout=0, upright=Marking())
+    cloud = _cloud(_standing(106), 106)
+
+    def kept(share):
+        out = [Augment(**still, known_frame=share)(cloud, np.random.default_rng(seed)) for seed in range(40)]
+        assert all(np.allclose(o, cloud) or o.min() > 5 for o in out)
+        return sum(np.allclose(o, cloud) for o in out)
+
+    assert (kept(0.0), kept(1.0)) == (0, 40)
+    assert 10 <= kept(0.5) <= 30
+
+
 def test_the_training_settings_refuse_both_answers_to_the_up_axis():
     from training.trainer import TrainConfig
 
     with pytest.raises(ValueError, match="random_up and upright"):
         TrainConfig(random_up=True, upright="up.npz")
+    with pytest.raises(ValueError, match="known_frame 0.5: .* give the scorer too"):
+        TrainConfig(known_frame=0.5)
+    with pytest.raises(ValueError, match="known_frame 2"):
+        TrainConfig(known_frame=2, upright="up.npz")

@@ -50,6 +50,9 @@ class Augment:
     # random) reads, and upright again by the scorer, so the encoder learns the frames the
     # scorer leaves at inference, its mistakes included.
     upright: object = dataclasses.field(default=None, compare=False)
+    # With a scorer: the share of samples left as they stand, as a file that states its
+    # frame (a .glb, a Blender scene) is read without the scorer.
+    known_frame: float = 0.0
 
     def __call__(self, points: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """points (N, >=6) float -> augmented float32 copy (xyz, rgb)."""
@@ -64,7 +67,8 @@ class Augment:
             xyz[:, a], xyz[:, b] = c * xa - s * xb, s * xa + c * xb
         if self.random_up:
             xyz[:] = xyz @ AXIS_ROTATIONS[rng.integers(len(AXIS_ROTATIONS))].T
-        if self.upright is not None:  # read before jitter and dropout, as a sampled file is
+        known = self.known_frame > 0 and rng.random() < self.known_frame  # no draw at 0: older runs resume alike
+        if self.upright is not None and not known:  # read before jitter and dropout, as a sampled file is
             xyz[:] = xyz @ TURNS[rng.integers(len(TURNS))]  # as saved: TURNS' inverse
             pts = self.upright.turn(pts[None])[0]
             xyz = pts[:, :3]

@@ -52,10 +52,14 @@ class TrainConfig:
     random_up: bool = False       # turn each sample's up axis onto any axis direction (Augment.random_up)
     init: str | None = None       # start from: a bundle folder, a ULIP-2 .pt or a ulip2 .safetensors
     upright: str | None = None    # an up-axis scorer (core.upright): train on the frames it leaves (Augment.upright)
+    known_frame: float = 0.0      # with upright: the share of samples left as stated (Augment.known_frame)
 
     def __post_init__(self):
         if self.upright and self.random_up:
             raise ValueError("random_up and upright are two answers to the up axis; choose one")
+        if not 0 <= self.known_frame <= 1 or (self.known_frame and not self.upright):
+            raise ValueError(f"known_frame {self.known_frame}: a share from 0 to 1 of the samples an up-axis "
+                             "scorer (upright) would turn; give the scorer too")
 
 
 def _world() -> tuple[int, int]:
@@ -163,7 +167,8 @@ class Trainer:
         self.amp_dtype = autocast_dtype(self.device, config.amp)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.augment = Augment(up=config.up_axis, random_up=config.random_up,
-                               upright=Upright.load(config.upright) if config.upright else None)
+                               upright=Upright.load(config.upright) if config.upright else None,
+                               known_frame=config.known_frame)
         self.epoch = 0  # epochs completed
 
     # -- data ---------------------------------------------------------------------------

@@ -179,7 +179,8 @@ def train(pack_path: Path, job: dict, out: Path, *, holdout: str | None = None, 
     config = TrainConfig(encoder=job["encoder"], epochs=job["epochs"], batch_size=job["batch_size"], lr=job["lr"],
                          seed=job.get("seed", 0), random_up=job.get("random_up", True) and not job.get("upright"),
                          upright=str(job["upright"]) if job.get("upright") else None, amp=job.get("amp", True),
-                         init=str(job["init"]) if job.get("init") else None)
+                         init=str(job["init"]) if job.get("init") else None,
+                         known_frame=job.get("known_frame") or 0.0)
     groups = [pack.objects[i]["source"] for i in index] if job.get("source_batches") else None
     trainer = Trainer(pack.features(index), config, out, device=_device(device), groups=groups)
     start = time.perf_counter()
@@ -202,7 +203,7 @@ def train(pack_path: Path, job: dict, out: Path, *, holdout: str | None = None, 
             point = {"epoch": trainer.epoch, "loss": round(metrics["loss"], 4)}
             for frame, rotation in frames.items():
                 points = turned(val_points, rotation)
-                if scorer is not None:
+                if scorer is not None and frame != "y-up":  # y-up as a .glb is read, the frame known
                     points = scorer.turn(points)
                 scores = per_source_top1(_torch_embed(trainer.model, points, trainer.device), pack, val)
                 key = "val_top1" if frame == "y-up" else f"val_top1_{frame.replace('-', '_')}"
@@ -471,6 +472,10 @@ def main(argv: list[str] | None = None) -> int:
                                       help="train on the frames this up-axis scorer (`upright --out`) leaves: "
                                            "each sample turned as a y-, z- or x-up file reads, then upright by "
                                            "the scorer (instead of the random up axis)")
+    sub.choices["train"].add_argument("--known-frame", type=float, default=0.0, metavar="SHARE",
+                                      help="with --upright: this share of the samples stays as it stands, as a "
+                                           ".glb or a Blender scene (whose frame is known) is read without the "
+                                           "scorer (default 0)")
     sub.choices["loso"].add_argument("--upright", action="store_true",
                                      help="the same, each run with a scorer of its own fitted without the source "
                                           "it leaves out (RUNS/SOURCE/upright.npz), which its bundle carries")
@@ -501,6 +506,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.stage in ("train", "loso"):
             job = {k: getattr(args, k) for k in ("encoder", "epochs", "lr", "batch_size", "seed", "balance",
                                                   "source_batches", "random_up", "upright", "amp", "init")}
+            job["known_frame"] = getattr(args, "known_frame", 0.0)
             job["repeat"] = dict(args.repeat)
             if isinstance(job["upright"], Path):  # results are printed as JSON
                 job["upright"] = str(job["upright"])
