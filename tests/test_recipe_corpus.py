@@ -331,6 +331,27 @@ def test_loso_with_the_scorer_gives_each_run_its_own(tmp_path, toy_pack):
         assert json.loads((run / corpus_model.LEFT_OUT).read_text())["job"]["upright"] == str(run / "upright.npz")
 
 
+def test_loso_second_stage_starts_each_run_from_its_first_stage(tmp_path, toy_pack, capsys):
+    """loso --init-runs (pointbert-tiny, 1 epoch a stage): each second-stage run starts from
+    the first-stage run that left out the same source, a --repeat of the left-out source is
+    dropped, and a missing first-stage run is named."""
+    import torch
+
+    tiny = ["--pack", str(toy_pack), "--encoder", "pointbert-tiny", "--epochs", "1", "--batch-size", "8",
+            "--no-random-up", "--device", "cpu"]
+    assert corpus_model.main(["loso", *tiny, "--out", str(tmp_path / "first")]) == 0
+    assert corpus_model.main(["loso", *tiny, "--out", str(tmp_path / "second"), "--init-runs", str(tmp_path / "first"),
+                              "--repeat", "toy2=2", "--lr", "1e-4"]) == 0
+    for source in ("toy", "toy2"):
+        config = torch.load(tmp_path / "second" / source / "last.pt", weights_only=True)["config"]
+        assert config["init"] == str(tmp_path / "first" / source / "encoder.safetensors")
+    assert json.loads((tmp_path / "second" / "toy" / corpus_model.LEFT_OUT).read_text())["job"]["repeat"] == {"toy2": 2}
+    capsys.readouterr()
+    assert corpus_model.main(["loso", *tiny, "--out", str(tmp_path / "third"), "--init-runs",
+                              str(tmp_path / "none")]) == 1
+    assert "none/toy/encoder.safetensors: missing; run the first stage's loso" in capsys.readouterr().err
+
+
 def test_a_rerun_of_loso_skips_the_sources_it_has_scored_and_evaluate_reads_their_scores(tmp_path, toy_pack):
     """A source whose run wrote left_out.json is done: the rerun trains only the other
     (pointbert-tiny, 1 epoch), and evaluate takes the written scores, refusing a broken file

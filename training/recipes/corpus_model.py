@@ -174,8 +174,9 @@ def train(pack_path: Path, job: dict, out: Path, *, holdout: str | None = None, 
     if only is not None and only not in held:
         raise Ulip2Error(f"--only {only}: no such source in {pack_path} (it holds {', '.join(held)})")
     index = pack.select(splits=splits, sources=sources, exclude_source=holdout)
-    if job.get("balance") or job.get("repeat"):
-        index = balanced(pack, index, job.get("repeat") or {}, equal=not job.get("balance"))
+    repeat = {s: n for s, n in (job.get("repeat") or {}).items() if s != holdout}  # loso leaves it out too
+    if job.get("balance") or repeat:
+        index = balanced(pack, index, repeat, equal=not job.get("balance"))
     config = TrainConfig(encoder=job["encoder"], epochs=job["epochs"], batch_size=job["batch_size"], lr=job["lr"],
                          seed=job.get("seed", 0), random_up=job.get("random_up", True) and not job.get("upright"),
                          upright=str(job["upright"]) if job.get("upright") else None, amp=job.get("amp", True),
@@ -479,6 +480,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.choices["loso"].add_argument("--upright", action="store_true",
                                      help="the same, each run with a scorer of its own fitted without the source "
                                           "it leaves out (RUNS/SOURCE/upright.npz), which its bundle carries")
+    sub.choices["loso"].add_argument("--init-runs", type=Path, metavar="RUNS",
+                                     help="a second stage: each run starts from the weights of the run that left "
+                                          "out the same source in RUNS (RUNS/SOURCE/encoder.safetensors)")
     sub.choices["train"].add_argument("--holdout", help="a source to leave out")
     sub.choices["train"].add_argument("--only", help="train on this source alone (a diagnosis: what it can teach "
                                                      "the encoder by itself)")
@@ -520,6 +524,11 @@ def main(argv: list[str] | None = None) -> int:
                     if (run / LEFT_OUT).is_file():
                         print(f"{source}: done ({run / LEFT_OUT})", file=sys.stderr)
                         continue
+                    if args.init_runs:
+                        job["init"] = str(args.init_runs / source / "encoder.safetensors")
+                        if not Path(job["init"]).is_file():
+                            raise Ulip2Error(f"{job['init']}: missing; run the first stage's loso into "
+                                             f"{args.init_runs} first")
                     if args.upright:  # the left-out source's geometry stays unseen by its scorer too
                         scorer = run / UPRIGHT_FILE
                         if not scorer.is_file():
