@@ -138,7 +138,8 @@ def _search_mesh(reader: Reader, data: bytes, suffix: str, k: int, filters: dict
         except AssetError as exc:
             raise ApiError(422, f"the uploaded {suffix} file cannot be read: {exc.reason}; "
                                 "send a mesh file of that type") from None
-    return reader.searcher.search(encoder.embed_points(points, frame_known=states_frame(suffix))[0], k, **filters)
+        known = states_frame(path)  # the file's name, not the bare suffix: ".glb" alone has no extension
+    return reader.searcher.search(encoder.embed_points(points, frame_known=known)[0], k, **filters)
 
 
 async def search_mesh(request: Request) -> JSONResponse:

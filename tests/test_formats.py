@@ -323,3 +323,12 @@ def test_as_glb_refuses_what_load_parts_refuses(tmp_path):
     (tmp_path / "empty.off").write_text("OFF\n0 0 0\n")
     with pytest.raises(AssetError, match="empty.off"):
         as_glb(tmp_path / "empty.off")
+
+
+def test_which_formats_state_their_up_axis():
+    """glTF (y-up by its specification) and what Blender reads keep their frame; OBJ, STL,
+    PLY, OFF and COLLADA as trimesh reads them go to a bundle's up-axis scorer."""
+    from core.formats import states_frame
+
+    assert all(states_frame(f"upload{e}") for e in (".glb", ".GLTF", ".blend", ".fbx", ".usdz", ".abc"))
+    assert not any(states_frame(f"upload{e}") for e in (".obj", ".stl", ".PLY", ".off", ".dae"))
