@@ -373,6 +373,19 @@ def test_a_rerun_of_loso_skips_the_sources_it_has_scored_and_evaluate_reads_thei
         corpus_model.leave_one_source_out(corpus_model.Pack(toy_pack), runs)
 
 
+def test_loso_left_out_trains_only_the_named_sources_and_refuses_an_unknown_one(tmp_path, toy_pack, capsys):
+    """loso --left-out toy2 (pointbert-tiny, 1 epoch) trains and scores that source alone, so
+    the runs can be shared among machines; a source the pack lacks is named with those it holds."""
+    tiny = ["--pack", str(toy_pack), "--encoder", "pointbert-tiny", "--epochs", "1", "--batch-size", "8",
+            "--device", "cpu", "--out", str(tmp_path / "loso")]
+    assert corpus_model.main(["loso", *tiny, "--left-out", "toy2"]) == 0
+    assert (tmp_path / "loso" / "toy2" / corpus_model.LEFT_OUT).is_file()
+    assert not (tmp_path / "loso" / "toy").exists()
+    capsys.readouterr()
+    assert corpus_model.main(["loso", *tiny, "--left-out", "toy3"]) == 1
+    assert "--left-out toy3: not a source" in capsys.readouterr().err
+
+
 @pytest.mark.blender
 def test_render_stage_captions_each_object_from_its_views_and_the_pack_takes_the_sentences(tmp_path, toy):
     """Blender renders one small view of each toy object; the metadata captioner names the

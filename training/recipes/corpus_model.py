@@ -3,7 +3,7 @@ evaluation that says whether it generalises.
 
     python -m training.recipes.corpus_model pack     --corpus DIR --out PACK.npz
     python -m training.recipes.corpus_model train    --pack PACK.npz --out RUN [--holdout SOURCE]
-    python -m training.recipes.corpus_model loso     --pack PACK.npz --out RUNS
+    python -m training.recipes.corpus_model loso     --pack PACK.npz --out RUNS [--left-out SOURCE]
     python -m training.recipes.corpus_model evaluate --pack PACK.npz --bundle B [--bundle B2] [--loso RUNS]
     python -m training.recipes.corpus_model upright  --pack PACK.npz --out UPRIGHT.npz [--add-to BUNDLE]
     python -m training.recipes.corpus_model ship     --weights RUN/encoder.safetensors --bundle OUT [--upright UPRIGHT.npz]
@@ -21,7 +21,8 @@ train     the encoder on the train objects (with --validate: train minus val, sc
           --balance / --repeat weigh the sources; --init fine-tunes given weights
 loso      one `train` a source left out, for each source with two labels or more, then
           that source's scores (b, below) into RUNS/SOURCE/left_out.json; a source with
-          them is done, so a rerun goes on with the next
+          them is done, so a rerun goes on with the next; --left-out SOURCE runs only that
+          one (to share the runs among machines or days)
 evaluate  for each bundle, in one run: (a) top-1/top-5 on each source's held-out test
           objects over that source's label set; (b) leave-one-source-out top-1 of the
           --loso runs on each left-out source's labelled objects, beside D2 nearest
@@ -480,6 +481,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.choices["loso"].add_argument("--upright", action="store_true",
                                      help="the same, each run with a scorer of its own fitted without the source "
                                           "it leaves out (RUNS/SOURCE/upright.npz), which its bundle carries")
+    sub.choices["loso"].add_argument("--left-out", action="append", default=[], metavar="SOURCE",
+                                     help="leave out only this source (repeat for more; default each source with "
+                                          "two labels or more, in turn): to share the runs among machines or days")
     sub.choices["loso"].add_argument("--init-runs", type=Path, metavar="RUNS",
                                      help="a second stage: each run starts from the weights of the run that left "
                                           "out the same source in RUNS (RUNS/SOURCE/encoder.safetensors)")
@@ -519,7 +523,11 @@ def main(argv: list[str] | None = None) -> int:
                                        validate=args.validate, device=args.device)))
             else:
                 pack = Pack(args.pack)
-                for source in pack.labels:
+                unknown = set(args.left_out) - set(pack.labels)
+                if unknown:
+                    raise Ulip2Error(f"--left-out {', '.join(sorted(unknown))}: not a source of {args.pack} with "
+                                     f"two labels or more (those are {', '.join(pack.labels)})")
+                for source in args.left_out or pack.labels:
                     run = args.out / source
                     if (run / LEFT_OUT).is_file():
                         print(f"{source}: done ({run / LEFT_OUT})", file=sys.stderr)
