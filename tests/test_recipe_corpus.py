@@ -243,7 +243,8 @@ def test_init_starts_from_given_weights(tmp_path, toy_pack):
 
 def test_evaluate_reports_held_out_frames_and_leave_one_source_out(tmp_path, toy_pack, capsys):
     """Two tiny runs, one a source left out, then the evaluation table and JSON beside the
-    shipped default; the majority-class figure is checked by hand."""
+    shipped default and one run's own bundle, each scored on the left-out sources' objects;
+    the majority-class figure is checked by hand."""
     job = {"encoder": "pointbert-tiny", "epochs": 1, "lr": 1e-3, "batch_size": 8}
     for source in ("toy", "toy2"):
         corpus_model.train(toy_pack, job, tmp_path / "loso" / source, holdout=source, device="cpu", show_progress=False)
@@ -252,7 +253,7 @@ def test_evaluate_reports_held_out_frames_and_leave_one_source_out(tmp_path, toy
         corpus_model.score_left_out(corpus_model.Pack(toy_pack), source, tmp_path / "loso" / source / "bundle", job)
     from core.bundle import SHIPPED_BUNDLE
 
-    report = corpus_model.evaluate(toy_pack, [SHIPPED_BUNDLE], tmp_path / "loso")
+    report = corpus_model.evaluate(toy_pack, [SHIPPED_BUNDLE, tmp_path / "loso" / "toy2" / "bundle"], tmp_path / "loso")
     scores = report["bundles"][str(SHIPPED_BUNDLE)]
     assert set(scores["frames"]) == {"y-up", "z-up", "x-up"}
     assert set(scores["held_out"]) <= {"toy", "toy2"} and scores["held_out"]
@@ -263,9 +264,14 @@ def test_evaluate_reports_held_out_frames_and_leave_one_source_out(tmp_path, toy
     assert loso["toy2"]["n"] == len(toy2) >= 10
     assert loso["toy2"]["majority_top1"] == round(max(toy2.count("cone"), toy2.count("ball")) / len(toy2), 4)
     assert loso["toy2"]["d2_references"] > 0 and 0 <= loso["toy2"]["d2_top1"] <= 1
+    assert set(scores["left_out_sources"]) == {"toy", "toy2"}, "the bundle is set beside the runs, source by source"
+    toy2_run = report["bundles"][str(tmp_path / "loso" / "toy2" / "bundle")]["left_out_sources"]
+    assert toy2_run["toy2"] == loso["toy2"]["top1"], "the same objects, read the same way, as the run scored"
     corpus_model.print_report(report)
     out = capsys.readouterr().out.splitlines()
     assert json.loads(out[-1]) == report
+    mean_row = next(line for line in out if line.strip().startswith("mean"))
+    assert f"{scores['left_out_sources_mean_top1']:.3f}" in mean_row
 
 
 def test_upright_fits_on_train_objects_and_goes_into_a_bundle(tmp_path, toy_pack, tiny_bundle):

@@ -27,7 +27,8 @@ evaluate  for each bundle, in one run: (a) top-1/top-5 on each source's held-out
           objects over that source's label set; (b) leave-one-source-out top-1 of the
           --loso runs on each left-out source's labelled objects, beside D2 nearest
           neighbour (references: the other sources' labelled objects of the same labels)
-          and the majority class; both as the corpus's .glb files are read, their frame
+          and the majority class, and each --bundle on the same objects (a bundle trained on
+          a source has seen some of them); all as the corpus's .glb files are read, their frame
           known (glTF states y up; a bundle's up-axis scorer is not asked); (c) top-1 on all
           test objects as files that do not say which axis is up (OBJ, STL, PLY) read
           when saved y-up, z-up and x-up, through the scorer. A table, then one JSON line
@@ -327,7 +328,6 @@ def score_left_out(pack: Pack, source: str, bundle: Path, job: dict) -> dict:
     labels = pack.labels[source]
     index = pack.select(sources={source}, labelled=True)
     points = pack.points(index)
-    r = zero_shot(embed(open_encoder(bundle), points, frame_known=True), pack, index, labels)
     truth = [pack.objects[i]["label"] for i in index]
     refs = np.array([i for i in pack.select(exclude_source=source, labelled=True)
                      if pack.objects[i]["label"] in set(labels)], dtype=np.int64)
@@ -338,7 +338,7 @@ def score_left_out(pack: Pack, source: str, bundle: Path, job: dict) -> dict:
         hits = [ref_labels[int(np.abs(ref_d - d2_descriptor(p[:, :3])).sum(1).argmin())] == t
                 for p, t in zip(points, truth)]
         d2 = float(np.mean(hits))
-    row = {"n": len(index), "classes": len(labels), "top1": round(r["top1"], 4),
+    row = {"n": len(index), "classes": len(labels), "top1": on_left_out_sources(pack, bundle, [source])[source],
            "d2_top1": round(d2, 4), "d2_references": len(refs),
            "majority_top1": round(Counter(truth).most_common(1)[0][1] / len(truth), 4)}
     _write_json(Path(bundle).parent / LEFT_OUT, row | {"job": job})
@@ -361,29 +361,58 @@ def leave_one_source_out(pack: Pack, runs: Path) -> dict:
     return result
 
 
+def on_left_out_sources(pack: Pack, bundle: Path, sources: list[str]) -> dict[str, float]:
+    """A bundle's top-1 on the objects (b) scores (each source's labelled objects, frame
+    known): what the leave-one-out runs are set beside. A bundle trained on a source has
+    seen some of them, so on that source it is no leave-one-out figure."""
+    encoder = open_encoder(bundle)
+    scores = {}
+    for source in sources:
+        index = pack.select(sources={source}, labelled=True)
+        embedded = embed(encoder, pack.points(index), frame_known=True)
+        scores[source] = round(zero_shot(embedded, pack, index, pack.labels[source])["top1"], 4)
+    return scores
+
+
+def _mean(values) -> float | None:
+    values = list(values)
+    return round(float(np.mean(values)), 4) if values else None
+
+
 def evaluate(pack_path: Path, bundles: list[Path], loso: Path | None = None) -> dict:
     pack = Pack(pack_path)
     report = {"bundles": {str(b): held_out(pack, b) for b in bundles}}
     if loso is not None:
-        report["leave_one_source_out"] = leave_one_source_out(pack, loso)
-        values = [r["top1"] for r in report["leave_one_source_out"].values()]
-        report["leave_one_source_out_mean_top1"] = round(float(np.mean(values)), 4) if values else None
+        runs = leave_one_source_out(pack, loso)
+        report["leave_one_source_out"] = runs
+        report["leave_one_source_out_mean_top1"] = _mean(r["top1"] for r in runs.values())
+        for b in bundles:
+            scores = on_left_out_sources(pack, b, list(runs))
+            report["bundles"][str(b)] |= {"left_out_sources": scores, "left_out_sources_mean_top1": _mean(scores.values())}
     return report
 
 
 def print_report(report: dict) -> None:
-    for bundle, r in report["bundles"].items():
-        print(f"{bundle}")
+    for k, (bundle, r) in enumerate(report["bundles"].items()):
+        print(f"[{k + 1}] {bundle}")
         print(f"  {'held-out test':<16} {'n':>5} {'classes':>7} {'top-1':>6} {'top-5':>6}")
         for source, row in r["held_out"].items():
             print(f"  {source:<16} {row['n']:>5} {row['classes']:>7} {row['top1']:>6.3f} {row['top5']:>6.3f}")
         frames = ", ".join(f"{k} {v:.3f}" for k, v in r["frames"].items())
         print(f"  frames, files that do not say (mean over sources): {frames}")
     if "leave_one_source_out" in report:
-        print(f"  {'left out':<16} {'n':>5} {'classes':>7} {'top-1':>6} {'D2':>6} {'major':>6}")
+        bundles = list(report["bundles"].values())
+        print("left out: the loso runs' top-1, D2 nearest neighbour, the majority class, then each bundle above "
+              "on the same objects")
+        print(f"  {'left out':<16} {'n':>5} {'classes':>7} {'top-1':>6} {'D2':>6} {'major':>6}"
+              + "".join(f" {f'[{k + 1}]':>6}" for k in range(len(bundles))))
         for source, row in report["leave_one_source_out"].items():
             print(f"  {source:<16} {row['n']:>5} {row['classes']:>7} {row['top1']:>6.3f} "
-                  f"{row['d2_top1']:>6.3f} {row['majority_top1']:>6.3f}")
+                  f"{row['d2_top1']:>6.3f} {row['majority_top1']:>6.3f}"
+                  + "".join(f" {b['left_out_sources'][source]:>6.3f}" for b in bundles))
+        if report["leave_one_source_out"]:
+            print(f"  {'mean':<16} {'':>5} {'':>7} {report['leave_one_source_out_mean_top1']:>6.3f} {'':>6} {'':>6}"
+                  + "".join(f" {b['left_out_sources_mean_top1']:>6.3f}" for b in bundles))
     print(json.dumps(report))
 
 
