@@ -3,6 +3,7 @@ comes back to its y-up twin's frame, how a bundle carries it, and what a bad sco
 gets. The scorer here is fitted in a few seconds on a handful of trimesh shapes standing
 y-up (mechanics, not the shipped figures)."""
 
+import json
 import shutil
 
 import numpy as np
@@ -94,6 +95,13 @@ def test_a_bundle_carries_the_scorer_and_its_encoder_turns_clouds_upright(tmp_pa
     assert np.allclose(with_scorer[0], without[0], atol=1e-5)  # upright already: untouched
 
 
+def _saved_lying(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
+    """`mesh` (y-up) as a y-up reader sees it when it was saved z-up: lying."""
+    saved = mesh.copy()
+    saved.apply_transform(np.vstack([np.hstack([FRAMES["z-up"], [[0], [0], [0]]]), [0, 0, 0, 1]]))
+    return saved
+
+
 def test_clouds_whose_frame_is_known_skip_the_scorer(tmp_path, tiny_bundle, scorer):
     """pointbert-tiny, random weights: a table lying as a z-up file reads is turned upright
     unless its frame is known (per cloud); embed_files knows it from the format, so a .glb
@@ -107,14 +115,40 @@ def test_clouds_whose_frame_is_known_skip_the_scorer(tmp_path, tiny_bundle, scor
     known, unknown = encoder.embed_points(np.stack([lying, lying]), frame_known=[True, False])
     assert np.allclose(known, plain.embed_points(lying)[0], atol=1e-5), "known: as it stands"
     assert np.allclose(unknown, plain.embed_points(_turned(lying, TURNS[1]))[0], atol=1e-5), "unknown: turned upright"
-    saved = table.copy()
-    saved.apply_transform(np.vstack([np.hstack([FRAMES["z-up"], [[0], [0], [0]]]), [0, 0, 0, 1]]))
+    saved = _saved_lying(table)
     saved.export(tmp_path / "table.glb")
     saved.export(tmp_path / "table.obj")
     (_, glb), (_, obj) = encoder.embed_files([tmp_path / "table.glb", tmp_path / "table.obj"])
     (_, glb_plain), (_, obj_turned) = plain.embed_files([tmp_path / "table.glb", tmp_path / "table.obj"])
     assert np.allclose(glb, glb_plain, atol=1e-5), ".glb states its frame: the scorer is not asked"
     assert not np.allclose(obj, obj_turned, atol=1e-3), ".obj does not: the scorer turns it"
+
+
+def test_the_served_mesh_search_reads_an_uploaded_glb_as_it_stands(tmp_path, tiny_bundle, scorer):
+    """pointbert-tiny, random weights: a lying table indexed from its .glb (frame known, not
+    turned) is found at cosine 1 by the same .glb uploaded to `ulip2 serve`, so the upload is
+    read as the index read the file, not turned by the bundle's scorer."""
+    pytest.importorskip("uvicorn")
+    import urllib.request
+
+    from core.library.indexer import index_paths
+    from core.library.store import Library
+    from serve.app import create_app
+    from served import serving
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle.path, copy)
+    bundle = add_upright(copy, scorer)
+    (tmp_path / "assets").mkdir()
+    _saved_lying(_standing(104)).export(tmp_path / "assets" / "table.glb")
+    with Library(tmp_path / "lib.sqlite") as lib:
+        index_paths([tmp_path / "assets"], lib, PointEncoder(bundle, device="cpu"), workers=0, thumbnails=False)
+    with serving(create_app(tmp_path / "lib.sqlite", bundle)) as base:
+        request = urllib.request.Request(base + "/v1/search/mesh?type=glb&k=1", method="POST",
+                                         data=(tmp_path / "assets" / "table.glb").read_bytes())
+        with urllib.request.urlopen(request, timeout=30) as response:
+            hits = json.loads(response.read())["hits"]
+    assert hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
 
 
 def test_a_bad_scorer_file_is_refused_with_its_name(tmp_path, tiny_bundle, scorer):
